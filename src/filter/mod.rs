@@ -1,0 +1,386 @@
+//! The proxy-wasm shell: Envoy callbacks in, core calls, host calls out. Nothing else.
+//!
+//! Only `proxy_wasm::hostcalls` are used (they return `Result`); the SDK's convenience
+//! methods unwrap host errors, and `get_map_value` unwraps UTF-8, which a client controls.
+
+use crate::auth::presented_key;
+use crate::config::{self, Config};
+use crate::gateway::{self, Forward, HeadAction, LocalReply, RequestHead};
+use crate::host::{Host, SplitMix64};
+use crate::request::Endpoint;
+use crate::translate::{BodyMode, BodyOutput, ResponseTranslator};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+/// The most response body we hold while translating a buffered (non-streaming) response.
+const MAX_BUFFERED_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
+
+fn now_unix_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Root {
+    config: Option<Rc<Config>>,
+    seeds: RefCell<Option<SplitMix64>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        ) {
+            Ok(Some(b)) => b,
+            _ => {
+                log(
+                    LogLevel::Error,
+                    "no plugin configuration; expected the gateway JSON",
+                );
+                return false;
+            }
+        };
+        let now_ms = now_unix_ms();
+        match config::parse(&bytes, &|name| std::env::var(name).ok(), now_ms / 1000) {
+            Ok((config, warnings)) => {
+                for w in warnings {
+                    log(LogLevel::Warn, &format!("config: {w}"));
+                }
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "configured {} model groups, {} deployments",
+                        config.groups.len(),
+                        config.deployments.len()
+                    ),
+                );
+                self.config = Some(Rc::new(config));
+                // Different per VM and per configure, so workers do not pick in lockstep.
+                let seed = now_ms ^ (std::ptr::addr_of!(*self) as u64).rotate_left(32);
+                *self.seeds.borrow_mut() = Some(SplitMix64::new(seed));
+                true
+            }
+            Err(e) => {
+                log(LogLevel::Error, &format!("invalid configuration: {e}"));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let seed = self
+            .seeds
+            .borrow_mut()
+            .as_mut()
+            .map(SplitMix64::next_u64)
+            .unwrap_or(u64::from(context_id));
+        Some(Box::new(Http {
+            config: self.config.clone(),
+            host: WasmHost {
+                rng: SplitMix64::new(seed ^ u64::from(context_id)),
+            },
+            state: State::Head,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct WasmHost {
+    rng: SplitMix64,
+}
+
+impl Host for WasmHost {
+    fn now_unix_ms(&self) -> u64 {
+        now_unix_ms()
+    }
+    fn random_u64(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+}
+
+enum State {
+    Head,
+    AwaitBody(Endpoint),
+    Routed(Routed),
+    /// We answered locally; the response callbacks see our own reply and leave it alone.
+    Replied,
+}
+
+struct Routed {
+    response: Box<dyn ResponseTranslator>,
+    group_header: String,
+    deployment_header: String,
+    mode: BodyMode,
+    /// A buffered response grew too large and was replaced by an error; drop the rest.
+    discarding: bool,
+}
+
+struct Http {
+    config: Option<Rc<Config>>,
+    host: WasmHost,
+    state: State,
+}
+
+fn header(map: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+    map.iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+}
+
+fn set_request_header(name: &str, value: Option<&str>) {
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+}
+
+fn set_response_header(name: &str, value: Option<&str>) {
+    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+}
+
+impl Http {
+    fn reply(&mut self, reply: LocalReply) -> Action {
+        self.state = State::Replied;
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", reply.content_type)];
+        headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
+        if hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body))
+            .is_err()
+        {
+            log(LogLevel::Error, "could not send a local reply");
+        }
+        Action::Pause
+    }
+
+    /// Point the request at the chosen deployment; the route matches on `x-llm-cluster`.
+    fn forward(&mut self, config: &Config, forward: Forward, body_size: Option<usize>) -> Action {
+        let Some(deployment) = config.deployment(forward.deployment) else {
+            return self.reply(
+                crate::error::GatewayError::new(
+                    crate::error::ErrorKind::ServiceUnavailable,
+                    "deployment missing",
+                )
+                .into(),
+            );
+        };
+        set_request_header(":path", Some(&forward.path));
+        set_request_header(":authority", Some(&deployment.authority));
+        set_request_header("authorization", deployment.authorization.as_deref());
+        set_request_header(
+            "x-envoy-upstream-rq-timeout-ms",
+            Some(&deployment.timeout_ms.to_string()),
+        );
+        if let Some(body) = &forward.body {
+            set_request_header("content-length", Some(&body.len().to_string()));
+            set_request_header("content-type", Some("application/json"));
+            let replaced = body_size.unwrap_or(0);
+            if hostcalls::set_buffer(BufferType::HttpRequestBody, 0, replaced, body).is_err() {
+                log(LogLevel::Error, "could not replace the request body");
+            }
+        }
+        set_request_header("x-llm-cluster", Some(&deployment.cluster));
+        let group_header = config
+            .groups
+            .get(deployment.group)
+            .map(|g| g.header_name.clone())
+            .unwrap_or_default();
+        self.state = State::Routed(Routed {
+            response: forward.response,
+            group_header,
+            deployment_header: deployment.header_id.clone(),
+            mode: BodyMode::PassThrough,
+            discarding: false,
+        });
+        Action::Continue
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(config) = self.config.clone() else {
+            return self.reply(
+                crate::error::GatewayError::new(
+                    crate::error::ErrorKind::ServiceUnavailable,
+                    "the gateway has no valid configuration",
+                )
+                .into(),
+            );
+        };
+        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        let method = header(&headers, ":method").unwrap_or_default();
+        let path = header(&headers, ":path").unwrap_or_default();
+        let authorization = header(&headers, "authorization");
+        let api_key = header(&headers, "api-key");
+        let x_api_key = header(&headers, "x-api-key");
+        let content_length = header(&headers, "content-length").and_then(|v| v.trim().parse().ok());
+        // Nothing a client sends may choose the cluster, set Envoy's knobs, or carry the
+        // client's key upstream.
+        for (name, _) in &headers {
+            if name.starts_with("x-envoy-") || name == "x-llm-cluster" {
+                set_request_header(name, None);
+            }
+        }
+        for name in crate::auth::CLIENT_AUTH_HEADERS {
+            set_request_header(name, None);
+        }
+        let head = RequestHead {
+            method: &method,
+            path: &path,
+            key: presented_key(
+                authorization.as_deref(),
+                api_key.as_deref(),
+                x_api_key.as_deref(),
+            ),
+            content_length,
+            end_of_stream,
+        };
+        match gateway::on_request_head(&config, &head) {
+            HeadAction::Reply(r) => self.reply(r),
+            HeadAction::ReadBody(endpoint) => {
+                self.state = State::AwaitBody(endpoint);
+                Action::Pause
+            }
+            HeadAction::Forward(f) => self.forward(&config, f, None),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(config), State::AwaitBody(endpoint)) = (self.config.clone(), &self.state) else {
+            return Action::Continue;
+        };
+        if body_size as u64 > config.max_request_body_bytes {
+            return self.reply(gateway::too_large(&config).into());
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let endpoint = endpoint.clone();
+        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+            Ok(Some(b)) => b,
+            _ => Vec::new(),
+        };
+        match gateway::on_request_body(&config, &mut self.host, &endpoint, &body) {
+            Ok(forward) => self.forward(&config, forward, Some(body_size)),
+            Err(reply) => self.reply(reply),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let State::Routed(routed) = &mut self.state else {
+            return Action::Continue;
+        };
+        let status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u16>().ok())
+            .unwrap_or(502);
+        let content_type =
+            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "content-type")
+                .ok()
+                .flatten()
+                .and_then(|v| String::from_utf8(v).ok());
+        set_response_header("x-llm-model-group", Some(&routed.group_header));
+        set_response_header("x-llm-deployment", Some(&routed.deployment_header));
+        routed.mode = routed.response.on_headers(status, content_type.as_deref());
+        match &routed.mode {
+            BodyMode::PassThrough => Action::Continue,
+            BodyMode::Stream { content_type } => {
+                set_response_header("content-length", None);
+                set_response_header("content-type", Some(content_type));
+                Action::Continue
+            }
+            // A response without a body has no buffer to replace (and the SDK's set_buffer
+            // panics when the host refuses): it passes as it is.
+            BodyMode::Buffer if end_of_stream => Action::Continue,
+            BodyMode::Buffer => Action::Pause,
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let State::Routed(routed) = &mut self.state else {
+            return Action::Continue;
+        };
+        if routed.discarding {
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &[]);
+            return Action::Continue;
+        }
+        match routed.mode {
+            BodyMode::PassThrough => Action::Continue,
+            BodyMode::Stream { .. } => {
+                let chunk = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                {
+                    Ok(Some(b)) => b,
+                    _ => Vec::new(),
+                };
+                match routed.response.on_body(&chunk, end_of_stream) {
+                    BodyOutput::Unchanged => {}
+                    BodyOutput::Replace(out) | BodyOutput::Complete { body: out, .. } => {
+                        let _ =
+                            hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
+                    }
+                }
+                Action::Continue
+            }
+            BodyMode::Buffer => {
+                if body_size > MAX_BUFFERED_RESPONSE_BYTES {
+                    let out = routed.response.on_overflow();
+                    apply_complete(out, body_size);
+                    routed.discarding = !end_of_stream;
+                    return Action::Continue;
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                    Ok(Some(b)) => b,
+                    _ => Vec::new(),
+                };
+                let out = routed.response.on_body(&body, true);
+                apply_complete(out, body_size);
+                Action::Continue
+            }
+        }
+    }
+}
+
+/// Replace a held response: status, content type, length and body together.
+fn apply_complete(out: BodyOutput, replaced: usize) {
+    match out {
+        BodyOutput::Complete {
+            status,
+            content_type,
+            body,
+        } => {
+            set_response_header(":status", Some(&status.to_string()));
+            set_response_header("content-type", Some(content_type));
+            set_response_header("content-length", Some(&body.len().to_string()));
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);
+        }
+        BodyOutput::Replace(body) => {
+            set_response_header("content-length", Some(&body.len().to_string()));
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);
+        }
+        BodyOutput::Unchanged => {}
+    }
+}

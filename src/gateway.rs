@@ -1,0 +1,525 @@
+//! The request lifecycle as pure decisions: what to do with the request head, and with the
+//! whole body once it is buffered. The filter turns these decisions into host calls.
+
+use crate::auth::KeyDigest;
+use crate::config::{render_model_object, Config, Deployment, Provider, TritonMode};
+use crate::error::{ErrorKind, GatewayError};
+use crate::host::Host;
+use crate::request::{classify, Endpoint, Inference, InferenceBody};
+use crate::select::weighted_pick;
+use crate::translate::openai_compat::{OpenAiCompat, PassThroughResponse};
+use crate::translate::triton_generate::TritonGenerate;
+use crate::translate::triton_infer::TritonInfer;
+use crate::translate::{ResponseContext, ResponseTranslator, Translator, JSON};
+
+/// What the filter knows at request-header time.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The client key, from `presented_key`.
+    pub key: Option<&'a str>,
+    pub content_length: Option<u64>,
+    /// The request has no body.
+    pub end_of_stream: bool,
+}
+
+/// A response the filter sends itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl LocalReply {
+    pub fn json(status: u16, body: Vec<u8>) -> Self {
+        LocalReply {
+            status,
+            content_type: JSON,
+            body,
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl From<GatewayError> for LocalReply {
+    fn from(e: GatewayError) -> Self {
+        let mut reply = LocalReply::json(e.status(), e.to_json());
+        if let Some(secs) = e.retry_after {
+            reply.headers.push(("retry-after", secs.to_string()));
+        }
+        if let ErrorKind::MethodNotAllowed = e.kind {
+            if let Some(allow) = e.param.as_ref() {
+                reply.headers.push(("allow", allow.clone()));
+            }
+        }
+        reply
+    }
+}
+
+/// A request on its way to a deployment.
+pub struct Forward {
+    pub deployment: usize,
+    pub path: String,
+    /// `None`: the body (if any) goes upstream unchanged.
+    pub body: Option<Vec<u8>>,
+    pub response: Box<dyn ResponseTranslator>,
+}
+
+pub enum HeadAction {
+    Reply(LocalReply),
+    /// Buffer the body, then call `on_request_body` with this endpoint.
+    ReadBody(Endpoint),
+    Forward(Forward),
+}
+
+pub fn on_request_head(config: &Config, head: &RequestHead<'_>) -> HeadAction {
+    let endpoint = classify(head.method, head.path);
+    if let Err(e) = authorize(config, &endpoint, head.key) {
+        return HeadAction::Reply(e.into());
+    }
+    if head
+        .content_length
+        .is_some_and(|len| len > config.max_request_body_bytes)
+    {
+        return HeadAction::Reply(too_large(config).into());
+    }
+    match endpoint {
+        Endpoint::Inference(_) | Endpoint::KeyGenerate => {
+            if head.end_of_stream {
+                HeadAction::Reply(
+                    GatewayError::invalid_request("request body is empty; expected a JSON object")
+                        .into(),
+                )
+            } else {
+                HeadAction::ReadBody(endpoint)
+            }
+        }
+        Endpoint::Vllm(rest) => {
+            if head.end_of_stream {
+                match vllm_forward(config, &rest, None) {
+                    Ok(f) => HeadAction::Forward(f),
+                    Err(e) => HeadAction::Reply(e.into()),
+                }
+            } else {
+                HeadAction::ReadBody(Endpoint::Vllm(rest))
+            }
+        }
+        other => HeadAction::Reply(local_endpoint(config, &other)),
+    }
+}
+
+pub fn too_large(config: &Config) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::PayloadTooLarge,
+        format!(
+            "request body exceeds the gateway limit of {} bytes",
+            config.max_request_body_bytes
+        ),
+    )
+}
+
+/// The master key, when configured, guards everything but the public health endpoints.
+fn authorize(config: &Config, endpoint: &Endpoint, key: Option<&str>) -> Result<(), GatewayError> {
+    if endpoint.is_public() {
+        return Ok(());
+    }
+    let Some(master) = &config.master_key else {
+        return Ok(());
+    };
+    let Some(key) = key else {
+        return Err(GatewayError::new(
+            ErrorKind::Authentication,
+            "No API key provided. Send it as 'Authorization: Bearer <key>'.",
+        )
+        .with_code("invalid_api_key"));
+    };
+    if master.matches(&KeyDigest::of(key)) {
+        Ok(())
+    } else {
+        Err(
+            GatewayError::new(ErrorKind::Authentication, "Invalid API key.")
+                .with_code("invalid_api_key"),
+        )
+    }
+}
+
+fn local_endpoint(config: &Config, endpoint: &Endpoint) -> LocalReply {
+    match endpoint {
+        Endpoint::ListModels => LocalReply::json(200, config.models_list_body.clone()),
+        Endpoint::GetModel(id) => {
+            if config.visible_models.iter().any(|m| m == id) {
+                LocalReply::json(200, render_model_object(id, config.created))
+            } else {
+                config.model_not_found(id).into()
+            }
+        }
+        Endpoint::Liveliness => LocalReply::json(200, br#""I'm alive!""#.to_vec()),
+        Endpoint::Readiness => LocalReply::json(200, br#"{"status":"healthy"}"#.to_vec()),
+        Endpoint::V1Live => LocalReply::json(200, br#"{"message":"Service is live."}"#.to_vec()),
+        Endpoint::V1Ready => {
+            if config.deployments.is_empty() {
+                GatewayError::new(ErrorKind::ServiceUnavailable, "Service is not ready.").into()
+            } else {
+                LocalReply::json(200, br#"{"message":"Service is ready."}"#.to_vec())
+            }
+        }
+        Endpoint::ModelInfo => LocalReply::json(200, config.model_info_body.clone()),
+        Endpoint::ModelGroupInfo => LocalReply::json(200, config.model_group_info_body.clone()),
+        Endpoint::HealthProbe | Endpoint::KeyGenerate | Endpoint::KeyInfo => GatewayError::new(
+            ErrorKind::Upstream(501),
+            "this endpoint is not available in this version of the gateway",
+        )
+        .into(),
+        Endpoint::MethodNotAllowed(allowed) => GatewayError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("method not allowed; use {allowed}"),
+        )
+        .with_param(*allowed)
+        .into(),
+        Endpoint::NotFound | Endpoint::Inference(_) | Endpoint::Vllm(_) => {
+            GatewayError::new(ErrorKind::NotFound, "no such endpoint")
+                .with_code("not_found")
+                .into()
+        }
+    }
+}
+
+/// The whole request body has arrived.
+pub fn on_request_body(
+    config: &Config,
+    host: &mut dyn Host,
+    endpoint: &Endpoint,
+    body: &[u8],
+) -> Result<Forward, LocalReply> {
+    if body.len() as u64 > config.max_request_body_bytes {
+        return Err(too_large(config).into());
+    }
+    match endpoint {
+        Endpoint::Inference(kind) => inference(config, host, *kind, body).map_err(LocalReply::from),
+        Endpoint::Vllm(rest) => {
+            vllm_forward(config, rest, Some((host, body))).map_err(LocalReply::from)
+        }
+        other => Err(local_endpoint(config, other)),
+    }
+}
+
+fn inference(
+    config: &Config,
+    host: &mut dyn Host,
+    kind: Inference,
+    body: &[u8],
+) -> Result<Forward, GatewayError> {
+    let request = InferenceBody::parse(kind, body)?;
+    let group = config
+        .resolve_model(&request.model)
+        .ok_or_else(|| config.model_not_found(&request.model))?;
+    let index = weighted_pick(group, host.random_unit()).ok_or_else(|| {
+        GatewayError::new(
+            ErrorKind::ServiceUnavailable,
+            "model group has no usable deployment",
+        )
+    })?;
+    let deployment = config
+        .deployment(index)
+        .ok_or_else(|| GatewayError::new(ErrorKind::ServiceUnavailable, "deployment missing"))?;
+    let ctx = response_context(host, kind, &request.model);
+    let upstream =
+        translator_for(deployment).translate_request(config, deployment, &request, ctx)?;
+    Ok(Forward {
+        deployment: index,
+        path: upstream.path,
+        body: upstream.body,
+        response: upstream.response,
+    })
+}
+
+fn response_context(host: &mut dyn Host, kind: Inference, model: &str) -> ResponseContext {
+    let prefix = match kind {
+        Inference::Chat => "chatcmpl-",
+        Inference::Completions => "cmpl-",
+        Inference::Embeddings => "embd-",
+    };
+    ResponseContext {
+        requested_model: model.to_string(),
+        id: format!(
+            "{prefix}{:016x}{:08x}",
+            host.random_u64(),
+            host.random_u64() as u32
+        ),
+        created: host.now_unix_ms() / 1000,
+        include_usage: false,
+    }
+}
+
+fn translator_for(deployment: &Deployment) -> &'static dyn Translator {
+    match deployment.provider {
+        Provider::OpenAiCompatible { .. } => &OpenAiCompat,
+        Provider::Triton {
+            mode: TritonMode::Generate,
+            ..
+        } => &TritonGenerate,
+        Provider::Triton { .. } => &TritonInfer,
+    }
+}
+
+/// `/vllm/<rest>`: to the deployment the body's `model` names, else the first vLLM one.
+fn vllm_forward(
+    config: &Config,
+    rest: &str,
+    body: Option<(&mut dyn Host, &[u8])>,
+) -> Result<Forward, GatewayError> {
+    let no_vllm = || {
+        GatewayError::new(
+            ErrorKind::NotFound,
+            "no hosted_vllm deployment is configured for /vllm pass-through",
+        )
+    };
+    let named = match body {
+        Some((host, body)) => vllm_named_deployment(config, host, body)?,
+        None => None,
+    };
+    let (index, new_body) = match named {
+        Some((index, new_body)) => (index, Some(new_body)),
+        None => (config.default_vllm.ok_or_else(no_vllm)?, None),
+    };
+    let deployment = config.deployment(index).ok_or_else(no_vllm)?;
+    let Provider::OpenAiCompatible {
+        native_base_path, ..
+    } = &deployment.provider
+    else {
+        return Err(GatewayError::invalid_request(
+            "the model named for /vllm pass-through is not served by a vLLM/OpenAI-compatible deployment",
+        )
+        .with_param("model"));
+    };
+    Ok(Forward {
+        deployment: index,
+        path: format!("{native_base_path}{rest}"),
+        body: new_body,
+        response: Box::new(PassThroughResponse::new()),
+    })
+}
+
+/// A JSON body whose `model` names a gateway model: that group's pick, with `model` swapped.
+fn vllm_named_deployment(
+    config: &Config,
+    host: &mut dyn Host,
+    body: &[u8],
+) -> Result<Option<(usize, Vec<u8>)>, GatewayError> {
+    #[derive(serde::Deserialize)]
+    struct ModelOnly<'a> {
+        #[serde(borrow, default)]
+        model: Option<&'a serde_json::value::RawValue>,
+    }
+    let looks_like_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !looks_like_object {
+        return Ok(None);
+    }
+    let Ok(parsed) = serde_json::from_slice::<ModelOnly<'_>>(body) else {
+        return Ok(None);
+    };
+    let Some(raw) = parsed.model else {
+        return Ok(None);
+    };
+    let Ok(name) = serde_json::from_str::<String>(raw.get()) else {
+        return Ok(None);
+    };
+    let Some(group) = config.resolve_model(&name) else {
+        return Ok(None);
+    };
+    let index = weighted_pick(group, host.random_unit()).ok_or_else(|| {
+        GatewayError::new(
+            ErrorKind::ServiceUnavailable,
+            "model group has no usable deployment",
+        )
+    })?;
+    let deployment = config
+        .deployment(index)
+        .ok_or_else(|| GatewayError::new(ErrorKind::ServiceUnavailable, "deployment missing"))?;
+    let start = (raw.get().as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let end = start + raw.get().len();
+    let (Some(head), Some(tail)) = (body.get(..start), body.get(end..)) else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(body.len() + deployment.upstream_model_json.len());
+    out.extend_from_slice(head);
+    out.extend_from_slice(deployment.upstream_model_json.as_bytes());
+    out.extend_from_slice(tail);
+    Ok(Some((index, out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::host::FakeHost;
+
+    const CONFIG: &str = r#"{
+      "model_list": [
+        {"model_name": "chat", "litellm_params": {"model": "hosted_vllm/real-chat", "api_base": "http://127.0.0.1:9001/v1"}},
+        {"model_name": "chat", "litellm_params": {"model": "openai/other-chat", "api_base": "http://127.0.0.1:9002", "api_key": "up-key"}},
+        {"model_name": "emb", "litellm_params": {"model": "openai/e5", "api_base": "http://127.0.0.1:9002"}}
+      ],
+      "router_settings": {"model_group_alias": {"gpt-4o": "chat", "secret": {"model": "chat", "hidden": true}}},
+      "general_settings": {"master_key": "sk-master"}
+    }"#;
+
+    fn config() -> Config {
+        parse(CONFIG.as_bytes(), &|_| None, 1000).unwrap().0
+    }
+
+    fn head<'a>(method: &'a str, path: &'a str, key: Option<&'a str>) -> RequestHead<'a> {
+        RequestHead {
+            method,
+            path,
+            key,
+            content_length: None,
+            end_of_stream: method == "GET",
+        }
+    }
+
+    fn reply(a: HeadAction) -> LocalReply {
+        match a {
+            HeadAction::Reply(r) => r,
+            _ => panic!("expected a local reply"),
+        }
+    }
+
+    fn json(r: &LocalReply) -> serde_json::Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn master_key_is_required_except_for_health() {
+        let c = config();
+        let r = reply(on_request_head(&c, &head("GET", "/v1/models", None)));
+        assert_eq!(r.status, 401);
+        assert_eq!(json(&r)["error"]["type"], "authentication_error");
+        let r = reply(on_request_head(
+            &c,
+            &head("GET", "/v1/models", Some("sk-wrong")),
+        ));
+        assert_eq!(r.status, 401);
+        let r = reply(on_request_head(
+            &c,
+            &head("GET", "/v1/models", Some("sk-master")),
+        ));
+        assert_eq!(r.status, 200);
+        let ids: Vec<String> = json(&r)["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, vec!["chat", "emb", "gpt-4o"]);
+        let r = reply(on_request_head(&c, &head("GET", "/v1/health/live", None)));
+        assert_eq!(json(&r)["message"], "Service is live.");
+        let r = reply(on_request_head(
+            &c,
+            &head("POST", "/v1/chat/completions", Some("nope")),
+        ));
+        assert_eq!(r.status, 401);
+    }
+
+    #[test]
+    fn model_lookup_hides_hidden_aliases() {
+        let c = config();
+        let r = reply(on_request_head(
+            &c,
+            &head("GET", "/v1/models/gpt-4o", Some("sk-master")),
+        ));
+        assert_eq!(json(&r)["id"], "gpt-4o");
+        let r = reply(on_request_head(
+            &c,
+            &head("GET", "/v1/models/secret", Some("sk-master")),
+        ));
+        assert_eq!(r.status, 404);
+        let r = reply(on_request_head(
+            &c,
+            &head("GET", "/v2/whatever", Some("sk-master")),
+        ));
+        assert_eq!(r.status, 404);
+        let r = reply(on_request_head(
+            &c,
+            &head("DELETE", "/v1/models", Some("sk-master")),
+        ));
+        assert_eq!(r.status, 405);
+    }
+
+    #[test]
+    fn content_length_over_limit_is_413() {
+        let c = config();
+        let mut h = head("POST", "/v1/chat/completions", Some("sk-master"));
+        h.content_length = Some(c.max_request_body_bytes + 1);
+        assert_eq!(reply(on_request_head(&c, &h)).status, 413);
+    }
+
+    #[test]
+    fn hidden_alias_routes_and_rewrites() {
+        let c = config();
+        let mut host = FakeHost::new(1);
+        let body = br#"{"model":"secret","messages":[{"role":"user","content":"hi"}]}"#;
+        let f = on_request_body(&c, &mut host, &Endpoint::Inference(Inference::Chat), body)
+            .ok()
+            .unwrap();
+        let d = &c.deployments[f.deployment];
+        assert_eq!(d.group, 0);
+        let v: serde_json::Value = serde_json::from_slice(&f.body.unwrap()).unwrap();
+        assert_eq!(v["model"], d.upstream_model.as_str());
+        assert_eq!(f.path, "/v1/chat/completions");
+    }
+
+    #[test]
+    fn unknown_model_lists_available() {
+        let c = config();
+        let mut host = FakeHost::new(1);
+        let body = br#"{"model":"gpt-5","messages":[{"role":"user","content":"hi"}]}"#;
+        let r = on_request_body(&c, &mut host, &Endpoint::Inference(Inference::Chat), body)
+            .err()
+            .unwrap();
+        assert_eq!(r.status, 404);
+        let v = json(&r);
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("chat, emb, gpt-4o"));
+        assert!(!v["error"]["message"].as_str().unwrap().contains("secret"));
+    }
+
+    #[test]
+    fn vllm_pass_through_targets() {
+        let c = config();
+        let mut host = FakeHost::new(3);
+        match on_request_head(&c, &head("GET", "/vllm/metrics", Some("sk-master"))) {
+            HeadAction::Forward(f) => {
+                assert_eq!(f.deployment, 0);
+                assert_eq!(f.path, "/metrics");
+                assert!(f.body.is_none());
+            }
+            _ => panic!("expected forward"),
+        }
+        let body = br#"{"model":"emb","text_1":"a","text_2":"b"}"#;
+        let f = on_request_body(&c, &mut host, &Endpoint::Vllm("/score".into()), body)
+            .ok()
+            .unwrap();
+        assert_eq!(f.deployment, 2);
+        assert_eq!(
+            f.body.unwrap(),
+            br#"{"model":"e5","text_1":"a","text_2":"b"}"#
+        );
+        let f = on_request_body(
+            &c,
+            &mut host,
+            &Endpoint::Vllm("/tokenize".into()),
+            b"not json",
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(f.deployment, 0);
+        assert!(f.body.is_none());
+    }
+}

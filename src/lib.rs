@@ -1,0 +1,18 @@
+//! llm-gateway: an OpenAI-compatible LLM gateway that runs inside Envoy as a proxy-wasm filter.
+//!
+//! Everything but `filter` is a pure core with no proxy-wasm import, tested natively.
+//! `filter` maps Envoy callbacks to core calls and core decisions to host calls.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod host;
+pub mod request;
+pub mod select;
+pub mod sse;
+pub mod template;
+pub mod translate;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

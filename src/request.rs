@@ -1,0 +1,378 @@
+//! What a client asked for: the endpoint from method and path, and a borrowed view of an
+//! inference body that validates it in one pass and keeps `model`'s byte span for splicing.
+
+use crate::error::{ErrorKind, GatewayError};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inference {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl Inference {
+    pub fn object_name(self) -> &'static str {
+        match self {
+            Inference::Chat => "chat.completion",
+            Inference::Completions => "text_completion",
+            Inference::Embeddings => "list",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Inference(Inference),
+    ListModels,
+    GetModel(String),
+    /// `/health/liveliness`, `/health/liveness`.
+    Liveliness,
+    /// `/health/readiness`.
+    Readiness,
+    V1Live,
+    V1Ready,
+    /// `/health`: probes deployments (needs the master key).
+    HealthProbe,
+    ModelInfo,
+    ModelGroupInfo,
+    KeyGenerate,
+    KeyInfo,
+    /// `/vllm/<rest>`: `rest` starts with `/` and keeps the query string.
+    Vllm(String),
+    MethodNotAllowed(&'static str),
+    NotFound,
+}
+
+impl Endpoint {
+    /// Endpoints any client may call without a key.
+    pub fn is_public(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Liveliness | Endpoint::Readiness | Endpoint::V1Live | Endpoint::V1Ready
+        )
+    }
+}
+
+pub fn classify(method: &str, full_path: &str) -> Endpoint {
+    if let Some(rest) = full_path.strip_prefix("/vllm/") {
+        return Endpoint::Vllm(format!("/{rest}"));
+    }
+    let path = full_path.split_once('?').map_or(full_path, |(p, _)| p);
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let bare = path
+        .strip_prefix("/v1")
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(path);
+    let get = method == "GET" || method == "HEAD";
+    let post = method == "POST";
+    let want = |ok: bool, e: Endpoint, allowed: &'static str| {
+        if ok {
+            e
+        } else {
+            Endpoint::MethodNotAllowed(allowed)
+        }
+    };
+    match bare {
+        "/chat/completions" => want(post, Endpoint::Inference(Inference::Chat), "POST"),
+        "/completions" => want(post, Endpoint::Inference(Inference::Completions), "POST"),
+        "/embeddings" => want(post, Endpoint::Inference(Inference::Embeddings), "POST"),
+        "/models" => want(get, Endpoint::ListModels, "GET"),
+        "/model/info" => want(get, Endpoint::ModelInfo, "GET"),
+        "/model_group/info" => want(get, Endpoint::ModelGroupInfo, "GET"),
+        "/key/generate" => want(post, Endpoint::KeyGenerate, "POST"),
+        "/key/info" => want(get, Endpoint::KeyInfo, "GET"),
+        _ => match path {
+            "/health/liveliness" | "/health/liveness" => want(get, Endpoint::Liveliness, "GET"),
+            "/health/readiness" => want(get, Endpoint::Readiness, "GET"),
+            "/v1/health/live" => want(get, Endpoint::V1Live, "GET"),
+            "/v1/health/ready" => want(get, Endpoint::V1Ready, "GET"),
+            "/health" => want(get, Endpoint::HealthProbe, "GET"),
+            _ => match bare.strip_prefix("/models/") {
+                Some(id) if !id.is_empty() => {
+                    want(get, Endpoint::GetModel(percent_decode(id)), "GET")
+                }
+                _ => Endpoint::NotFound,
+            },
+        },
+    }
+}
+
+/// `%XX` decoding for a path segment; malformed escapes stay as they are.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The fields every provider needs, borrowed from the body. Parsing it validates the whole
+/// document's syntax without building a tree; unknown fields are skipped.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    top_p: Option<&'a RawValue>,
+}
+
+/// A validated inference request, borrowing the client's body.
+#[derive(Debug)]
+pub struct InferenceBody<'a> {
+    pub body: &'a [u8],
+    pub kind: Inference,
+    pub model: String,
+    /// Byte range of the `model` value (quotes included) inside `body`.
+    pub model_span: (usize, usize),
+    pub stream: bool,
+    /// The raw JSON of `messages` / `prompt` / `input`, whichever the endpoint takes.
+    pub payload: &'a RawValue,
+    pub has_max_tokens: bool,
+    pub has_temperature: bool,
+    pub has_top_p: bool,
+}
+
+impl<'a> InferenceBody<'a> {
+    pub fn parse(kind: Inference, body: &'a [u8]) -> Result<InferenceBody<'a>, GatewayError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(GatewayError::invalid_request(
+                "request body is empty; expected a JSON object",
+            ));
+        }
+        // serde would also read a struct from a JSON array; the API takes objects only.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(GatewayError::invalid_request(
+                "request body must be a JSON object",
+            ));
+        }
+        let env: Envelope<'a> = serde_json::from_slice(body).map_err(|e| {
+            GatewayError::invalid_request(format!("request body is not valid JSON: {e}"))
+        })?;
+        let raw_model = env.model.ok_or_else(|| {
+            GatewayError::invalid_request("missing required parameter: model").with_param("model")
+        })?;
+        let model: String = serde_json::from_str(raw_model.get()).map_err(|_| {
+            GatewayError::invalid_request("model must be a string").with_param("model")
+        })?;
+        let start = (raw_model.get().as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        let end = start + raw_model.get().len();
+        if body.get(start..end) != Some(raw_model.get().as_bytes()) {
+            return Err(GatewayError::new(
+                ErrorKind::InvalidRequest,
+                "could not locate model in body",
+            ));
+        }
+        let (field, payload) = match kind {
+            Inference::Chat => ("messages", env.messages),
+            Inference::Completions => ("prompt", env.prompt),
+            Inference::Embeddings => ("input", env.input),
+        };
+        let payload = payload.ok_or_else(|| {
+            GatewayError::invalid_request(format!("missing required parameter: {field}"))
+                .with_param(field)
+        })?;
+        check_payload_shape(kind, field, payload)?;
+        Ok(InferenceBody {
+            body,
+            kind,
+            model,
+            model_span: (start, end),
+            stream: env.stream.unwrap_or(false),
+            payload,
+            has_max_tokens: is_set(env.max_tokens) || is_set(env.max_completion_tokens),
+            has_temperature: is_set(env.temperature),
+            has_top_p: is_set(env.top_p),
+        })
+    }
+
+    /// The body with `model` replaced by `model_json` (a JSON string literal) and `defaults`
+    /// (`"key":value` members) added at the front; everything else byte for byte.
+    pub fn splice(&self, model_json: &str, defaults: &[(&str, String)]) -> Vec<u8> {
+        let (start, end) = self.model_span;
+        let extra: usize = defaults.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let mut out = Vec::with_capacity(self.body.len() + model_json.len() + extra);
+        let head = self.body.get(..start).unwrap_or_default();
+        let tail = self.body.get(end..).unwrap_or_default();
+        match head.iter().position(|&b| b == b'{') {
+            Some(brace) if !defaults.is_empty() => {
+                out.extend_from_slice(head.get(..=brace).unwrap_or_default());
+                for (k, v) in defaults {
+                    out.push(b'"');
+                    out.extend_from_slice(k.as_bytes());
+                    out.extend_from_slice(b"\":");
+                    out.extend_from_slice(v.as_bytes());
+                    out.push(b',');
+                }
+                out.extend_from_slice(head.get(brace + 1..).unwrap_or_default());
+            }
+            _ => out.extend_from_slice(head),
+        }
+        out.extend_from_slice(model_json.as_bytes());
+        out.extend_from_slice(tail);
+        out
+    }
+}
+
+fn is_set(v: Option<&RawValue>) -> bool {
+    v.is_some_and(|r| r.get() != "null")
+}
+
+fn check_payload_shape(kind: Inference, field: &str, raw: &RawValue) -> Result<(), GatewayError> {
+    let text = raw.get().trim_start();
+    let ok = match kind {
+        Inference::Chat => text.starts_with('[') && !is_empty_array(text),
+        Inference::Completions | Inference::Embeddings => {
+            (text.starts_with('"') || text.starts_with('[')) && !is_empty_array(text)
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        let expected = match kind {
+            Inference::Chat => "a non-empty array of messages",
+            _ => "a string or a non-empty array",
+        };
+        Err(GatewayError::invalid_request(format!("{field} must be {expected}")).with_param(field))
+    }
+}
+
+fn is_empty_array(text: &str) -> bool {
+    text.strip_prefix('[')
+        .map(|rest| rest.trim_start().starts_with(']'))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        use Endpoint::*;
+        assert_eq!(
+            classify("POST", "/v1/chat/completions"),
+            Inference(super::Inference::Chat)
+        );
+        assert_eq!(
+            classify("POST", "/chat/completions"),
+            Inference(super::Inference::Chat)
+        );
+        assert_eq!(
+            classify("POST", "/v1/embeddings?x=1"),
+            Inference(super::Inference::Embeddings)
+        );
+        assert_eq!(
+            classify("GET", "/v1/chat/completions"),
+            MethodNotAllowed("POST")
+        );
+        assert_eq!(classify("GET", "/v1/models"), ListModels);
+        assert_eq!(classify("GET", "/models/"), ListModels);
+        assert_eq!(
+            classify("GET", "/v1/models/meta%2Fllama"),
+            GetModel("meta/llama".into())
+        );
+        assert_eq!(
+            classify("GET", "/v1/models/org/name"),
+            GetModel("org/name".into())
+        );
+        assert_eq!(classify("GET", "/health/liveliness"), Liveliness);
+        assert_eq!(classify("GET", "/v1/health/ready"), V1Ready);
+        assert_eq!(classify("GET", "/health"), HealthProbe);
+        assert_eq!(
+            classify("GET", "/vllm/metrics?a=b"),
+            Vllm("/metrics?a=b".into())
+        );
+        assert_eq!(classify("GET", "/v1/nope"), NotFound);
+        assert_eq!(classify("GET", "/v1"), NotFound);
+        assert!(Liveliness.is_public() && !ListModels.is_public());
+    }
+
+    #[test]
+    fn parse_and_splice_keeps_everything_else() {
+        let body = br#"{ "messages": [{"role":"user","content":"hi \"model\""}], "model" : "gpt-4", "stream": true }"#;
+        let req = InferenceBody::parse(super::Inference::Chat, body).unwrap();
+        assert_eq!(req.model, "gpt-4");
+        assert!(req.stream);
+        let out = req.splice("\"llama\"", &[]);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{ "messages": [{"role":"user","content":"hi \"model\""}], "model" : "llama", "stream": true }"#
+        );
+        let out = req.splice("\"llama\"", &[("max_tokens", "512".into())]);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["max_tokens"], 512);
+        assert_eq!(v["model"], "llama");
+    }
+
+    #[test]
+    fn escaped_model_names_are_decoded() {
+        let body = br#"{"model":"a\/b\u00e9","prompt":"x"}"#;
+        let req = InferenceBody::parse(super::Inference::Completions, body).unwrap();
+        assert_eq!(req.model, "a/bé");
+    }
+
+    #[test]
+    fn invalid_bodies_are_400_with_param() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "empty"),
+            (b"{", "not valid JSON"),
+            (b"[1]", "JSON object"),
+            (br#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (br#"{"model":5,"messages":[]}"#, "model must be a string"),
+            (br#"{"model":"m"}"#, "messages"),
+            (br#"{"model":"m","messages":[]}"#, "non-empty"),
+            (br#"{"model":"m","messages":"hi"}"#, "non-empty"),
+            (
+                br#"{"model":"m","messages":[{}],"stream":"yes"}"#,
+                "not valid JSON",
+            ),
+            (br#"{"model":"m","model":"n","messages":[{}]}"#, "duplicate"),
+        ];
+        for (body, needle) in cases {
+            let e = InferenceBody::parse(super::Inference::Chat, body).unwrap_err();
+            assert_eq!(e.status(), 400);
+            assert!(
+                e.message.contains(needle),
+                "{:?} -> {}",
+                String::from_utf8_lossy(body),
+                e.message
+            );
+        }
+        let e = InferenceBody::parse(super::Inference::Embeddings, br#"{"model":"m","input":5}"#)
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input"));
+    }
+}

@@ -1,0 +1,527 @@
+//! What every text-in/text-out backend (Triton generate and infer) shares: reading the OpenAI
+//! request into a prompt and sampling parameters, and writing OpenAI responses and chunks.
+
+use super::ResponseContext;
+use crate::config::{Config, Deployment, Provider, DEFAULT_TRITON_MAX_TOKENS};
+use crate::error::GatewayError;
+use crate::request::{Inference, InferenceBody};
+use crate::template::{PromptTemplate, Role, TextMessage};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The request as a text backend needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextRequest {
+    pub prompt: String,
+    pub max_tokens: u32,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub seed: Option<u64>,
+    /// The client's stops plus the template's own; enforced by the gateway too.
+    pub stop: Vec<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// The sampling fields we map, plus those a text backend cannot honour (kept as `Value` so
+/// we can tell "absent" from "set").
+#[derive(Deserialize)]
+struct TextParams {
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    seed: Option<u64>,
+    stop: Option<StopField>,
+    stream_options: Option<StreamOptions>,
+    n: Option<u32>,
+    best_of: Option<u32>,
+    echo: Option<bool>,
+    logprobs: Option<Value>,
+    top_logprobs: Option<Value>,
+    logit_bias: Option<Value>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    functions: Option<Value>,
+    function_call: Option<Value>,
+    response_format: Option<Value>,
+    suffix: Option<Value>,
+    audio: Option<Value>,
+    modalities: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChatMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+fn invalid(message: impl Into<String>) -> GatewayError {
+    GatewayError::invalid_request(message)
+}
+
+/// Parameters a text backend cannot honour: refused by name, or dropped with `drop_params`.
+fn unsupported_params(p: &TextParams) -> Vec<&'static str> {
+    let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+    let falsy = |v: &Option<Value>| {
+        v.as_ref()
+            .is_none_or(|v| v.is_null() || v == &Value::Bool(false) || v == &Value::from(0))
+    };
+    let mut out = Vec::new();
+    if p.n.is_some_and(|n| n > 1) {
+        out.push("n");
+    }
+    if p.best_of.is_some_and(|n| n > 1) {
+        out.push("best_of");
+    }
+    if p.echo == Some(true) {
+        out.push("echo");
+    }
+    if !falsy(&p.logprobs) {
+        out.push("logprobs");
+    }
+    if !falsy(&p.top_logprobs) {
+        out.push("top_logprobs");
+    }
+    if set(&p.logit_bias)
+        && p.logit_bias
+            .as_ref()
+            .is_some_and(|v| v.as_object().is_none_or(|m| !m.is_empty()))
+    {
+        out.push("logit_bias");
+    }
+    if p.tools
+        .as_ref()
+        .is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        out.push("tools");
+    }
+    if p.tool_choice
+        .as_ref()
+        .is_some_and(|v| !v.is_null() && v != "none")
+    {
+        out.push("tool_choice");
+    }
+    if set(&p.functions) {
+        out.push("functions");
+    }
+    if p.function_call
+        .as_ref()
+        .is_some_and(|v| !v.is_null() && v != "none")
+    {
+        out.push("function_call");
+    }
+    if p.response_format
+        .as_ref()
+        .is_some_and(|v| !v.is_null() && v.get("type").is_some_and(|t| t != "text"))
+    {
+        out.push("response_format");
+    }
+    if p.suffix.as_ref().is_some_and(|v| !v.is_null() && v != "") {
+        out.push("suffix");
+    }
+    if set(&p.audio) {
+        out.push("audio");
+    }
+    if p.modalities
+        .as_ref()
+        .is_some_and(|v| v.as_array().is_some_and(|a| a.iter().any(|m| m != "text")))
+    {
+        out.push("modalities");
+    }
+    out
+}
+
+pub fn parse_text_request(
+    config: &Config,
+    deployment: &Deployment,
+    request: &InferenceBody<'_>,
+) -> Result<TextRequest, GatewayError> {
+    let params: TextParams = serde_json::from_slice(request.body)
+        .map_err(|e| invalid(format!("invalid request parameters: {e}")))?;
+    let unsupported = unsupported_params(&params);
+    if !unsupported.is_empty() && !config.drop_params {
+        return Err(invalid(format!(
+            "{} not supported by this model's backend (a text-only Triton model); remove them or set litellm_settings.drop_params: true",
+            unsupported.join(", ")
+        ))
+        .with_param(unsupported.first().copied().unwrap_or_default()));
+    }
+    let template = match &deployment.provider {
+        Provider::Triton { template, .. } => template,
+        Provider::OpenAiCompatible { .. } => &PromptTemplate::Transcript,
+    };
+    let prompt = match request.kind {
+        Inference::Chat => {
+            let messages: Vec<ChatMessage> = serde_json::from_str(request.payload.get())
+                .map_err(|e| invalid(format!("invalid messages: {e}")).with_param("messages"))?;
+            let texts = messages_to_text(&messages, config.drop_params)?;
+            template.render(&texts)
+        }
+        Inference::Completions => prompt_text(request.payload.get())?,
+        Inference::Embeddings => {
+            return Err(invalid("embeddings are not a text generation request"))
+        }
+    };
+    let mut stop: Vec<String> = match params.stop {
+        Some(StopField::One(s)) => vec![s],
+        Some(StopField::Many(v)) => v,
+        None => Vec::new(),
+    };
+    stop.retain(|s| !s.is_empty());
+    if request.kind == Inference::Chat {
+        for s in template.stop_sequences() {
+            if !stop.iter().any(|x| x == s) {
+                stop.push((*s).to_string());
+            }
+        }
+    }
+    let max_tokens = params
+        .max_completion_tokens
+        .or(params.max_tokens)
+        .or(deployment.max_tokens)
+        .unwrap_or(DEFAULT_TRITON_MAX_TOKENS);
+    if max_tokens == 0 {
+        return Err(invalid("max_tokens must be at least 1").with_param("max_tokens"));
+    }
+    Ok(TextRequest {
+        prompt,
+        max_tokens,
+        temperature: params.temperature.or(deployment.temperature),
+        top_p: params.top_p.or(deployment.top_p),
+        seed: params.seed,
+        stop,
+        stream: request.stream,
+        include_usage: params.stream_options.is_some_and(|o| o.include_usage),
+    })
+}
+
+fn messages_to_text(
+    messages: &[ChatMessage],
+    drop_params: bool,
+) -> Result<Vec<TextMessage>, GatewayError> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = Role::parse(&m.role).ok_or_else(|| {
+                invalid(format!("messages[{i}].role: unknown role \"{}\"", m.role)).with_param("messages")
+            })?;
+            let content = match &m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t.clone(),
+                Some(Content::Parts(parts)) => {
+                    let mut text = String::new();
+                    for (j, part) in parts.iter().enumerate() {
+                        match (part.kind.as_str(), &part.text) {
+                            ("text", Some(t)) => text.push_str(t),
+                            _ if drop_params => {}
+                            (kind, _) => {
+                                return Err(invalid(format!(
+                                    "messages[{i}].content[{j}]: content of type \"{kind}\" is not supported by a text-only backend"
+                                ))
+                                .with_param("messages"))
+                            }
+                        }
+                    }
+                    text
+                }
+            };
+            Ok(TextMessage { role, content })
+        })
+        .collect()
+}
+
+/// `/v1/completions` `prompt`: a string, or a list holding one string.
+fn prompt_text(raw: &str) -> Result<String, GatewayError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Prompt {
+        One(String),
+        Many(Vec<String>),
+    }
+    match serde_json::from_str::<Prompt>(raw) {
+        Ok(Prompt::One(s)) => Ok(s),
+        Ok(Prompt::Many(mut v)) if v.len() == 1 => Ok(v.pop().unwrap_or_default()),
+        Ok(Prompt::Many(_)) => {
+            Err(invalid("this backend takes one prompt per request").with_param("prompt"))
+        }
+        Err(_) => Err(invalid(
+            "prompt must be a string (token ids are not supported by a text backend)",
+        )
+        .with_param("prompt")),
+    }
+}
+
+/// A rough token count for backends that report none: about four bytes of English per
+/// token, the usual rule of thumb for BPE vocabularies. Never zero for non-empty text.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// Normalise a backend's finish reason to OpenAI's.
+pub fn finish_reason(backend: Option<&str>) -> Option<&'static str> {
+    match backend? {
+        "length" | "max_tokens" | "MAX_TOKENS" => Some("length"),
+        "stop" | "eos" | "end_id" | "stop_words" | "abort" | "END_ID" | "STOP_WORDS" => {
+            Some("stop")
+        }
+        _ => None,
+    }
+}
+
+/// A complete `chat.completion` or `text_completion`.
+pub fn completion_body(
+    ctx: &ResponseContext,
+    kind: Inference,
+    text: &str,
+    finish_reason: &str,
+    usage: Usage,
+) -> Vec<u8> {
+    let choice = match kind {
+        Inference::Chat => serde_json::json!({
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": null,
+            "finish_reason": finish_reason,
+        }),
+        _ => serde_json::json!({
+            "index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason,
+        }),
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "id": ctx.id,
+        "object": kind.object_name(),
+        "created": ctx.created,
+        "model": ctx.requested_model,
+        "choices": [choice],
+        "usage": usage,
+    }))
+    .unwrap_or_default()
+}
+
+/// Streaming chunks, as `data: …\n\n` events.
+pub struct ChunkWriter<'a> {
+    pub ctx: &'a ResponseContext,
+    pub kind: Inference,
+}
+
+impl ChunkWriter<'_> {
+    fn object(&self) -> &'static str {
+        match self.kind {
+            Inference::Chat => "chat.completion.chunk",
+            _ => "text_completion",
+        }
+    }
+
+    fn event(&self, out: &mut Vec<u8>, choices: Value, usage: Option<Usage>) {
+        let mut chunk = serde_json::json!({
+            "id": self.ctx.id,
+            "object": self.object(),
+            "created": self.ctx.created,
+            "model": self.ctx.requested_model,
+            "choices": choices,
+        });
+        if self.ctx.include_usage {
+            if let Some(map) = chunk.as_object_mut() {
+                map.insert(
+                    "usage".into(),
+                    serde_json::to_value(usage).unwrap_or(Value::Null),
+                );
+            }
+        }
+        out.extend_from_slice(b"data: ");
+        if serde_json::to_writer(&mut *out, &chunk).is_err() {
+            out.extend_from_slice(b"{}");
+        }
+        out.extend_from_slice(b"\n\n");
+    }
+
+    /// The opening chunk: the assistant role with empty content (chat only).
+    pub fn role(&self, out: &mut Vec<u8>) {
+        if self.kind == Inference::Chat {
+            let choices = serde_json::json!([{
+                "index": 0, "delta": {"role": "assistant", "content": ""},
+                "logprobs": null, "finish_reason": null,
+            }]);
+            self.event(out, choices, None);
+        }
+    }
+
+    pub fn delta(&self, out: &mut Vec<u8>, text: &str) {
+        let choices = match self.kind {
+            Inference::Chat => serde_json::json!([{
+                "index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null,
+            }]),
+            _ => {
+                serde_json::json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": null}])
+            }
+        };
+        self.event(out, choices, None);
+    }
+
+    pub fn finish(&self, out: &mut Vec<u8>, reason: &str) {
+        let choices = match self.kind {
+            Inference::Chat => serde_json::json!([{
+                "index": 0, "delta": {}, "logprobs": null, "finish_reason": reason,
+            }]),
+            _ => {
+                serde_json::json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": reason}])
+            }
+        };
+        self.event(out, choices, None);
+    }
+
+    /// The usage chunk (`choices: []`), only when the client asked for it.
+    pub fn usage(&self, out: &mut Vec<u8>, usage: Usage) {
+        if self.ctx.include_usage {
+            self.event(out, serde_json::json!([]), Some(usage));
+        }
+    }
+
+    pub fn done(out: &mut Vec<u8>) {
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
+
+/// Cuts generated text at the first stop sequence, also when a stop sequence arrives split
+/// across stream deltas: it holds back just enough text to recognise one.
+#[derive(Debug, Default)]
+pub struct StopScanner {
+    stops: Vec<String>,
+    pending: String,
+    hold: usize,
+    stopped: bool,
+}
+
+impl StopScanner {
+    pub fn new(stops: Vec<String>) -> Self {
+        let hold = stops
+            .iter()
+            .map(|s| s.len())
+            .max()
+            .unwrap_or(1)
+            .saturating_sub(1);
+        StopScanner {
+            stops,
+            pending: String::new(),
+            hold,
+            stopped: false,
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Text that can be released now.
+    pub fn push(&mut self, delta: &str) -> String {
+        if self.stopped {
+            return String::new();
+        }
+        self.pending.push_str(delta);
+        if let Some(cut) = self.first_stop() {
+            self.stopped = true;
+            let mut out = std::mem::take(&mut self.pending);
+            out.truncate(cut);
+            return out;
+        }
+        let mut keep_from = self.pending.len().saturating_sub(self.hold);
+        while !self.pending.is_char_boundary(keep_from) {
+            keep_from -= 1;
+        }
+        let rest = self.pending.split_off(keep_from);
+        std::mem::replace(&mut self.pending, rest)
+    }
+
+    /// The stream ended: whatever was held back.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+
+    fn first_stop(&self) -> Option<usize> {
+        self.stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_scanner_handles_split_stops() {
+        let mut s = StopScanner::new(vec!["<|eot_id|>".into()]);
+        let mut out = String::new();
+        for piece in ["Hel", "lo <|eo", "t_id|> ignored", " more"] {
+            out.push_str(&s.push(piece));
+        }
+        out.push_str(&s.finish());
+        assert_eq!(out, "Hello ");
+        assert!(s.stopped());
+
+        let mut s = StopScanner::new(vec!["END".into()]);
+        let mut out = String::new();
+        for piece in ["é", "EN", "é", "x"] {
+            out.push_str(&s.push(piece));
+        }
+        out.push_str(&s.finish());
+        assert_eq!(out, "éENéx");
+        assert!(!s.stopped());
+    }
+
+    #[test]
+    fn estimates_are_never_zero_for_text() {
+        assert_eq!(estimate_tokens(""), 0);
+        assert_eq!(estimate_tokens("a"), 1);
+        assert_eq!(estimate_tokens("abcdefgh"), 2);
+    }
+}
