@@ -36,6 +36,13 @@ fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+fn entropy() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_unix_ms());
+    h.finish()
+}
+
 #[derive(Default)]
 struct Root {
     config: Option<Rc<Config>>,
@@ -75,8 +82,10 @@ impl RootContext for Root {
                     ),
                 );
                 self.config = Some(Rc::new(config));
-                // Different per VM and per configure, so workers do not pick in lockstep.
-                let seed = now_ms ^ (std::ptr::addr_of!(*self) as u64).rotate_left(32);
+                // Every worker VM starts alike (same clock, same memory layout), so the seed must
+                // come from the host's entropy (WASI random_get, through std's RandomState) or
+                // workers would pick deployments in lockstep and mint the same ids.
+                let seed = entropy() ^ now_ms;
                 *self.seeds.borrow_mut() = Some(SplitMix64::new(seed));
                 true
             }

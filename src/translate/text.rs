@@ -472,12 +472,26 @@ impl StopScanner {
             out.truncate(cut);
             return out;
         }
-        let mut keep_from = self.pending.len().saturating_sub(self.hold);
-        while !self.pending.is_char_boundary(keep_from) {
-            keep_from -= 1;
-        }
+        let keep_from = self.pending.len() - self.held_suffix();
         let rest = self.pending.split_off(keep_from);
         std::mem::replace(&mut self.pending, rest)
+    }
+
+    /// The longest end of `pending` that could be the start of a stop sequence: only that
+    /// much waits for the next delta, the rest is released at once.
+    fn held_suffix(&self) -> usize {
+        let longest = self.hold.min(self.pending.len());
+        (1..=longest)
+            .rev()
+            .find(|&k| {
+                let start = self.pending.len() - k;
+                self.pending.is_char_boundary(start)
+                    && self
+                        .pending
+                        .get(start..)
+                        .is_some_and(|tail| self.stops.iter().any(|s| s.starts_with(tail)))
+            })
+            .unwrap_or(0)
     }
 
     /// The stream ended: whatever was held back.
@@ -516,6 +530,12 @@ mod tests {
         out.push_str(&s.finish());
         assert_eq!(out, "éENéx");
         assert!(!s.stopped());
+
+        // Text that cannot begin a stop sequence is released at once, not held back.
+        let mut s = StopScanner::new(vec!["<|im_end|>".into()]);
+        assert_eq!(s.push("hello wor"), "hello wor");
+        assert_eq!(s.push("ld <|im"), "ld ");
+        assert_eq!(s.push("_start"), "<|im_start");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! OpenAI → KServe v2 / Triton `/infer` (text generation and embeddings), and back.
 //!
 //! `/infer` refuses inputs a model does not declare, so only what the client set is sent:
-//! `text_input` (BYTES), `max_tokens` (INT32), and the sampling parameters present in the
-//! request with their tensor datatypes (float → FP32, integer → INT32/UINT64, bool → BOOL).
+//! `text_input` (BYTES), `max_tokens` (INT32), `exclude_input_in_output` (BOOL), and the
+//! sampling parameters present in the request with their tensor datatypes (float → FP32,
+//! `seed` → UINT64), named as TensorRT-LLM's ensemble names its inputs.
 
 use super::text::{
     completion_body, estimate_tokens, parse_text_request, ChunkWriter, StopScanner, TextRequest,
@@ -43,6 +44,13 @@ pub fn infer_text_body(id: &str, text: &TextRequest) -> Vec<u8> {
             shape: vec![1],
             datatype: "INT32",
             data: json!([text.max_tokens]),
+        },
+        // Declared by both TensorRT-LLM's ensemble and vLLM's backend; without it they echo.
+        Tensor {
+            name: "exclude_input_in_output",
+            shape: vec![1],
+            datatype: "BOOL",
+            data: json!([true]),
         },
     ];
     if let Some(t) = text.temperature {
@@ -464,6 +472,8 @@ mod tests {
         assert_eq!(by("max_tokens")["data"], json!([9]));
         assert_eq!(by("temperature")["datatype"], "FP32");
         assert_eq!(by("seed")["datatype"], "UINT64");
+        assert_eq!(by("exclude_input_in_output")["data"], json!([true]));
+        assert_eq!(by("exclude_input_in_output")["datatype"], "BOOL");
         assert!(inputs.iter().all(|i| i["name"] != "top_p"));
     }
 
