@@ -168,13 +168,15 @@ pub fn normalise_upstream_error(status: u16, body: &[u8]) -> GatewayError {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let mut error = match parsed.as_ref() {
         Some(serde_json::Value::Object(map)) => match map.get("error") {
-            Some(serde_json::Value::String(message)) => GatewayError::new(kind, message.clone()),
+            Some(serde_json::Value::String(message)) => {
+                GatewayError::new(kind, last_line_of_traceback(message))
+            }
             Some(serde_json::Value::Object(inner)) => {
                 let message = inner
                     .get("message")
                     .and_then(|m| m.as_str())
                     .unwrap_or("upstream error");
-                let mut e = GatewayError::new(kind, message);
+                let mut e = GatewayError::new(kind, last_line_of_traceback(message));
                 e.param = inner.get("param").and_then(json_scalar_to_string);
                 e.code = inner.get("code").and_then(json_scalar_to_string);
                 e
@@ -190,6 +192,20 @@ pub fn normalise_upstream_error(status: u16, body: &[u8]) -> GatewayError {
         error.kind = ErrorKind::ServiceUnavailable;
     }
     error
+}
+
+/// A Python server's exception often arrives as a whole traceback, server paths included;
+/// clients get its last line (`RuntimeError: …`), the part that explains the failure.
+pub fn last_line_of_traceback(message: &str) -> String {
+    if message
+        .trim_start()
+        .starts_with("Traceback (most recent call last)")
+    {
+        if let Some(line) = message.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+            return line.to_string();
+        }
+    }
+    message.to_string()
 }
 
 fn json_scalar_to_string(v: &serde_json::Value) -> Option<String> {

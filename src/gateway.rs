@@ -12,6 +12,12 @@ use crate::translate::triton_generate::TritonGenerate;
 use crate::translate::triton_infer::TritonInfer;
 use crate::translate::{ResponseContext, ResponseTranslator, Translator, JSON};
 
+/// Request headers removed before any upstream. The gateway reads upstream bodies (to
+/// translate them, normalise errors and count tokens), so it asks for them uncompressed:
+/// Triton, for one, gzips `/infer` answers for clients that accept it. Compression towards
+/// the client stays Envoy's job (its compressor filter).
+pub const UPSTREAM_REQUEST_HEADERS_TO_REMOVE: [&str; 1] = ["accept-encoding"];
+
 /// What the filter knows at request-header time.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'a> {

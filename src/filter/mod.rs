@@ -198,6 +198,9 @@ impl Http {
             "x-envoy-upstream-rq-timeout-ms",
             Some(&deployment.timeout_ms.to_string()),
         );
+        for name in gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE {
+            set_request_header(name, None);
+        }
         if let Some(body) = &forward.body {
             set_request_header("content-length", Some(&body.len().to_string()));
             set_request_header("content-type", Some("application/json"));
@@ -316,6 +319,7 @@ impl HttpContext for Http {
             BodyMode::PassThrough => Action::Continue,
             BodyMode::Stream { content_type } => {
                 set_response_header("content-length", None);
+                set_response_header("content-encoding", None);
                 set_response_header("content-type", Some(content_type));
                 Action::Continue
             }
@@ -384,9 +388,11 @@ fn apply_complete(out: BodyOutput, replaced: usize) {
             set_response_header(":status", Some(&status.to_string()));
             set_response_header("content-type", Some(content_type));
             set_response_header("content-length", Some(&body.len().to_string()));
+            set_response_header("content-encoding", None);
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);
         }
         BodyOutput::Replace(body) => {
+            set_response_header("content-encoding", None);
             set_response_header("content-length", Some(&body.len().to_string()));
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);
         }

@@ -191,7 +191,7 @@ impl OneOrMany<String> {
 /// A Triton `error` value (a string, sometimes an object) as a gateway error.
 pub fn triton_error(status: u16, error: &serde_json::Value) -> GatewayError {
     let message = match error {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => crate::error::last_line_of_traceback(s),
         other => other.to_string(),
     };
     let kind = match status {
@@ -607,6 +607,19 @@ mod tests {
         assert_eq!(v["choices"][0]["text"], "abcd");
         assert_eq!(v["choices"][0]["finish_reason"], "length");
         assert_eq!(v["usage"]["completion_tokens"], 1);
+    }
+
+    #[test]
+    fn tracebacks_are_cut_to_their_last_line() {
+        let e = triton_error(
+            400,
+            &serde_json::json!("Traceback (most recent call last):\n  File \"/srv/m.py\", line 3\nRuntimeError: boom\n"),
+        );
+        assert_eq!(e.message, "RuntimeError: boom");
+        assert_eq!(
+            triton_error(400, &serde_json::json!("plain")).message,
+            "plain"
+        );
     }
 
     #[test]

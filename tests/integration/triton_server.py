@@ -8,6 +8,9 @@ Models:
   echo_stream  the same inputs, decoupled: one response per word (served by /generate_stream).
   embed        input_text (BYTES [-1]) -> embeddings (FP32 [-1, 4]).
 
+`echo_stream` answers once unless its `stream` input is true, as vLLM's backend does; a prompt
+containing "explode" fails after two streamed words, "explode-now" fails at once.
+
 The text models answer "prompt #<sha256[:12] of the prompt> has <n> chars . the answer is 42 ."
 cut to max_tokens words, so a test can check exactly which prompt arrived. They check what
 they receive: a missing max_tokens, sampling_parameters that disagree with max_tokens, or a
@@ -56,6 +59,8 @@ def _answer(request):
     prompt = _scalar(request, "text_input")
     if not prompt:
         raise ValueError("text_input is missing or empty")
+    if "explode-now" in prompt:
+        raise RuntimeError("the model exploded")
     max_tokens = _scalar(request, "max_tokens")
     if max_tokens is None:
         raise ValueError("max_tokens is missing")
@@ -94,11 +99,18 @@ def echo(requests):
 
 
 def echo_stream(requests):
+    """Like vLLM's backend: one response per word when `stream` is true, else exactly one."""
     for request in requests:
         prompt, words, finish, echo_prompt = _answer(request)
+        if not _scalar(request, "stream", False):
+            text = " ".join(words)
+            yield [_outputs(prompt + text if echo_prompt else text, finish, len(prompt.split()), len(words))]
+            continue
         if echo_prompt:
             yield [_outputs(prompt, "", len(prompt.split()), 0)]
         for i, word in enumerate(words):
+            if i == 2 and "explode" in prompt:
+                raise RuntimeError("the model exploded mid-stream")
             last = i == len(words) - 1
             time.sleep(STREAM_INTERVAL)
             yield [_outputs(word if last else word + " ", finish if last else "", len(prompt.split()), 1)]

@@ -1,0 +1,171 @@
+"""Start the real Envoy with the real .wasm (and a real Triton) on free loopback ports.
+
+The Envoy config is the shipped `envoy/envoy.yaml` with its ports, clusters and gateway JSON
+replaced, so tests exercise the wiring users run.
+"""
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "llm_gateway.wasm"
+HERE = Path(__file__).resolve().parent
+
+
+def envoy_bin():
+    explicit = os.environ.get("ENVOY_BIN")
+    if explicit:
+        return explicit
+    return subprocess.check_output([str(ROOT / "scripts" / "envoy-path.sh")], text=True).strip()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as e:  # noqa: BLE001 - anything means "not yet"
+            last = e
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last})")
+
+
+def _cluster(name, port):
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "per_connection_buffer_limit_bytes": 16777216,
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+        },
+    }
+
+
+def envoy_config(gateway_config, upstream_ports, listen_port, admin_port, env=None):
+    """The shipped envoy.yaml with our ports, one cluster per upstream port, and this gateway JSON."""
+    base = yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())
+    cfg = copy.deepcopy(base)
+    cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    listener = cfg["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"]["port_value"] = listen_port
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    wasm = hcm["http_filters"][0]["typed_config"]["config"]
+    wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    wasm["configuration"]["value"] = json.dumps(gateway_config)
+    if env:
+        wasm["vm_config"]["environment_variables"] = {"key_values": env}
+    cfg["static_resources"]["clusters"] = [_cluster(f"127.0.0.1:{p}", p) for p in sorted(set(upstream_ports))]
+    return cfg
+
+
+class Gateway:
+    def __init__(self, gateway_config, upstream_ports, concurrency=2, env=None):
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="llm-gw-")
+        self.config_path = os.path.join(self.dir, "envoy.yaml")
+        with open(self.config_path, "w") as f:
+            json.dump(envoy_config(gateway_config, upstream_ports, self.port, self.admin_port, env), f)
+        self.log_path = os.path.join(self.dir, "envoy.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [envoy_bin(), "-c", self.config_path, "--concurrency", str(concurrency), "-l", "warning",
+             "--base-id", str(self.port), "--disable-hot-restart"],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            wait_until(self._ready, 20, "envoy")
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("envoy did not start:\n" + open(self.log_path).read()[-4000:])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("envoy exited:\n" + open(self.log_path).read()[-4000:])
+        r = requests.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1)
+        return r.status_code == 200
+
+    def stats(self, prefix=""):
+        text = requests.get(f"{self.admin}/stats", timeout=5).text
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if name.startswith(prefix):
+                out[name] = value
+        return out
+
+    def logs(self):
+        self.log.flush()
+        return open(self.log_path).read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class TritonServer:
+    """tests/integration/triton_server.py in a child process, on free ports."""
+
+    MODELS = ("echo", "echo_stream", "embed")
+
+    def __init__(self, python=sys.executable):
+        self.port = free_port()
+        grpc, metrics = free_port(), free_port()
+        self.home = tempfile.mkdtemp(prefix="pytriton-")
+        self.log_path = os.path.join(self.home, "triton.log")
+        self.log = open(self.log_path, "w")
+        env = dict(os.environ, PYTRITON_HOME=self.home)
+        self.proc = subprocess.Popen(
+            [python, str(HERE / "triton_server.py"), "--http-port", str(self.port),
+             "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.url = f"http://127.0.0.1:{self.port}"
+        try:
+            wait_until(self._ready, 180, "triton")
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("triton did not start:\n" + open(self.log_path).read()[-4000:])
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("triton exited:\n" + open(self.log_path).read()[-4000:])
+        return all(requests.get(f"{self.url}/v2/models/{m}/ready", timeout=1).status_code == 200
+                   for m in self.MODELS)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
