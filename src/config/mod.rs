@@ -157,8 +157,10 @@ pub fn parse(
         })?
     };
     de.end().map_err(|e| err("", e.to_string()))?;
+    let mut warnings = not_yet_enforced(&wire);
     let config = validate(wire, env, now_unix)?;
-    Ok((config, ignored))
+    warnings.extend(ignored);
+    Ok((config, warnings))
 }
 
 /// `serde_ignored` paths as `a.b[2].c`, matching `serde_path_to_error`.
@@ -179,6 +181,86 @@ fn json_path(path: &serde_ignored::Path<'_>) -> String {
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => json_path(parent),
     }
+}
+
+/// Keys LiteLLM users set that this version accepts but does not act on yet: said once each
+/// at configure time, so nobody believes a limit or a retry is in force when it is not.
+fn not_yet_enforced(wire: &WireConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut note = |set: bool, key: &str, what: &str| {
+        if set {
+            out.push(format!("{key}: {what}"));
+        }
+    };
+    let r = &wire.router_settings;
+    let l = &wire.litellm_settings;
+    let strategy = r.routing_strategy.as_deref().unwrap_or("simple-shuffle");
+    note(
+        strategy != "simple-shuffle",
+        "router_settings.routing_strategy",
+        "only simple-shuffle (weighted random) is implemented; using it",
+    );
+    let later = "accepted but not enforced yet in this version";
+    note(
+        r.num_retries.is_some(),
+        "router_settings.num_retries",
+        later,
+    );
+    note(
+        l.num_retries.is_some(),
+        "litellm_settings.num_retries",
+        later,
+    );
+    note(
+        r.allowed_fails.is_some(),
+        "router_settings.allowed_fails",
+        later,
+    );
+    note(
+        r.cooldown_time.is_some(),
+        "router_settings.cooldown_time",
+        later,
+    );
+    note(
+        r.fallbacks.as_ref().is_some_and(|f| !f.is_empty()),
+        "router_settings.fallbacks",
+        later,
+    );
+    note(
+        l.fallbacks.as_ref().is_some_and(|f| !f.is_empty()),
+        "litellm_settings.fallbacks",
+        later,
+    );
+    note(
+        r.context_window_fallbacks
+            .as_ref()
+            .is_some_and(|f| !f.is_empty())
+            || l.context_window_fallbacks
+                .as_ref()
+                .is_some_and(|f| !f.is_empty()),
+        "context_window_fallbacks",
+        later,
+    );
+    note(
+        l.cache == Some(true),
+        "litellm_settings.cache",
+        "response caching is not implemented yet",
+    );
+    note(
+        wire.model_list
+            .iter()
+            .any(|d| d.litellm_params.rpm.is_some() || d.litellm_params.tpm.is_some()),
+        "model_list[*].litellm_params.rpm/tpm",
+        "used as selection weights only; per-minute limits are not enforced yet",
+    );
+    note(
+        wire.model_list
+            .iter()
+            .any(|d| d.litellm_params.order.is_some()),
+        "model_list[*].litellm_params.order",
+        later,
+    );
+    out
 }
 
 pub fn validate(
@@ -854,13 +936,27 @@ mod tests {
         assert_eq!(c.resolve_model("GPT-4").unwrap().name, "llama-3");
         assert!(c.resolve_model("gpt-4o").is_none());
         assert!(c.drop_params);
+        let ignored: Vec<&String> = warnings
+            .iter()
+            .filter(|w| w.ends_with("unknown key, ignored"))
+            .collect();
         assert_eq!(
-            warnings,
+            ignored,
             vec![
                 "litellm_settings.set_verbose: unknown key, ignored",
                 "environment_variables: unknown key, ignored"
             ]
         );
+        for key in [
+            "router_settings.num_retries",
+            "router_settings.fallbacks",
+            "litellm_settings.cache",
+        ] {
+            assert!(
+                warnings.iter().any(|w| w.starts_with(key)),
+                "no warning for {key}"
+            );
+        }
         let d = &c.deployments[0];
         assert_eq!(d.id, "triton-a");
         assert_eq!(d.cluster, "optional_envoy_cluster");

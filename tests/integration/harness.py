@@ -7,6 +7,7 @@ replaced, so tests exercise the wiring users run.
 import copy
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -129,6 +130,7 @@ class Gateway:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class TritonServer:
@@ -169,3 +171,4 @@ class TritonServer:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        shutil.rmtree(self.home, ignore_errors=True)

@@ -148,10 +148,10 @@ def make_handler(name, recorder):
     return Handler
 
 
-def start(port=0, name="mock"):
+def start(port=0, name="mock", host="127.0.0.1"):
     """Start in a background thread; returns (server, recorder). server.server_port is the port."""
     recorder = Recorder()
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(name, recorder))
+    server = ThreadingHTTPServer((host, port), make_handler(name, recorder))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, recorder
@@ -161,9 +161,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=8001)
     ap.add_argument("--name", default="demo")
+    ap.add_argument("--host", default="127.0.0.1", help="0.0.0.0 only inside a container")
     args = ap.parse_args()
-    srv, _ = start(args.port, args.name)
-    print(f"mock OpenAI-compatible server '{args.name}' on 127.0.0.1:{srv.server_port}", flush=True)
+    srv, _ = start(args.port, args.name, args.host)
+    print(f"mock OpenAI-compatible server '{args.name}' on {args.host}:{srv.server_port}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sys
 import sysconfig
@@ -32,7 +33,9 @@ import time
 
 # Triton's Python backend stub must load this interpreter's libpython, not the system one.
 os.environ["LD_LIBRARY_PATH"] = sysconfig.get_config_var("LIBDIR") + ":" + os.environ.get("LD_LIBRARY_PATH", "")
-os.environ.setdefault("PYTRITON_HOME", tempfile.mkdtemp(prefix="pytriton-"))
+_OWN_HOME = "PYTRITON_HOME" not in os.environ
+if _OWN_HOME:
+    os.environ["PYTRITON_HOME"] = tempfile.mkdtemp(prefix="pytriton-")
 
 import numpy as np  # noqa: E402
 from pytriton.model_config import ModelConfig, Tensor  # noqa: E402
@@ -151,11 +154,12 @@ def main():
     ap.add_argument("--http-port", type=int, default=8000)
     ap.add_argument("--grpc-port", type=int, default=8101)
     ap.add_argument("--metrics-port", type=int, default=8102)
+    ap.add_argument("--host", default="127.0.0.1", help="0.0.0.0 only inside a container")
     args = ap.parse_args()
     config = TritonConfig(
-        http_address="127.0.0.1", http_port=args.http_port,
-        grpc_address="127.0.0.1", grpc_port=args.grpc_port,
-        metrics_address="127.0.0.1", metrics_port=args.metrics_port,
+        http_address=args.host, http_port=args.http_port,
+        grpc_address=args.host, grpc_port=args.grpc_port,
+        metrics_address=args.host, metrics_port=args.metrics_port,
         log_verbose=0,
     )
 
@@ -172,11 +176,13 @@ def main():
                     inputs=[Tensor(name="input_text", dtype=np.bytes_, shape=(-1,))],
                     outputs=[Tensor(name="embeddings", dtype=np.float32, shape=(-1, 4))],
                     config=ModelConfig(batching=False), strict=True)
-        print(f"triton serving on 127.0.0.1:{args.http_port}", flush=True)
+        print(f"triton serving on {args.host}:{args.http_port}", flush=True)
         try:
             triton.serve()
         except KeyboardInterrupt:
             pass
+    if _OWN_HOME:
+        shutil.rmtree(os.environ["PYTRITON_HOME"], ignore_errors=True)
     sys.exit(0)
 
 

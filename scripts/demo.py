@@ -1,0 +1,108 @@
+"""`make run`: the demo. Starts an OpenAI-compatible upstream (:8001), a real Triton with small
+Python models (:8000), and Envoy with the gateway (envoy/envoy.yaml, :4000). Ctrl-C stops all."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests" / "integration"
+PORTS = {"gateway": 4000, "admin": 9901, "openai-compatible upstream": 8001,
+         "triton http": 8000, "triton grpc": 8101, "triton metrics": 8102}
+
+EXAMPLES = """
+The gateway is up on http://127.0.0.1:4000 (master key sk-1234). Try:
+
+  # chat, routed to the OpenAI-compatible demo upstream through the alias gpt-4o-mini
+  curl -s localhost:4000/v1/chat/completions -H 'Authorization: Bearer sk-1234' \\
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello!"}]}'
+
+  # chat on a real Triton (/generate), then streamed (/generate_stream)
+  curl -s localhost:4000/v1/chat/completions -H 'Authorization: Bearer sk-1234' \\
+    -d '{"model":"triton-echo","messages":[{"role":"user","content":"Hello!"}]}'
+  curl -sN localhost:4000/v1/chat/completions -H 'Authorization: Bearer sk-1234' \\
+    -d '{"model":"triton-echo","stream":true,"messages":[{"role":"user","content":"Hello!"}]}'
+
+  # embeddings on Triton (/infer), the model list, and the OpenAI SDK
+  curl -s localhost:4000/v1/embeddings -H 'Authorization: Bearer sk-1234' \\
+    -d '{"model":"triton-embed","input":["hello world"]}'
+  curl -s localhost:4000/v1/models -H 'Authorization: Bearer sk-1234'
+  .venv/bin/python examples/openai_sdk.py
+
+Envoy admin (stats, Prometheus at /stats/prometheus): http://127.0.0.1:9901   Ctrl-C stops everything.
+"""
+
+
+def port_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def wait(check, timeout, what, procs):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, p in procs:
+            if p.poll() is not None:
+                raise SystemExit(f"{name} exited early (status {p.returncode}); see the output above")
+        try:
+            if check():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{what} was not ready after {timeout}s")
+
+
+def main():
+    busy = [f"{name} ({port})" for name, port in PORTS.items() if not port_free(port)]
+    if busy:
+        raise SystemExit("ports in use, stop what holds them first: " + ", ".join(busy))
+    envoy = os.environ.get("ENVOY_BIN", "envoy")
+    procs = []
+
+    def stop(*_):
+        for _, p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        for _, p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        procs.append(("openai-compatible upstream", subprocess.Popen(
+            [sys.executable, str(TESTS / "mock_openai.py"), "--port", "8001", "--name", "demo"])))
+        procs.append(("triton", subprocess.Popen(
+            [sys.executable, str(TESTS / "triton_server.py"), "--http-port", "8000",
+             "--grpc-port", "8101", "--metrics-port", "8102"], stdout=subprocess.DEVNULL)))
+        print("starting Triton (about 10 s to load its three models)...", flush=True)
+        wait(lambda: all(requests.get(f"http://127.0.0.1:8000/v2/models/{m}/ready", timeout=1).ok
+                         for m in ("echo", "echo_stream", "embed")), 180, "Triton", procs)
+        procs.append(("envoy", subprocess.Popen(
+            [envoy, "-c", "envoy/envoy.yaml", "--concurrency", "2", "-l", "warning"], cwd=ROOT)))
+        wait(lambda: requests.get("http://127.0.0.1:9901/ready", timeout=1).ok, 30, "Envoy", procs)
+        print(EXAMPLES, flush=True)
+        while all(p.poll() is None for _, p in procs):
+            time.sleep(0.5)
+        dead = [name for name, p in procs if p.poll() is not None]
+        print(f"{', '.join(dead)} stopped; shutting the demo down", flush=True)
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    main()
