@@ -3,6 +3,7 @@
 It records every request it receives (method, path, headers, body) so tests can assert what
 the gateway sent. Behaviour is steered by the request's `model`:
   - "fail-400": answers a vLLM-style error (integer `code`)
+  - "slow": answers after 3 seconds
   - anything else: a normal answer naming the model and this server's `name`
 Streaming answers send `STREAM_CHUNKS` chunks `STREAM_INTERVAL` seconds apart.
 
@@ -81,6 +82,8 @@ def make_handler(name, recorder):
             except ValueError:
                 req = {}
             model = req.get("model") if isinstance(req, dict) else None
+            if model == "slow":
+                time.sleep(3)
             if model == "fail-400":
                 self._send(400, {"error": {"message": "mock refused the request", "type": "BadRequestError",
                                            "param": None, "code": 400}})
