@@ -6,6 +6,7 @@ use crate::config::{render_model_object, Config, Deployment, Provider, TritonMod
 use crate::error::{ErrorKind, GatewayError};
 use crate::host::Host;
 use crate::request::{classify, Endpoint, Inference, InferenceBody};
+use crate::router::{self, Reservation};
 use crate::select::weighted_pick;
 use crate::translate::openai_compat::{OpenAiCompat, PassThroughResponse};
 use crate::translate::triton_generate::TritonGenerate;
@@ -17,6 +18,11 @@ use crate::translate::{ResponseContext, ResponseTranslator, Translator, JSON};
 /// Triton, for one, gzips `/infer` answers for clients that accept it. Compression towards
 /// the client stays Envoy's job (its compressor filter).
 pub const UPSTREAM_REQUEST_HEADERS_TO_REMOVE: [&str; 1] = ["accept-encoding"];
+
+/// What Envoy retries on the same deployment: failures where the request never reached the
+/// model (connection refused or reset, refused streams). Anything else moves to another
+/// deployment through the filter's failover, which also counts toward cooldown.
+pub const ENVOY_RETRY_ON: &str = "connect-failure,refused-stream,reset";
 
 /// What the filter knows at request-header time.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +78,29 @@ pub struct Forward {
     /// `None`: the body (if any) goes upstream unchanged.
     pub body: Option<Vec<u8>>,
     pub response: Box<dyn ResponseTranslator>,
+    /// Upstream timeout for this attempt.
+    pub timeout_ms: u64,
+    /// Envoy retries on the same deployment (connection failures and resets only).
+    pub envoy_retries: u32,
+    /// What to settle on the router once the response is known.
+    pub reservation: Option<Reservation>,
+    /// What it takes to try another deployment or group if this one fails.
+    pub replay: Option<Replay>,
+}
+
+/// A request kept for failover: the client's body and where it may still go.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub kind: Inference,
+    pub body: Vec<u8>,
+    /// The group chain: the first group, then its fallbacks.
+    pub groups: Vec<usize>,
+    pub position: usize,
+    /// Deployments already tried.
+    pub tried: Vec<usize>,
+    /// Other deployments of the same group still allowed.
+    pub retries_left: u32,
+    pub estimated_tokens: u64,
 }
 
 pub enum HeadAction {
@@ -81,7 +110,7 @@ pub enum HeadAction {
     Forward(Forward),
 }
 
-pub fn on_request_head(config: &Config, head: &RequestHead<'_>) -> HeadAction {
+pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<'_>) -> HeadAction {
     let endpoint = classify(head.method, head.path);
     if let Err(e) = authorize(config, &endpoint, head.key) {
         return HeadAction::Reply(e.into());
@@ -113,7 +142,7 @@ pub fn on_request_head(config: &Config, head: &RequestHead<'_>) -> HeadAction {
                 HeadAction::ReadBody(Endpoint::Vllm(rest))
             }
         }
-        other => HeadAction::Reply(local_endpoint(config, &other)),
+        other => HeadAction::Reply(local_endpoint(config, host, &other)),
     }
 }
 
@@ -152,7 +181,7 @@ fn authorize(config: &Config, endpoint: &Endpoint, key: Option<&str>) -> Result<
     }
 }
 
-fn local_endpoint(config: &Config, endpoint: &Endpoint) -> LocalReply {
+fn local_endpoint(config: &Config, host: &dyn Host, endpoint: &Endpoint) -> LocalReply {
     match endpoint {
         Endpoint::ListModels => LocalReply::json(200, config.models_list_body.clone()),
         Endpoint::GetModel(id) => {
@@ -166,7 +195,7 @@ fn local_endpoint(config: &Config, endpoint: &Endpoint) -> LocalReply {
         Endpoint::Readiness => LocalReply::json(200, br#"{"status":"healthy"}"#.to_vec()),
         Endpoint::V1Live => LocalReply::json(200, br#"{"message":"Service is live."}"#.to_vec()),
         Endpoint::V1Ready => {
-            if config.deployments.is_empty() {
+            if !router::any_usable(config, host) {
                 GatewayError::new(ErrorKind::ServiceUnavailable, "Service is not ready.").into()
             } else {
                 LocalReply::json(200, br#"{"message":"Service is ready."}"#.to_vec())
@@ -208,7 +237,7 @@ pub fn on_request_body(
         Endpoint::Vllm(rest) => {
             vllm_forward(config, rest, Some((host, body))).map_err(LocalReply::from)
         }
-        other => Err(local_endpoint(config, other)),
+        other => Err(local_endpoint(config, host, other)),
     }
 }
 
@@ -219,27 +248,174 @@ fn inference(
     body: &[u8],
 ) -> Result<Forward, GatewayError> {
     let request = InferenceBody::parse(kind, body)?;
-    let group = config
-        .resolve_model(&request.model)
+    let first = *config
+        .model_index
+        .get(&request.model)
         .ok_or_else(|| config.model_not_found(&request.model))?;
-    let index = weighted_pick(group, host.random_unit()).ok_or_else(|| {
-        GatewayError::new(
+    let prompt_tokens = (request.payload.get().len() as u64).div_ceil(4);
+    let estimated_tokens = prompt_tokens + request.max_tokens.unwrap_or(0);
+    let groups = group_chain(config, first, &request, prompt_tokens)?;
+    let retries = request
+        .overrides
+        .num_retries
+        .unwrap_or(config.router.num_retries);
+    let mut first_error = None;
+    for (position, &g) in groups.iter().enumerate() {
+        let Some(group) = config.groups.get(g) else {
+            continue;
+        };
+        match router::pick(config, host, group, estimated_tokens, &[]) {
+            Ok(reservation) => {
+                let replay = Replay {
+                    kind,
+                    body: body.to_vec(),
+                    groups: groups.clone(),
+                    position,
+                    tried: vec![reservation.deployment],
+                    retries_left: retries,
+                    estimated_tokens,
+                };
+                return attempt(config, host, &request, reservation, Some(replay));
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| config.model_not_found(&request.model)))
+}
+
+/// The groups a request may use, in order: the one it names (or, when the prompt is longer
+/// than that group's context window, its context-window fallbacks), then its fallbacks.
+fn group_chain(
+    config: &Config,
+    first: usize,
+    request: &InferenceBody<'_>,
+    prompt_tokens: u64,
+) -> Result<Vec<usize>, GatewayError> {
+    let named = |names: &Option<Vec<String>>| -> Option<Vec<usize>> {
+        names.as_ref().map(|v| {
+            v.iter()
+                .filter_map(|n| config.model_index.get(n).copied())
+                .collect()
+        })
+    };
+    let fits = |g: usize| -> bool {
+        let Some(group) = config.groups.get(g) else {
+            return false;
+        };
+        group.deployments.iter().any(|&i| {
+            config
+                .deployment(i)
+                .is_some_and(|d| d.max_input_tokens.is_none_or(|max| prompt_tokens <= max))
+        })
+    };
+    let mut chain = Vec::new();
+    if fits(first) {
+        chain.push(first);
+    } else {
+        let window = named(&request.overrides.context_window_fallbacks)
+            .or_else(|| config.router.context_window_fallbacks.get(&first).cloned())
+            .unwrap_or_default();
+        match window.into_iter().find(|&g| fits(g)) {
+            Some(g) => chain.push(g),
+            None => {
+                return Err(GatewayError::invalid_request(format!(
+                    "the prompt (about {prompt_tokens} tokens) exceeds the context window of `{}`, and no context_window_fallbacks group fits it",
+                    request.model
+                ))
+                .with_param("messages")
+                .with_code("context_length_exceeded"))
+            }
+        }
+    }
+    let head = chain.first().copied().unwrap_or(first);
+    let fallbacks = named(&request.overrides.fallbacks)
+        .or_else(|| config.router.fallbacks.get(&head).cloned())
+        .unwrap_or_default();
+    for g in fallbacks {
+        if chain.len() > crate::config::MAX_FALLBACKS {
+            break;
+        }
+        if !chain.contains(&g) {
+            chain.push(g);
+        }
+    }
+    Ok(chain)
+}
+
+/// Translate the request for the reserved deployment; a request the deployment cannot take
+/// (400) releases the reservation.
+fn attempt(
+    config: &Config,
+    host: &mut dyn Host,
+    request: &InferenceBody<'_>,
+    reservation: Reservation,
+    replay: Option<Replay>,
+) -> Result<Forward, GatewayError> {
+    let Some(deployment) = config.deployment(reservation.deployment) else {
+        return Err(GatewayError::new(
             ErrorKind::ServiceUnavailable,
-            "model group has no usable deployment",
-        )
-    })?;
-    let deployment = config
-        .deployment(index)
-        .ok_or_else(|| GatewayError::new(ErrorKind::ServiceUnavailable, "deployment missing"))?;
-    let ctx = response_context(host, kind, &request.model);
-    let upstream =
-        translator_for(deployment).translate_request(config, deployment, &request, ctx)?;
-    Ok(Forward {
-        deployment: index,
-        path: upstream.path,
-        body: upstream.body,
-        response: upstream.response,
-    })
+            "deployment missing",
+        ));
+    };
+    let mut ctx = response_context(host, request.kind, &request.model);
+    ctx.count_tokens = reservation.tracked
+        && (deployment.tpm.is_some()
+            || config.router.strategy == crate::config::Strategy::UsageBased);
+    match translator_for(deployment).translate_request(config, deployment, request, ctx) {
+        Ok(upstream) => Ok(Forward {
+            deployment: reservation.deployment,
+            path: upstream.path,
+            body: upstream.body,
+            response: upstream.response,
+            timeout_ms: request
+                .overrides
+                .timeout_ms
+                .unwrap_or(deployment.timeout_ms),
+            envoy_retries: request
+                .overrides
+                .num_retries
+                .unwrap_or(config.router.num_retries),
+            reservation: Some(reservation),
+            replay,
+        }),
+        Err(e) => {
+            router::settle(config, host, &reservation, false, Some(0), None);
+            Err(e)
+        }
+    }
+}
+
+/// The attempt failed (5xx, 429, timeout, connection failure): another deployment of the
+/// group while retries last, else the next fallback group. `None` when nothing is left.
+pub fn failover(config: &Config, host: &mut dyn Host, replay: &mut Replay) -> Option<Forward> {
+    let request = InferenceBody::parse(replay.kind, &replay.body).ok()?;
+    while let Some(&g) = replay.groups.get(replay.position) {
+        let group = config.groups.get(g)?;
+        if replay.retries_left > 0 || !replay.tried.iter().any(|t| group.deployments.contains(t)) {
+            if let Ok(reservation) =
+                router::pick(config, host, group, replay.estimated_tokens, &replay.tried)
+            {
+                if replay.tried.iter().any(|t| group.deployments.contains(t)) {
+                    replay.retries_left = replay.retries_left.saturating_sub(1);
+                }
+                replay.tried.push(reservation.deployment);
+                let mut forward = attempt(config, host, &request, reservation, None).ok()?;
+                // The filter keeps the replay; this attempt needs no copy of its own.
+                forward.envoy_retries = 0;
+                return Some(forward);
+            }
+        }
+        replay.position += 1;
+    }
+    None
+}
+
+/// Upstream answers that count as a deployment failure (cooldown, failover): server errors,
+/// rate limiting, timeouts and connection failures; never the client's own 4xx.
+pub fn is_deployment_failure(status: u16) -> bool {
+    status >= 500 || status == 429
 }
 
 fn response_context(host: &mut dyn Host, kind: Inference, model: &str) -> ResponseContext {
@@ -257,6 +433,7 @@ fn response_context(host: &mut dyn Host, kind: Inference, model: &str) -> Respon
         ),
         created: host.now_unix_ms() / 1000,
         include_usage: false,
+        count_tokens: false,
     }
 }
 
@@ -306,6 +483,10 @@ fn vllm_forward(
         path: format!("{native_base_path}{rest}"),
         body: new_body,
         response: Box::new(PassThroughResponse::new()),
+        timeout_ms: deployment.timeout_ms,
+        envoy_retries: 0,
+        reservation: None,
+        replay: None,
     })
 }
 
@@ -401,16 +582,22 @@ mod tests {
     #[test]
     fn master_key_is_required_except_for_health() {
         let c = config();
-        let r = reply(on_request_head(&c, &head("GET", "/v1/models", None)));
+        let r = reply(on_request_head(
+            &c,
+            &mut FakeHost::new(0),
+            &head("GET", "/v1/models", None),
+        ));
         assert_eq!(r.status, 401);
         assert_eq!(json(&r)["error"]["type"], "authentication_error");
         let r = reply(on_request_head(
             &c,
+            &mut FakeHost::new(0),
             &head("GET", "/v1/models", Some("sk-wrong")),
         ));
         assert_eq!(r.status, 401);
         let r = reply(on_request_head(
             &c,
+            &mut FakeHost::new(0),
             &head("GET", "/v1/models", Some("sk-master")),
         ));
         assert_eq!(r.status, 200);
@@ -421,10 +608,15 @@ mod tests {
             .map(|m| m["id"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(ids, vec!["chat", "emb", "gpt-4o"]);
-        let r = reply(on_request_head(&c, &head("GET", "/v1/health/live", None)));
+        let r = reply(on_request_head(
+            &c,
+            &mut FakeHost::new(0),
+            &head("GET", "/v1/health/live", None),
+        ));
         assert_eq!(json(&r)["message"], "Service is live.");
         let r = reply(on_request_head(
             &c,
+            &mut FakeHost::new(0),
             &head("POST", "/v1/chat/completions", Some("nope")),
         ));
         assert_eq!(r.status, 401);
@@ -435,21 +627,25 @@ mod tests {
         let c = config();
         let r = reply(on_request_head(
             &c,
+            &mut FakeHost::new(0),
             &head("GET", "/v1/models/gpt-4o", Some("sk-master")),
         ));
         assert_eq!(json(&r)["id"], "gpt-4o");
         let r = reply(on_request_head(
             &c,
+            &mut FakeHost::new(0),
             &head("GET", "/v1/models/secret", Some("sk-master")),
         ));
         assert_eq!(r.status, 404);
         let r = reply(on_request_head(
             &c,
+            &mut FakeHost::new(0),
             &head("GET", "/v2/whatever", Some("sk-master")),
         ));
         assert_eq!(r.status, 404);
         let r = reply(on_request_head(
             &c,
+            &mut FakeHost::new(0),
             &head("DELETE", "/v1/models", Some("sk-master")),
         ));
         assert_eq!(r.status, 405);
@@ -460,7 +656,10 @@ mod tests {
         let c = config();
         let mut h = head("POST", "/v1/chat/completions", Some("sk-master"));
         h.content_length = Some(c.max_request_body_bytes + 1);
-        assert_eq!(reply(on_request_head(&c, &h)).status, 413);
+        assert_eq!(
+            reply(on_request_head(&c, &mut FakeHost::new(0), &h)).status,
+            413
+        );
     }
 
     #[test]
@@ -500,7 +699,11 @@ mod tests {
     fn vllm_pass_through_targets() {
         let c = config();
         let mut host = FakeHost::new(3);
-        match on_request_head(&c, &head("GET", "/vllm/metrics", Some("sk-master"))) {
+        match on_request_head(
+            &c,
+            &mut FakeHost::new(0),
+            &head("GET", "/vllm/metrics", Some("sk-master")),
+        ) {
             HeadAction::Forward(f) => {
                 assert_eq!(f.deployment, 0);
                 assert_eq!(f.path, "/metrics");

@@ -1,10 +1,16 @@
-//! The one way the pure core reaches the host: clock and randomness. The filter implements
-//! it over proxy-wasm; tests use `FakeHost` with a fixed clock and a seeded generator.
+//! The one way the pure core reaches the host: clock, randomness and the data every worker
+//! of one Envoy shares. The filter implements it over proxy-wasm; tests use `FakeHost` with a
+//! fixed clock, a seeded generator and an in-memory store.
 
 pub trait Host {
     fn now_unix_ms(&self) -> u64;
     /// A uniformly distributed 64-bit sample.
     fn random_u64(&mut self) -> u64;
+    /// A shared value and its version, when the key exists.
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    /// Write `value` if the key is still at version `cas` (`None`: unconditionally). False
+    /// when another worker wrote first.
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
 
     /// A sample in [0, 1).
     fn random_unit(&mut self) -> f64 {
@@ -34,6 +40,9 @@ impl SplitMix64 {
 pub struct FakeHost {
     pub now_ms: u64,
     pub rng: SplitMix64,
+    pub shared: std::collections::HashMap<String, (Vec<u8>, u32)>,
+    /// Make the next N conditional writes fail, as if another worker won the race.
+    pub lose_races: u32,
 }
 
 #[cfg(test)]
@@ -42,6 +51,8 @@ impl FakeHost {
         FakeHost {
             now_ms: 1_700_000_000_000,
             rng: SplitMix64::new(seed),
+            shared: std::collections::HashMap::new(),
+            lose_races: 0,
         }
     }
 }
@@ -53,5 +64,27 @@ impl Host for FakeHost {
     }
     fn random_u64(&mut self) -> u64 {
         self.rng.next_u64()
+    }
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared.get(key).cloned()
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let version = self.shared.get(key).map_or(0, |(_, v)| *v);
+        if let Some(expected) = cas {
+            if self.lose_races > 0 {
+                self.lose_races -= 1;
+                // Someone else wrote: the version moves on and this write is refused.
+                if let Some(entry) = self.shared.get_mut(key) {
+                    entry.1 += 1;
+                }
+                return false;
+            }
+            if expected != version {
+                return false;
+            }
+        }
+        self.shared
+            .insert(key.to_string(), (value.to_vec(), version + 1));
+        true
     }
 }

@@ -9,8 +9,10 @@ pub mod error;
 pub mod gateway;
 pub mod host;
 pub mod request;
+pub mod router;
 pub mod select;
 pub mod sse;
+pub mod state;
 pub mod template;
 pub mod translate;
 

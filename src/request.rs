@@ -147,6 +147,27 @@ struct Envelope<'a> {
     temperature: Option<&'a RawValue>,
     #[serde(borrow, default)]
     top_p: Option<&'a RawValue>,
+    // LiteLLM's per-request router knobs: read here, never sent upstream.
+    #[serde(borrow, default)]
+    num_retries: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    fallbacks: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    context_window_fallbacks: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    timeout: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    request_timeout: Option<&'a RawValue>,
+}
+
+/// LiteLLM's per-request overrides of the router settings.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RouterOverrides {
+    pub num_retries: Option<u32>,
+    /// Model names to fall back to, in order.
+    pub fallbacks: Option<Vec<String>>,
+    pub context_window_fallbacks: Option<Vec<String>>,
+    pub timeout_ms: Option<u64>,
 }
 
 /// A validated inference request, borrowing the client's body.
@@ -161,8 +182,13 @@ pub struct InferenceBody<'a> {
     /// The raw JSON of `messages` / `prompt` / `input`, whichever the endpoint takes.
     pub payload: &'a RawValue,
     pub has_max_tokens: bool,
+    /// `max_completion_tokens`, else `max_tokens`, when a number.
+    pub max_tokens: Option<u64>,
     pub has_temperature: bool,
     pub has_top_p: bool,
+    pub overrides: RouterOverrides,
+    /// Byte ranges of gateway-only members (with one adjacent comma), cut before upstream.
+    pub gateway_only: Vec<(usize, usize)>,
 }
 
 impl<'a> InferenceBody<'a> {
@@ -205,6 +231,46 @@ impl<'a> InferenceBody<'a> {
                 .with_param(field)
         })?;
         check_payload_shape(kind, field, payload)?;
+        let number =
+            |v: Option<&RawValue>| v.and_then(|r| serde_json::from_str::<u64>(r.get()).ok());
+        let mut gateway_only = Vec::new();
+        let overrides = RouterOverrides {
+            num_retries: gateway_member(body, env.num_retries, &mut gateway_only)
+                .map(|r| serde_json::from_str::<u32>(r.get()))
+                .transpose()
+                .map_err(|_| {
+                    GatewayError::invalid_request("num_retries must be a non-negative integer")
+                        .with_param("num_retries")
+                })?,
+            fallbacks: gateway_member(body, env.fallbacks, &mut gateway_only)
+                .map(|r| fallback_names(r, "fallbacks"))
+                .transpose()?,
+            context_window_fallbacks: gateway_member(
+                body,
+                env.context_window_fallbacks,
+                &mut gateway_only,
+            )
+            .map(|r| fallback_names(r, "context_window_fallbacks"))
+            .transpose()?,
+            timeout_ms: [env.timeout, env.request_timeout]
+                .into_iter()
+                .filter_map(|v| gateway_member(body, v, &mut gateway_only))
+                .map(|r| {
+                    serde_json::from_str::<f64>(r.get())
+                        .ok()
+                        .filter(|t| t.is_finite() && *t > 0.0)
+                        .map(|t| (t * 1000.0).round() as u64)
+                        .ok_or_else(|| {
+                            GatewayError::invalid_request(
+                                "timeout must be a positive number of seconds",
+                            )
+                            .with_param("timeout")
+                        })
+                })
+                .collect::<Result<Vec<u64>, _>>()?
+                .into_iter()
+                .min(),
+        };
         Ok(InferenceBody {
             body,
             kind,
@@ -213,8 +279,11 @@ impl<'a> InferenceBody<'a> {
             stream: env.stream.unwrap_or(false),
             payload,
             has_max_tokens: is_set(env.max_tokens) || is_set(env.max_completion_tokens),
+            max_tokens: number(env.max_completion_tokens).or(number(env.max_tokens)),
             has_temperature: is_set(env.temperature),
             has_top_p: is_set(env.top_p),
+            overrides,
+            gateway_only,
         })
     }
 
@@ -224,8 +293,9 @@ impl<'a> InferenceBody<'a> {
         let (start, end) = self.model_span;
         let extra: usize = defaults.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut out = Vec::with_capacity(self.body.len() + model_json.len() + extra);
-        let head = self.body.get(..start).unwrap_or_default();
-        let tail = self.body.get(end..).unwrap_or_default();
+        let head = without(self.body, 0, start, &self.gateway_only);
+        let tail = without(self.body, end, self.body.len(), &self.gateway_only);
+        let (head, tail) = (head.as_slice(), tail.as_slice());
         match head.iter().position(|&b| b == b'{') {
             Some(brace) if !defaults.is_empty() => {
                 out.extend_from_slice(head.get(..=brace).unwrap_or_default());
@@ -244,6 +314,75 @@ impl<'a> InferenceBody<'a> {
         out.extend_from_slice(tail);
         out
     }
+}
+
+/// `body[from..to]` without the bytes of `cuts` (sorted, non-overlapping ranges).
+fn without(body: &[u8], from: usize, to: usize, cuts: &[(usize, usize)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(to.saturating_sub(from));
+    let mut at = from;
+    for &(s, e) in cuts {
+        let (s, e) = (s.max(from), e.min(to));
+        if s >= e {
+            continue;
+        }
+        out.extend_from_slice(body.get(at..s).unwrap_or_default());
+        at = e;
+    }
+    out.extend_from_slice(body.get(at..to).unwrap_or_default());
+    out
+}
+
+/// Record the byte range of the member whose value is `raw` — `"key": value` plus one
+/// adjacent comma — so it can be cut from the body; returns `raw` for parsing.
+fn gateway_member<'a>(
+    body: &[u8],
+    raw: Option<&'a RawValue>,
+    cuts: &mut Vec<(usize, usize)>,
+) -> Option<&'a RawValue> {
+    let raw = raw?;
+    let value_start = (raw.get().as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let value_end = value_start + raw.get().len();
+    let before = body.get(..value_start)?;
+    let colon = before.iter().rposition(|&b| b == b':')?;
+    let key_end = before.get(..colon)?.iter().rposition(|&b| b == b'"')?;
+    let key_start = before.get(..key_end)?.iter().rposition(|&b| b == b'"')?;
+    let ws = |b: &u8| b.is_ascii_whitespace();
+    let mut start = key_start;
+    let mut end = value_end;
+    let prev = before.get(..key_start)?.iter().rposition(|b| !ws(b));
+    if let Some(p) = prev.filter(|&p| body.get(p) == Some(&b',')) {
+        start = p;
+    } else if let Some(n) = body.get(value_end..)?.iter().position(|b| !ws(b)) {
+        if body.get(value_end + n) == Some(&b',') {
+            end = value_end + n + 1;
+        }
+    }
+    let at = cuts.partition_point(|&(s, _)| s < start);
+    cuts.insert(at, (start, end));
+    Some(raw)
+}
+
+/// `["a","b"]` or LiteLLM's `[{"group": ["a","b"]}]`: the names to fall back to, in order.
+fn fallback_names(raw: &RawValue, field: &str) -> Result<Vec<String>, GatewayError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Name(String),
+        Map(std::collections::BTreeMap<String, Vec<String>>),
+    }
+    let entries: Vec<Entry> = serde_json::from_str(raw.get()).map_err(|_| {
+        GatewayError::invalid_request(format!(
+            "{field} must be a list of model names or of {{model: [fallbacks]}}"
+        ))
+        .with_param(field)
+    })?;
+    Ok(entries
+        .into_iter()
+        .flat_map(|e| match e {
+            Entry::Name(n) => vec![n],
+            Entry::Map(m) => m.into_values().flatten().collect(),
+        })
+        .collect())
 }
 
 fn is_set(v: Option<&RawValue>) -> bool {
@@ -335,6 +474,36 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["max_tokens"], 512);
         assert_eq!(v["model"], "llama");
+    }
+
+    #[test]
+    fn gateway_only_params_are_read_and_cut() {
+        let body = br#"{"num_retries": 1, "model":"m","messages":[{"role":"user","content":"x"}],"fallbacks":[{"m":["b"]}],"timeout":2.5,"max_tokens":9}"#;
+        let req = InferenceBody::parse(super::Inference::Chat, body).unwrap();
+        assert_eq!(req.overrides.num_retries, Some(1));
+        assert_eq!(req.overrides.fallbacks, Some(vec!["b".to_string()]));
+        assert_eq!(req.overrides.timeout_ms, Some(2500));
+        assert_eq!(req.max_tokens, Some(9));
+        let out = req.splice("\"up\"", &[]);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{ "model":"up","messages":[{"role":"user","content":"x"}],"max_tokens":9}"#
+        );
+        let body = br#"{"model":"m","prompt":"x","request_timeout":3,"fallbacks":["a","b"]}"#;
+        let req = InferenceBody::parse(super::Inference::Completions, body).unwrap();
+        assert_eq!(
+            req.overrides.fallbacks,
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&req.splice("\"up\"", &[("top_p", "1".into())])).unwrap();
+        assert_eq!(v, serde_json::json!({"top_p":1,"model":"up","prompt":"x"}));
+        let e = InferenceBody::parse(
+            super::Inference::Completions,
+            br#"{"model":"m","prompt":"x","timeout":-1}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 400);
     }
 
     #[test]

@@ -23,6 +23,8 @@ mod tests {
             name: "g".into(),
             header_name: "g".into(),
             deployments: (10..10 + weights.len()).collect(),
+            weights: weights.to_vec(),
+            orders: vec![0],
             cumulative_weights: weights
                 .iter()
                 .map(|w| {

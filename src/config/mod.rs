@@ -85,6 +85,8 @@ pub struct Deployment {
     /// `upstream_model` as a JSON string literal, ready to splice.
     pub upstream_model_json: String,
     pub cluster: String,
+    /// The shared-data key of this deployment's router state.
+    pub state_key: String,
     pub authority: String,
     /// `Bearer <api_key>`, resolved at configure time.
     pub authorization: Option<String>,
@@ -110,6 +112,10 @@ pub struct ModelGroup {
     pub deployments: Vec<usize>,
     /// Running sums of the selection weights, for a binary search per request.
     pub cumulative_weights: Vec<f64>,
+    /// Each member's own selection weight (same order as `deployments`).
+    pub weights: Vec<f64>,
+    /// Distinct `order` values of the members, lowest first.
+    pub orders: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -123,6 +129,7 @@ pub struct Config {
     pub master_key: Option<KeyDigest>,
     pub drop_params: bool,
     pub max_request_body_bytes: u64,
+    pub router: RouterSettings,
     /// `/v1/model/info` and `/v1/model_group/info`, rendered once (never with api keys).
     pub model_info_body: Vec<u8>,
     pub model_group_info_body: Vec<u8>,
@@ -264,7 +271,7 @@ fn not_yet_enforced(wire: &WireConfig) -> Vec<String> {
 }
 
 pub fn validate(
-    wire: WireConfig,
+    mut wire: WireConfig,
     env: &dyn Fn(&str) -> Option<String>,
     now_unix: u64,
 ) -> Result<Config, ConfigError> {
@@ -302,6 +309,8 @@ pub fn validate(
                     header_name: header_safe(&d.model_name),
                     deployments: Vec::new(),
                     cumulative_weights: Vec::new(),
+                    weights: Vec::new(),
+                    orders: Vec::new(),
                 });
                 let g = groups.len() - 1;
                 model_index.insert(d.model_name.clone(), g);
@@ -325,7 +334,8 @@ pub fn validate(
         deployments.push(deployment);
     }
 
-    for (alias, target) in wire.router_settings.model_group_alias {
+    let aliases = std::mem::take(&mut wire.router_settings.model_group_alias);
+    for (alias, target) in aliases {
         let path = format!("router_settings.model_group_alias.{alias}");
         let (target, hidden) = match target {
             WireAlias::Group(g) => (g, false),
@@ -354,8 +364,27 @@ pub fn validate(
 
     for g in &mut groups {
         g.cumulative_weights = selection_weights(&g.deployments, &deployments);
+        let mut previous = 0.0;
+        g.weights = g
+            .cumulative_weights
+            .iter()
+            .map(|&c| {
+                let w = c - previous;
+                previous = c;
+                w
+            })
+            .collect();
+        let mut orders: Vec<u32> = g
+            .deployments
+            .iter()
+            .filter_map(|&i| deployments.get(i).map(|d| d.order))
+            .collect();
+        orders.sort_unstable();
+        orders.dedup();
+        g.orders = orders;
     }
 
+    let router = router_settings(&wire.router_settings, &wire.litellm_settings, &model_index)?;
     let general = wire.general_settings;
     let master_key = match general.master_key {
         Some(k) => {
@@ -394,10 +423,161 @@ pub fn validate(
         visible_models,
         master_key,
         drop_params: wire.litellm_settings.drop_params.unwrap_or(false),
+        router,
         max_request_body_bytes,
         models_list_body,
         created: now_unix,
     })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Strategy {
+    SimpleShuffle,
+    LeastBusy,
+    UsageBased,
+    LatencyBased {
+        /// Deployments within this fraction of the lowest latency are picked at random.
+        buffer: f64,
+        /// Latency samples older than this count as unmeasured.
+        ttl_ms: u64,
+    },
+}
+
+/// LiteLLM's defaults (`litellm/constants.py`): 3 allowed fails a minute, 5 s cooldown, and
+/// the OpenAI client's 2 retries.
+pub const DEFAULT_ALLOWED_FAILS: u32 = 3;
+pub const DEFAULT_COOLDOWN_SECS: f64 = 5.0;
+pub const DEFAULT_NUM_RETRIES: u32 = 2;
+/// LiteLLM's `ROUTER_MAX_FALLBACKS`.
+pub const MAX_FALLBACKS: usize = 5;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterSettings {
+    pub strategy: Strategy,
+    pub policy: crate::state::Policy,
+    pub num_retries: u32,
+    /// Group → groups to try when it fails, in order.
+    pub fallbacks: HashMap<usize, Vec<usize>>,
+    /// Group → groups to use when a prompt is longer than the group's context window.
+    pub context_window_fallbacks: HashMap<usize, Vec<usize>>,
+}
+
+fn router_settings(
+    r: &WireRouterSettings,
+    l: &WireLitellmSettings,
+    index: &HashMap<String, usize>,
+) -> Result<RouterSettings, ConfigError> {
+    let args = r.routing_strategy_args.as_ref();
+    let strategy = match r.routing_strategy.as_deref().unwrap_or("simple-shuffle") {
+        "simple-shuffle" => Strategy::SimpleShuffle,
+        "least-busy" => Strategy::LeastBusy,
+        "usage-based-routing" | "usage-based-routing-v2" => Strategy::UsageBased,
+        "latency-based-routing" => Strategy::LatencyBased {
+            buffer: args.and_then(|a| a.lowest_latency_buffer).unwrap_or(0.0).max(0.0),
+            ttl_ms: (args.and_then(|a| a.ttl).unwrap_or(3600.0).max(1.0) * 1000.0) as u64,
+        },
+        other => {
+            return Err(err(
+                "router_settings.routing_strategy",
+                format!("unknown strategy \"{other}\"; use simple-shuffle, least-busy, usage-based-routing(-v2) or latency-based-routing"),
+            ))
+        }
+    };
+    let cooldown = r.cooldown_time.unwrap_or(DEFAULT_COOLDOWN_SECS);
+    if !(cooldown.is_finite() && cooldown >= 0.0) {
+        return Err(err(
+            "router_settings.cooldown_time",
+            "must be a number of seconds ≥ 0",
+        ));
+    }
+    let fallbacks = fallback_table(
+        "fallbacks",
+        r.fallbacks.as_ref().or(l.fallbacks.as_ref()),
+        index,
+    )?;
+    let context_window_fallbacks = fallback_table(
+        "context_window_fallbacks",
+        r.context_window_fallbacks
+            .as_ref()
+            .or(l.context_window_fallbacks.as_ref()),
+        index,
+    )?;
+    Ok(RouterSettings {
+        strategy,
+        policy: crate::state::Policy {
+            allowed_fails: u64::from(r.allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS)),
+            cooldown_ms: (cooldown * 1000.0) as u64,
+        },
+        num_retries: r
+            .num_retries
+            .or(l.num_retries)
+            .unwrap_or(DEFAULT_NUM_RETRIES),
+        fallbacks,
+        context_window_fallbacks,
+    })
+}
+
+/// `[{"a": ["b", "c"]}, …]` → group index table, every name checked, cycles refused (a
+/// fallback chain must end).
+fn fallback_table(
+    key: &str,
+    entries: Option<&Vec<std::collections::BTreeMap<String, Vec<String>>>>,
+    index: &HashMap<String, usize>,
+) -> Result<HashMap<usize, Vec<usize>>, ConfigError> {
+    let mut table: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, entry) in entries.into_iter().flatten().enumerate() {
+        for (from, to) in entry {
+            let path = format!("router_settings.{key}[{i}].{from}");
+            let &source = index
+                .get(from)
+                .ok_or_else(|| err(&path, format!("\"{from}\" is not a model group or alias")))?;
+            let mut targets = Vec::new();
+            for name in to {
+                let &g = index.get(name).ok_or_else(|| {
+                    err(
+                        &path,
+                        format!("fallback \"{name}\" is not a model group or alias"),
+                    )
+                })?;
+                if g != source && !targets.contains(&g) {
+                    targets.push(g);
+                }
+            }
+            table.entry(source).or_default().extend(targets);
+        }
+    }
+    // Depth-first search for a cycle through the fallback graph.
+    fn visit(
+        g: usize,
+        table: &HashMap<usize, Vec<usize>>,
+        state: &mut HashMap<usize, bool>,
+    ) -> bool {
+        match state.get(&g) {
+            Some(true) => return true,
+            Some(false) => return false,
+            None => {}
+        }
+        state.insert(g, true);
+        let cyclic = table
+            .get(&g)
+            .into_iter()
+            .flatten()
+            .any(|&n| visit(n, table, state));
+        state.insert(g, false);
+        cyclic
+    }
+    let mut state = HashMap::new();
+    let mut sources: Vec<usize> = table.keys().copied().collect();
+    sources.sort_unstable();
+    for g in sources {
+        if visit(g, &table, &mut state) {
+            return Err(err(
+                format!("router_settings.{key}"),
+                "fallbacks form a cycle; a fallback chain must end",
+            ));
+        }
+    }
+    Ok(table)
 }
 
 /// LiteLLM's simple-shuffle rule: weights from `weight`, else `rpm`, else `tpm`, else equal.
@@ -585,6 +765,7 @@ fn validate_deployment(
     let upstream_model_json =
         serde_json::to_string(upstream_model).map_err(|e| err(&model_path, e.to_string()))?;
     Ok(Deployment {
+        state_key: format!("llm_gateway.deployment.{id}"),
         header_id: header_safe(&id),
         id,
         group,

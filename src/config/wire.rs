@@ -79,6 +79,16 @@ pub struct WireRouterSettings {
     pub cooldown_time: Option<f64>,
     pub fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub context_window_fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
+    pub routing_strategy_args: Option<WireStrategyArgs>,
+}
+
+/// LiteLLM's `routing_strategy_args` for latency-based routing.
+#[derive(Debug, Deserialize, Default)]
+pub struct WireStrategyArgs {
+    /// Pick at random among deployments within this fraction of the lowest latency.
+    pub lowest_latency_buffer: Option<f64>,
+    /// Seconds a latency sample stays relevant.
+    pub ttl: Option<f64>,
 }
 
 /// `model_group_alias` values: a group name, or `{model, hidden}`.

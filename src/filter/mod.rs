@@ -5,16 +5,17 @@
 
 use crate::auth::presented_key;
 use crate::config::{self, Config};
-use crate::gateway::{self, Forward, HeadAction, LocalReply, RequestHead};
+use crate::gateway::{self, Forward, HeadAction, LocalReply, Replay, RequestHead};
 use crate::host::{Host, SplitMix64};
 use crate::request::Endpoint;
+use crate::router::{self, Reservation};
 use crate::translate::{BodyMode, BodyOutput, ResponseTranslator};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// The most response body we hold while translating a buffered (non-streaming) response.
 const MAX_BUFFERED_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -81,12 +82,16 @@ impl RootContext for Root {
                         config.deployments.len()
                     ),
                 );
+                // Every worker VM starts alike (same clock, same memory layout), so the seed
+                // must come from the host's entropy (WASI random_get, through std's
+                // RandomState) or workers would pick in lockstep and mint the same ids.
+                let mut seeds = SplitMix64::new(entropy() ^ now_ms);
+                let mut host = WasmHost {
+                    rng: SplitMix64::new(seeds.next_u64()),
+                };
+                router::precreate(&config, &mut host);
+                *self.seeds.borrow_mut() = Some(seeds);
                 self.config = Some(Rc::new(config));
-                // Every worker VM starts alike (same clock, same memory layout), so the seed must
-                // come from the host's entropy (WASI random_get, through std's RandomState) or
-                // workers would pick deployments in lockstep and mint the same ids.
-                let seed = entropy() ^ now_ms;
-                *self.seeds.borrow_mut() = Some(SplitMix64::new(seed));
                 true
             }
             Err(e) => {
@@ -128,23 +133,44 @@ impl Host for WasmHost {
     fn random_u64(&mut self) -> u64 {
         self.rng.next_u64()
     }
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), Some(cas))) => Some((value, cas)),
+            Ok((Some(value), None)) => Some((value, 0)),
+            _ => None,
+        }
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
 }
 
 enum State {
     Head,
     AwaitBody(Endpoint),
-    Routed(Routed),
+    Routed(Box<Routed>),
     /// We answered locally; the response callbacks see our own reply and leave it alone.
     Replied,
 }
 
-struct Routed {
+/// One upstream attempt: how to read its response and what to settle afterwards.
+struct Attempt {
     response: Box<dyn ResponseTranslator>,
-    group_header: String,
-    deployment_header: String,
+    deployment: usize,
+    reservation: Option<Reservation>,
+    status: Option<u16>,
+    first_byte_ms: Option<u64>,
+    settled: bool,
+}
+
+struct Routed {
+    current: Attempt,
     mode: BodyMode,
     /// A buffered response grew too large and was replaced by an error; drop the rest.
     discarding: bool,
+    replay: Option<Replay>,
+    /// A failover call in flight: its dispatch token and the attempt it carries.
+    failover: Option<(u32, Attempt)>,
 }
 
 struct Http {
@@ -167,6 +193,21 @@ fn set_response_header(name: &str, value: Option<&str>) {
     let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
 }
 
+fn attempt_of(forward: &mut Forward) -> Attempt {
+    let response = std::mem::replace(
+        &mut forward.response,
+        Box::new(crate::translate::openai_compat::PassThroughResponse::new()),
+    );
+    Attempt {
+        response,
+        deployment: forward.deployment,
+        reservation: forward.reservation.take(),
+        status: None,
+        first_byte_ms: None,
+        settled: false,
+    }
+}
+
 impl Http {
     fn reply(&mut self, reply: LocalReply) -> Action {
         self.state = State::Replied;
@@ -180,8 +221,36 @@ impl Http {
         Action::Pause
     }
 
+    /// Settle an attempt on the router once: failure, tokens, latency.
+    fn settle(config: &Config, host: &mut WasmHost, attempt: &mut Attempt) {
+        if attempt.settled {
+            return;
+        }
+        attempt.settled = true;
+        let Some(reservation) = &attempt.reservation else {
+            return;
+        };
+        let failed = attempt.status.is_some_and(gateway::is_deployment_failure);
+        let latency = attempt
+            .first_byte_ms
+            .map(|t| t.saturating_sub(reservation.started_ms));
+        router::settle(
+            config,
+            host,
+            reservation,
+            failed,
+            attempt.response.usage_tokens(),
+            latency,
+        );
+    }
+
     /// Point the request at the chosen deployment; the route matches on `x-llm-cluster`.
-    fn forward(&mut self, config: &Config, forward: Forward, body_size: Option<usize>) -> Action {
+    fn forward(
+        &mut self,
+        config: &Config,
+        mut forward: Forward,
+        body_size: Option<usize>,
+    ) -> Action {
         let Some(deployment) = config.deployment(forward.deployment) else {
             return self.reply(
                 crate::error::GatewayError::new(
@@ -196,8 +265,17 @@ impl Http {
         set_request_header("authorization", deployment.authorization.as_deref());
         set_request_header(
             "x-envoy-upstream-rq-timeout-ms",
-            Some(&deployment.timeout_ms.to_string()),
+            Some(&forward.timeout_ms.to_string()),
         );
+        if forward.envoy_retries > 0 {
+            // Envoy retries what is safe to repeat on the same deployment; moving to another
+            // deployment is the filter's failover.
+            set_request_header("x-envoy-retry-on", Some(gateway::ENVOY_RETRY_ON));
+            set_request_header(
+                "x-envoy-max-retries",
+                Some(&forward.envoy_retries.to_string()),
+            );
+        }
         for name in gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE {
             set_request_header(name, None);
         }
@@ -210,23 +288,156 @@ impl Http {
             }
         }
         set_request_header("x-llm-cluster", Some(&deployment.cluster));
-        let group_header = config
-            .groups
-            .get(deployment.group)
-            .map(|g| g.header_name.clone())
-            .unwrap_or_default();
-        self.state = State::Routed(Routed {
-            response: forward.response,
-            group_header,
-            deployment_header: deployment.header_id.clone(),
+        let current = attempt_of(&mut forward);
+        self.state = State::Routed(Box::new(Routed {
+            current,
             mode: BodyMode::PassThrough,
             discarding: false,
-        });
+            replay: forward.replay.take(),
+            failover: None,
+        }));
         Action::Continue
+    }
+
+    /// Start the next failover attempt, if any is left; true when a call is in flight.
+    fn start_failover(config: &Config, host: &mut WasmHost, routed: &mut Routed) -> bool {
+        let Some(replay) = routed.replay.as_mut() else {
+            return false;
+        };
+        while let Some(mut forward) = gateway::failover(config, host, replay) {
+            let Some(d) = config.deployment(forward.deployment) else {
+                continue;
+            };
+            let timeout = forward.timeout_ms.to_string();
+            let mut headers: Vec<(&str, &str)> = vec![
+                (":method", "POST"),
+                (":path", &forward.path),
+                (":authority", &d.authority),
+                ("content-type", "application/json"),
+                ("x-envoy-upstream-rq-timeout-ms", &timeout),
+            ];
+            if let Some(auth) = d.authorization.as_deref() {
+                headers.push(("authorization", auth));
+            }
+            let body = forward.body.take().unwrap_or_default();
+            let call = hostcalls::dispatch_http_call(
+                &d.cluster,
+                headers,
+                Some(&body),
+                vec![],
+                Duration::from_millis(forward.timeout_ms),
+            );
+            let mut attempt = attempt_of(&mut forward);
+            match call {
+                Ok(token) => {
+                    attempt.first_byte_ms = None;
+                    routed.failover = Some((token, attempt));
+                    return true;
+                }
+                Err(_) => {
+                    attempt.status = Some(503);
+                    Self::settle(config, host, &mut attempt);
+                }
+            }
+        }
+        false
     }
 }
 
-impl Context for Http {}
+impl Context for Http {
+    /// A failover attempt answered: try the next one, or send its translated answer.
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let State::Routed(routed) = &mut self.state else {
+            return;
+        };
+        let Some((token, mut attempt)) = routed.failover.take() else {
+            return;
+        };
+        if token != token_id {
+            routed.failover = Some((token, attempt));
+            return;
+        }
+        let headers =
+            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+        // No headers at all: the call failed (connection refused, reset, timeout).
+        let status = header(&headers, ":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(503);
+        attempt.status = Some(status);
+        attempt.first_byte_ms = Some(now_unix_ms());
+        if gateway::is_deployment_failure(status) {
+            Self::settle(&config, &mut self.host, &mut attempt);
+            if Self::start_failover(&config, &mut self.host, routed) {
+                return;
+            }
+        }
+        let body = if body_size > 0 {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let content_type = header(&headers, "content-type");
+        let mode = attempt.response.on_headers(status, content_type.as_deref());
+        let (status, content_type, body) = match attempt.response.on_body(&body, true) {
+            BodyOutput::Complete {
+                status,
+                content_type,
+                body,
+            } => (status, content_type.to_string(), body),
+            BodyOutput::Replace(out) => {
+                let ct = match mode {
+                    BodyMode::Stream { content_type } => content_type.to_string(),
+                    _ => content_type.unwrap_or_else(|| "application/json".into()),
+                };
+                (status, ct, out)
+            }
+            BodyOutput::Unchanged => (
+                status,
+                content_type.unwrap_or_else(|| "application/json".into()),
+                body,
+            ),
+        };
+        Self::settle(&config, &mut self.host, &mut attempt);
+        let (group, id) = config
+            .deployment(attempt.deployment)
+            .map(|d| {
+                (
+                    config
+                        .groups
+                        .get(d.group)
+                        .map(|g| g.header_name.clone())
+                        .unwrap_or_default(),
+                    d.header_id.clone(),
+                )
+            })
+            .unwrap_or_default();
+        self.state = State::Replied;
+        let reply = hostcalls::send_http_response(
+            u32::from(status),
+            vec![
+                ("content-type", &content_type),
+                ("x-llm-model-group", &group),
+                ("x-llm-deployment", &id),
+            ],
+            Some(&body),
+        );
+        if reply.is_err() {
+            log(LogLevel::Error, "could not send the failover answer");
+        }
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -267,7 +478,7 @@ impl HttpContext for Http {
             content_length,
             end_of_stream,
         };
-        match gateway::on_request_head(&config, &head) {
+        match gateway::on_request_head(&config, &mut self.host, &head) {
             HeadAction::Reply(r) => self.reply(r),
             HeadAction::ReadBody(endpoint) => {
                 self.state = State::AwaitBody(endpoint);
@@ -299,6 +510,9 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(config) = self.config.clone() else {
+            return Action::Continue;
+        };
         let State::Routed(routed) = &mut self.state else {
             return Action::Continue;
         };
@@ -307,16 +521,35 @@ impl HttpContext for Http {
             .flatten()
             .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u16>().ok())
             .unwrap_or(502);
+        routed.current.status = Some(status);
+        routed.current.first_byte_ms = Some(now_unix_ms());
+        if gateway::is_deployment_failure(status) && routed.replay.is_some() {
+            Self::settle(&config, &mut self.host, &mut routed.current);
+            if Self::start_failover(&config, &mut self.host, routed) {
+                // Hold this failed answer; the failover's answer replaces it.
+                return Action::Pause;
+            }
+        }
         let content_type =
             hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "content-type")
                 .ok()
                 .flatten()
                 .and_then(|v| String::from_utf8(v).ok());
-        set_response_header("x-llm-model-group", Some(&routed.group_header));
-        set_response_header("x-llm-deployment", Some(&routed.deployment_header));
-        routed.mode = routed.response.on_headers(status, content_type.as_deref());
+        if let Some(d) = config.deployment(routed.current.deployment) {
+            let group = config
+                .groups
+                .get(d.group)
+                .map(|g| g.header_name.as_str())
+                .unwrap_or_default();
+            set_response_header("x-llm-model-group", Some(group));
+            set_response_header("x-llm-deployment", Some(&d.header_id));
+        }
+        routed.mode = routed
+            .current
+            .response
+            .on_headers(status, content_type.as_deref());
         match &routed.mode {
-            BodyMode::PassThrough => Action::Continue,
+            BodyMode::PassThrough | BodyMode::Observe => Action::Continue,
             BodyMode::Stream { content_type } => {
                 set_response_header("content-length", None);
                 set_response_header("content-encoding", None);
@@ -334,19 +567,34 @@ impl HttpContext for Http {
         let State::Routed(routed) = &mut self.state else {
             return Action::Continue;
         };
+        if routed.failover.is_some() {
+            // The failed attempt's body waits (and is dropped) while the failover runs.
+            return Action::Pause;
+        }
         if routed.discarding {
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &[]);
             return Action::Continue;
         }
+        let response = &mut routed.current.response;
         match routed.mode {
             BodyMode::PassThrough => Action::Continue,
+            BodyMode::Observe => {
+                if let Ok(Some(chunk)) =
+                    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                {
+                    response.on_body(&chunk, end_of_stream);
+                } else if end_of_stream {
+                    response.on_body(&[], true);
+                }
+                Action::Continue
+            }
             BodyMode::Stream { .. } => {
                 let chunk = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
                 {
                     Ok(Some(b)) => b,
                     _ => Vec::new(),
                 };
-                match routed.response.on_body(&chunk, end_of_stream) {
+                match response.on_body(&chunk, end_of_stream) {
                     BodyOutput::Unchanged => {}
                     BodyOutput::Replace(out) | BodyOutput::Complete { body: out, .. } => {
                         let _ =
@@ -357,7 +605,7 @@ impl HttpContext for Http {
             }
             BodyMode::Buffer => {
                 if body_size > MAX_BUFFERED_RESPONSE_BYTES {
-                    let out = routed.response.on_overflow();
+                    let out = response.on_overflow();
                     apply_complete(out, body_size);
                     routed.discarding = !end_of_stream;
                     return Action::Continue;
@@ -369,9 +617,22 @@ impl HttpContext for Http {
                     Ok(Some(b)) => b,
                     _ => Vec::new(),
                 };
-                let out = routed.response.on_body(&body, true);
+                let out = response.on_body(&body, true);
                 apply_complete(out, body_size);
                 Action::Continue
+            }
+        }
+    }
+
+    /// The stream is over (answered, failed, or abandoned): settle what is not yet settled.
+    fn on_log(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        if let State::Routed(routed) = &mut self.state {
+            Self::settle(&config, &mut self.host, &mut routed.current);
+            if let Some((_, attempt)) = routed.failover.as_mut() {
+                Self::settle(&config, &mut self.host, attempt);
             }
         }
     }

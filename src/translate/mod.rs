@@ -20,6 +20,8 @@ pub struct ResponseContext {
     pub id: String,
     pub created: u64,
     pub include_usage: bool,
+    /// The router needs this response's token count (tpm limits, usage-based routing).
+    pub count_tokens: bool,
 }
 
 /// The rewritten request for one deployment.
@@ -49,6 +51,8 @@ pub enum BodyMode {
     Buffer,
     /// Translate chunk by chunk; the filter drops `content-length` and sets this content type.
     Stream { content_type: &'static str },
+    /// Leave the body alone but show each chunk to `on_body` (to read `usage`).
+    Observe,
 }
 
 #[derive(Debug, PartialEq)]
@@ -70,6 +74,11 @@ pub trait ResponseTranslator {
     /// For `Stream`: each chunk, in order; the last call has `end_of_stream` (its chunk may be
     /// empty). For `Buffer`: one call with the whole body.
     fn on_body(&mut self, chunk: &[u8], end_of_stream: bool) -> BodyOutput;
+    /// Total tokens of the response, when the backend reported them or they were counted.
+    fn usage_tokens(&self) -> Option<u64> {
+        None
+    }
+
     /// The stream or buffer grew past what we are willing to hold.
     fn on_overflow(&mut self) -> BodyOutput {
         let e = GatewayError::new(

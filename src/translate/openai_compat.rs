@@ -17,7 +17,7 @@ impl Translator for OpenAiCompat {
         _config: &Config,
         deployment: &Deployment,
         request: &InferenceBody<'_>,
-        _ctx: ResponseContext,
+        ctx: ResponseContext,
     ) -> Result<UpstreamRequest, GatewayError> {
         let Provider::OpenAiCompatible {
             chat_path,
@@ -44,8 +44,10 @@ impl Translator for OpenAiCompat {
         Ok(UpstreamRequest {
             path: path.clone(),
             body: Some(request.splice(&deployment.upstream_model_json, &defaults)),
-            response: Box::new(PassThroughResponse {
-                buffered_error: None,
+            response: Box::new(if ctx.count_tokens {
+                PassThroughResponse::observing()
+            } else {
+                PassThroughResponse::new()
             }),
         })
     }
@@ -74,12 +76,98 @@ fn json_number(v: f64) -> String {
 /// normalised to OpenAI's four-field shape.
 pub struct PassThroughResponse {
     buffered_error: Option<u16>,
+    usage: Option<UsageObserver>,
 }
 
 impl PassThroughResponse {
     pub fn new() -> Self {
         PassThroughResponse {
             buffered_error: None,
+            usage: None,
+        }
+    }
+
+    /// Pass through, but read `usage` from the body (JSON, or an SSE stream's usage chunk).
+    pub fn observing() -> Self {
+        PassThroughResponse {
+            buffered_error: None,
+            usage: Some(UsageObserver::default()),
+        }
+    }
+}
+
+/// Finds the token total in a passing body without holding more than it must: a JSON body
+/// up to a bound, or each SSE event as it completes.
+#[derive(Default)]
+struct UsageObserver {
+    sse: Option<crate::sse::SseParser>,
+    json: Vec<u8>,
+    total: Option<u64>,
+}
+
+const MAX_OBSERVED_JSON: usize = 4 * 1024 * 1024;
+
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<UsageTotals>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsageTotals {
+    #[serde(default)]
+    total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+impl UsageTotals {
+    fn total(&self) -> Option<u64> {
+        self.total_tokens
+            .or(match (self.prompt_tokens, self.completion_tokens) {
+                (None, None) => None,
+                (p, c) => Some(p.unwrap_or(0) + c.unwrap_or(0)),
+            })
+    }
+}
+
+impl UsageObserver {
+    fn start(&mut self, content_type: Option<&str>) {
+        if content_type.is_some_and(|c| c.starts_with("text/event-stream")) {
+            self.sse = Some(crate::sse::SseParser::new(1 << 20));
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8], end: bool) {
+        let mut found = None;
+        let mut take = |event: &[u8]| {
+            if event != b"[DONE]" {
+                if let Ok(UsageOnly { usage: Some(u) }) = serde_json::from_slice(event) {
+                    found = u.total().or(found);
+                }
+            }
+        };
+        match &mut self.sse {
+            Some(parser) => {
+                let _ = parser.feed(chunk, &mut take);
+                if end {
+                    let _ = parser.finish(&mut take);
+                }
+            }
+            None => {
+                if self.json.len() + chunk.len() <= MAX_OBSERVED_JSON {
+                    self.json.extend_from_slice(chunk);
+                }
+                if end {
+                    take(&self.json);
+                    self.json = Vec::new();
+                }
+            }
+        }
+        if found.is_some() {
+            self.total = found;
         }
     }
 }
@@ -91,20 +179,32 @@ impl Default for PassThroughResponse {
 }
 
 impl ResponseTranslator for PassThroughResponse {
-    fn on_headers(&mut self, status: u16, _content_type: Option<&str>) -> BodyMode {
-        if is_success(status) {
-            BodyMode::PassThrough
-        } else {
+    fn on_headers(&mut self, status: u16, content_type: Option<&str>) -> BodyMode {
+        if !is_success(status) {
             self.buffered_error = Some(status);
-            BodyMode::Buffer
+            return BodyMode::Buffer;
+        }
+        match &mut self.usage {
+            Some(observer) => {
+                observer.start(content_type);
+                BodyMode::Observe
+            }
+            None => BodyMode::PassThrough,
         }
     }
 
-    fn on_body(&mut self, chunk: &[u8], _end_of_stream: bool) -> BodyOutput {
-        match self.buffered_error {
-            Some(status) => error_output(status, chunk),
-            None => BodyOutput::Unchanged,
+    fn on_body(&mut self, chunk: &[u8], end_of_stream: bool) -> BodyOutput {
+        if let Some(status) = self.buffered_error {
+            return error_output(status, chunk);
         }
+        if let Some(observer) = &mut self.usage {
+            observer.feed(chunk, end_of_stream);
+        }
+        BodyOutput::Unchanged
+    }
+
+    fn usage_tokens(&self) -> Option<u64> {
+        self.usage.as_ref().and_then(|u| u.total)
     }
 }
 
@@ -124,6 +224,7 @@ mod tests {
             id: "x".into(),
             created: 0,
             include_usage: false,
+            count_tokens: false,
         }
     }
 
@@ -149,6 +250,32 @@ mod tests {
             .unwrap();
         assert_eq!(up.path, "/prefix/v1/embeddings");
         assert_eq!(up.body.unwrap(), br#"{"model":"org/real","input":"x"}"#);
+    }
+
+    #[test]
+    fn usage_is_observed_in_json_and_in_streams_split_anywhere() {
+        let json = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}"#;
+        for cut in 0..json.len() {
+            let mut r = PassThroughResponse::observing();
+            assert_eq!(
+                r.on_headers(200, Some("application/json")),
+                BodyMode::Observe
+            );
+            assert_eq!(r.on_body(&json[..cut], false), BodyOutput::Unchanged);
+            r.on_body(&json[cut..], true);
+            assert_eq!(r.usage_tokens(), Some(11));
+        }
+        let sse = b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n";
+        for cut in 0..sse.len() {
+            let mut r = PassThroughResponse::observing();
+            r.on_headers(200, Some("text/event-stream"));
+            r.on_body(&sse[..cut], false);
+            r.on_body(&sse[cut..], true);
+            assert_eq!(r.usage_tokens(), Some(5), "cut at {cut}");
+        }
+        let mut r = PassThroughResponse::new();
+        assert_eq!(r.on_headers(200, None), BodyMode::PassThrough);
+        assert_eq!(r.usage_tokens(), None);
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Translator for TritonGenerate {
                 prompt_estimate,
                 scanner,
                 status: 200,
+                usage: None,
             })
         };
         Ok(UpstreamRequest {
@@ -210,6 +211,7 @@ struct GenerateResponse {
     prompt_estimate: u64,
     scanner: StopScanner,
     status: u16,
+    usage: Option<Usage>,
 }
 
 impl ResponseTranslator for GenerateResponse {
@@ -259,17 +261,17 @@ impl ResponseTranslator for GenerateResponse {
                     "stop"
                 })
         };
+        let usage = Usage::new(prompt, completion);
+        self.usage = Some(usage);
         BodyOutput::Complete {
             status: 200,
             content_type: JSON,
-            body: completion_body(
-                &self.ctx,
-                self.kind,
-                &text,
-                reason,
-                Usage::new(prompt, completion),
-            ),
+            body: completion_body(&self.ctx, self.kind, &text, reason, usage),
         }
+    }
+
+    fn usage_tokens(&self) -> Option<u64> {
+        self.usage.map(|u| u.total_tokens)
     }
 }
 
@@ -290,6 +292,7 @@ pub struct GenerateStream {
     completion_tokens: Option<u64>,
     prompt_tokens: Option<u64>,
     backend_finish: Option<&'static str>,
+    usage: Option<Usage>,
 }
 
 impl GenerateStream {
@@ -315,6 +318,7 @@ impl GenerateStream {
             completion_tokens: None,
             prompt_tokens: None,
             backend_finish: None,
+            usage: None,
         }
     }
 
@@ -417,6 +421,7 @@ impl GenerateStream {
             self.prompt_tokens.unwrap_or(self.prompt_estimate),
             completion,
         );
+        self.usage = Some(usage);
         self.writer().usage(out, usage);
         ChunkWriter::done(out);
         self.finished = true;
@@ -463,6 +468,10 @@ impl ResponseTranslator for GenerateStream {
         }
         BodyOutput::Replace(out)
     }
+
+    fn usage_tokens(&self) -> Option<u64> {
+        self.usage.map(|u| u.total_tokens)
+    }
 }
 
 #[cfg(test)]
@@ -483,6 +492,7 @@ mod tests {
             id: "chatcmpl-1".into(),
             created: 7,
             include_usage: false,
+            count_tokens: false,
         }
     }
 

@@ -183,6 +183,7 @@ impl Translator for TritonInfer {
                         prompt_estimate: estimate_tokens(&text.prompt),
                         scanner: StopScanner::new(text.stop.clone()),
                         status: 200,
+                        usage: None,
                     }),
                 })
             }
@@ -238,6 +239,7 @@ struct InferTextResponse {
     prompt_estimate: u64,
     scanner: StopScanner,
     status: u16,
+    usage: Option<Usage>,
 }
 
 impl InferTextResponse {
@@ -289,6 +291,7 @@ impl ResponseTranslator for InferTextResponse {
             Ok(t) => t,
             Err(e) => return gateway_error_output(&e),
         };
+        self.usage = Some(usage);
         if !self.stream {
             return BodyOutput::Complete {
                 status: 200,
@@ -313,6 +316,10 @@ impl ResponseTranslator for InferTextResponse {
             content_type: SSE,
             body: out,
         }
+    }
+
+    fn usage_tokens(&self) -> Option<u64> {
+        self.usage.map(|u| u.total_tokens)
     }
 }
 
@@ -395,6 +402,10 @@ impl ResponseTranslator for EmbeddingsResponse {
         BodyMode::Buffer
     }
 
+    fn usage_tokens(&self) -> Option<u64> {
+        is_success(self.status).then_some(self.prompt_tokens)
+    }
+
     fn on_body(&mut self, body: &[u8], _end_of_stream: bool) -> BodyOutput {
         if !is_success(self.status) {
             return error_output(self.status, body);
@@ -428,6 +439,7 @@ mod tests {
             id: "req-1".into(),
             created: 1,
             include_usage: false,
+            count_tokens: false,
         }
     }
 

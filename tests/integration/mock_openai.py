@@ -3,7 +3,8 @@
 It records every request it receives (method, path, headers, body) so tests can assert what
 the gateway sent. Behaviour is steered by the request's `model`:
   - "fail-400": answers a vLLM-style error (integer `code`)
-  - "slow": answers after 3 seconds
+    - "slow": answers after 3 seconds
+  - "fail-500": answers a server error
   - anything else: a normal answer naming the model and this server's `name`
 Streaming answers send `STREAM_CHUNKS` chunks `STREAM_INTERVAL` seconds apart.
 
@@ -84,6 +85,10 @@ def make_handler(name, recorder):
             model = req.get("model") if isinstance(req, dict) else None
             if model == "slow":
                 time.sleep(3)
+            if model == "fail-500":
+                self._send(500, {"error": {"message": "mock is broken", "type": "InternalServerError",
+                                           "param": None, "code": 500}})
+                return
             if model == "fail-400":
                 self._send(400, {"error": {"message": "mock refused the request", "type": "BadRequestError",
                                            "param": None, "code": 400}})

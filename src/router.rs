@@ -1,0 +1,575 @@
+//! Deployment selection with shared state: `order` tiers, the routing strategy within a tier,
+//! and an atomic reservation (compare-and-swap on the deployment's shared record) before a
+//! request is sent, so no deployment takes more than its `rpm` in a minute, whatever the
+//! number of workers and concurrent requests.
+//!
+//! Cheap by default: with simple-shuffle and no rpm/tpm on a deployment, a request costs one
+//! shared read (its cooldown) and no write unless it fails.
+
+use crate::config::{Config, Deployment, ModelGroup, Strategy};
+use crate::error::{ErrorKind, GatewayError};
+use crate::host::Host;
+use crate::state::{minute_of, DeploymentState, Outcome, Unusable};
+
+/// How often a worker retries a compare-and-swap another worker won before giving up.
+const MAX_CAS_ATTEMPTS: usize = 32;
+
+/// A request counted against a deployment, to be settled when it finishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    pub deployment: usize,
+    /// The shared record was written at send time (limits or strategy need it).
+    pub tracked: bool,
+    pub in_flight: bool,
+    pub reserved_tokens: u64,
+    pub minute: u64,
+    pub started_ms: u64,
+}
+
+fn tracking(strategy: Strategy, d: &Deployment) -> (bool, bool) {
+    let in_flight = strategy == Strategy::LeastBusy;
+    let tracked =
+        in_flight || strategy == Strategy::UsageBased || d.rpm.is_some() || d.tpm.is_some();
+    (tracked, in_flight)
+}
+
+fn read_state(host: &dyn Host, d: &Deployment) -> DeploymentState {
+    host.shared_get(&d.state_key)
+        .map(|(bytes, _)| DeploymentState::decode(&bytes))
+        .unwrap_or_default()
+}
+
+/// Apply `f` to a deployment's shared record atomically; `f`'s refusal is passed on.
+fn update(
+    host: &mut dyn Host,
+    key: &str,
+    f: &dyn Fn(DeploymentState) -> Result<DeploymentState, Unusable>,
+) -> Result<DeploymentState, Unusable> {
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let (bytes, cas) = match host.shared_get(key) {
+            Some((b, v)) => (b, Some(v)),
+            None => (Vec::new(), None),
+        };
+        let next = f(DeploymentState::decode(&bytes))?;
+        if host.shared_set(key, &next.encode(), cas) {
+            return Ok(next);
+        }
+    }
+    // Never send a request we could not count: better a retry than an rpm overshoot.
+    Err(Unusable::RateLimited {
+        retry_after_secs: 1,
+    })
+}
+
+/// Create every deployment's record once, so later writes can always compare-and-swap.
+pub fn precreate(config: &Config, host: &mut dyn Host) {
+    for d in &config.deployments {
+        if host.shared_get(&d.state_key).is_none() {
+            host.shared_set(&d.state_key, &DeploymentState::default().encode(), None);
+        }
+    }
+}
+
+/// Whether any deployment could take a request now (readiness).
+pub fn any_usable(config: &Config, host: &dyn Host) -> bool {
+    let now = host.now_unix_ms();
+    config
+        .deployments
+        .iter()
+        .any(|d| read_state(host, d).cooldown_until_ms <= now)
+}
+
+/// Pick and reserve a deployment of `group`, skipping `exclude` (already tried).
+pub fn pick(
+    config: &Config,
+    host: &mut dyn Host,
+    group: &ModelGroup,
+    estimated_tokens: u64,
+    exclude: &[usize],
+) -> Result<Reservation, GatewayError> {
+    let strategy = config.router.strategy;
+    let mut refusals: Vec<Unusable> = Vec::new();
+    for &order in &group.orders {
+        let mut candidates: Vec<usize> = group
+            .deployments
+            .iter()
+            .copied()
+            .filter(|i| !exclude.contains(i))
+            .filter(|&i| config.deployment(i).is_some_and(|d| d.order == order))
+            .collect();
+        let whole_group = candidates.len() == group.deployments.len();
+        while !candidates.is_empty() {
+            let now = host.now_unix_ms();
+            let choice = match strategy {
+                Strategy::SimpleShuffle => {
+                    let sample = host.random_unit();
+                    if whole_group && candidates.len() == group.deployments.len() {
+                        crate::select::weighted_pick(group, sample)
+                    } else {
+                        weighted_among(config, group, &candidates, sample)
+                    }
+                }
+                _ => {
+                    let states: Vec<(usize, DeploymentState)> = candidates
+                        .iter()
+                        .filter_map(|&i| config.deployment(i).map(|d| (i, read_state(host, d))))
+                        .collect();
+                    let usable: Vec<(usize, DeploymentState)> = states
+                        .into_iter()
+                        .filter(|(i, s)| match config.deployment(*i) {
+                            Some(d) => match s.check(now, d.rpm, d.tpm, estimated_tokens) {
+                                Ok(()) => true,
+                                Err(u) => {
+                                    refusals.push(u);
+                                    false
+                                }
+                            },
+                            None => false,
+                        })
+                        .collect();
+                    if usable.is_empty() {
+                        break;
+                    }
+                    let sample = host.random_unit();
+                    best_by_strategy(config, strategy, &usable, now, sample)
+                }
+            };
+            let Some(index) = choice else { break };
+            let Some(d) = config.deployment(index) else {
+                break;
+            };
+            match reserve(host, d, index, strategy, estimated_tokens, now) {
+                Ok(r) => return Ok(r),
+                Err(u) => {
+                    refusals.push(u);
+                    candidates.retain(|&c| c != index);
+                }
+            }
+        }
+    }
+    Err(no_deployment(&group.name, &refusals))
+}
+
+fn reserve(
+    host: &mut dyn Host,
+    d: &Deployment,
+    index: usize,
+    strategy: Strategy,
+    tokens: u64,
+    now: u64,
+) -> Result<Reservation, Unusable> {
+    let (tracked, in_flight) = tracking(strategy, d);
+    if tracked {
+        update(host, &d.state_key, &|s| {
+            s.reserve(now, d.rpm, d.tpm, tokens, in_flight)
+        })?;
+    } else {
+        read_state(host, d).check(now, None, None, 0)?;
+    }
+    Ok(Reservation {
+        deployment: index,
+        tracked,
+        in_flight,
+        reserved_tokens: if tracked { tokens } else { 0 },
+        minute: minute_of(now),
+        started_ms: now,
+    })
+}
+
+/// 429 when deployments are at their limits (they free up next minute), 503 when every one
+/// is cooling down; `retry-after` either way.
+fn no_deployment(group: &str, refusals: &[Unusable]) -> GatewayError {
+    let limited = refusals
+        .iter()
+        .any(|u| matches!(u, Unusable::RateLimited { .. }));
+    let retry = refusals
+        .iter()
+        .map(|u| u.retry_after_secs())
+        .min()
+        .unwrap_or(1);
+    let shown: String = group
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(128)
+        .collect();
+    let mut e = if limited {
+        GatewayError::new(
+            ErrorKind::RateLimited,
+            format!("every deployment of model group `{shown}` is at its rate limit"),
+        )
+        .with_code("rate_limit_exceeded")
+    } else {
+        GatewayError::new(
+            ErrorKind::ServiceUnavailable,
+            format!("no deployment of model group `{shown}` is available (all cooling down after failures)"),
+        )
+    };
+    e.retry_after = Some(retry);
+    e
+}
+
+fn weighted_among(
+    config: &Config,
+    group: &ModelGroup,
+    candidates: &[usize],
+    sample: f64,
+) -> Option<usize> {
+    let weight_of = |i: usize| -> f64 {
+        group
+            .deployments
+            .iter()
+            .position(|&m| m == i)
+            .and_then(|p| group.weights.get(p))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let total: f64 = candidates.iter().map(|&i| weight_of(i)).sum();
+    if total <= 0.0 {
+        // Only zero-weight members left: they still serve rather than fail the request.
+        let slot =
+            ((sample * candidates.len() as f64) as usize).min(candidates.len().saturating_sub(1));
+        return candidates.get(slot).copied();
+    }
+    let mut target = sample * total;
+    let _ = config;
+    for &i in candidates {
+        let w = weight_of(i);
+        if target < w {
+            return Some(i);
+        }
+        target -= w;
+    }
+    candidates.last().copied()
+}
+
+/// Lowest score wins; ties (and, for latency, everything within the buffer) are broken at
+/// random so equal deployments share the load.
+fn best_by_strategy(
+    config: &Config,
+    strategy: Strategy,
+    usable: &[(usize, DeploymentState)],
+    now: u64,
+    sample: f64,
+) -> Option<usize> {
+    let score = |i: usize, s: &DeploymentState| -> f64 {
+        let s = s.rolled(now);
+        match strategy {
+            Strategy::LeastBusy => s.in_flight as f64,
+            Strategy::UsageBased => {
+                let d = config.deployment(i);
+                let rpm = d.and_then(|d| d.rpm);
+                let tpm = d.and_then(|d| d.tpm);
+                let by_rpm = rpm.map(|r| s.requests as f64 / r.max(1) as f64);
+                let by_tpm = tpm.map(|t| s.tokens as f64 / t.max(1) as f64);
+                match (by_rpm, by_tpm) {
+                    (None, None) => s.tokens as f64 / 1_000_000.0,
+                    (a, b) => a.unwrap_or(0.0).max(b.unwrap_or(0.0)),
+                }
+            }
+            Strategy::LatencyBased { ttl_ms, .. } => {
+                if s.latency_us == 0 || now.saturating_sub(s.latency_at_ms) > ttl_ms {
+                    0.0 // unmeasured (or stale): try it, so it gets measured
+                } else {
+                    s.latency_us as f64
+                }
+            }
+            Strategy::SimpleShuffle => 0.0,
+        }
+    };
+    let scored: Vec<(usize, f64)> = usable.iter().map(|(i, s)| (*i, score(*i, s))).collect();
+    let best = scored.iter().map(|(_, v)| *v).fold(f64::INFINITY, f64::min);
+    let limit = match strategy {
+        Strategy::LatencyBased { buffer, .. } => best * (1.0 + buffer),
+        _ => best,
+    };
+    let near: Vec<usize> = scored
+        .iter()
+        .filter(|(_, v)| *v <= limit)
+        .map(|(i, _)| *i)
+        .collect();
+    let slot = ((sample * near.len() as f64) as usize).min(near.len().saturating_sub(1));
+    near.get(slot).copied()
+}
+
+/// Settle a finished request on the deployment's shared record.
+pub fn settle(
+    config: &Config,
+    host: &mut dyn Host,
+    r: &Reservation,
+    failed: bool,
+    actual_tokens: Option<u64>,
+    latency_ms: Option<u64>,
+) {
+    let Some(d) = config.deployment(r.deployment) else {
+        return;
+    };
+    let latency_matters = matches!(config.router.strategy, Strategy::LatencyBased { .. });
+    if !(r.tracked || failed || latency_matters) {
+        return;
+    }
+    let now = host.now_unix_ms();
+    let outcome = Outcome {
+        failed,
+        reserved_tokens: r.reserved_tokens,
+        actual_tokens: if r.tracked { actual_tokens } else { None },
+        reserved_minute: r.minute,
+        latency_ms: if latency_matters { latency_ms } else { None },
+        counted_in_flight: r.in_flight,
+    };
+    let policy = config.router.policy;
+    let _ = update(
+        host,
+        &d.state_key,
+        &|s| Ok(s.finish(now, &outcome, &policy)),
+    );
+}
+
+/// A deployment that failed its health probe is cooled down at once.
+pub fn cool_down(config: &Config, host: &mut dyn Host, deployment: usize) {
+    let Some(d) = config.deployment(deployment) else {
+        return;
+    };
+    let now = host.now_unix_ms();
+    let policy = config.router.policy;
+    let _ = update(host, &d.state_key, &|s| Ok(s.cool_down(now, &policy)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::host::FakeHost;
+
+    fn config(strategy: &str, members: &str) -> Config {
+        let json = format!(
+            r#"{{"model_list":[{members}],"router_settings":{{"routing_strategy":"{strategy}","allowed_fails":1,"cooldown_time":10}}}}"#
+        );
+        parse(json.as_bytes(), &|_| None, 0).unwrap().0
+    }
+
+    fn member(name: &str, extra: &str) -> String {
+        format!(
+            r#"{{"model_name":"g","litellm_params":{{"model":"openai/m","api_base":"http://{name}:1"{extra}}},"model_info":{{"id":"{name}"}}}}"#
+        )
+    }
+
+    fn host(c: &Config) -> FakeHost {
+        let mut h = FakeHost::new(7);
+        precreate(c, &mut h);
+        h
+    }
+
+    fn pick_id(c: &Config, h: &mut FakeHost, tokens: u64) -> Result<String, GatewayError> {
+        let g = &c.groups[0];
+        pick(c, h, g, tokens, &[]).map(|r| c.deployments[r.deployment].id.clone())
+    }
+
+    #[test]
+    fn rpm_limit_holds_and_spills_to_the_sibling() {
+        let c = config(
+            "simple-shuffle",
+            &[member("a", r#","rpm":5,"weight":100"#), member("b", "")].join(","),
+        );
+        let mut h = host(&c);
+        let mut to_a = 0;
+        for _ in 0..200 {
+            if pick_id(&c, &mut h, 0).unwrap() == "a" {
+                to_a += 1;
+            }
+        }
+        assert_eq!(to_a, 5, "a takes exactly its rpm, the rest spills to b");
+        h.now_ms += 60_000;
+        assert_eq!(
+            pick_id(&c, &mut h, 0).unwrap(),
+            "a",
+            "the next minute a is back"
+        );
+    }
+
+    #[test]
+    fn every_deployment_limited_is_429_with_retry_after() {
+        let c = config("simple-shuffle", &member("a", r#","rpm":2"#));
+        let mut h = host(&c);
+        h.now_ms = 1_700_000_010_000; // 30 s into a minute
+        pick_id(&c, &mut h, 0).unwrap();
+        pick_id(&c, &mut h, 0).unwrap();
+        let e = pick_id(&c, &mut h, 0).unwrap_err();
+        assert_eq!(e.status(), 429);
+        assert_eq!(e.retry_after, Some(30));
+    }
+
+    #[test]
+    fn lost_races_are_retried_and_counts_stay_exact() {
+        let c = config("simple-shuffle", &member("a", r#","rpm":3"#));
+        let mut h = host(&c);
+        h.lose_races = 5;
+        for _ in 0..3 {
+            pick_id(&c, &mut h, 0).unwrap();
+        }
+        assert_eq!(pick_id(&c, &mut h, 0).unwrap_err().status(), 429);
+    }
+
+    #[test]
+    fn failures_cool_down_then_traffic_returns() {
+        let c = config(
+            "simple-shuffle",
+            &[member("a", ""), member("b", "")].join(","),
+        );
+        let mut h = host(&c);
+        // allowed_fails 1: the second failure in a minute cools `a` down for 10 s.
+        let a = Reservation {
+            deployment: 0,
+            tracked: false,
+            in_flight: false,
+            reserved_tokens: 0,
+            minute: 0,
+            started_ms: 0,
+        };
+        settle(&c, &mut h, &a, true, None, None);
+        settle(&c, &mut h, &a, true, None, None);
+        for _ in 0..50 {
+            assert_eq!(pick_id(&c, &mut h, 0).unwrap(), "b");
+        }
+        h.now_ms += 10_000;
+        let picks: Vec<String> = (0..50).map(|_| pick_id(&c, &mut h, 0).unwrap()).collect();
+        assert!(
+            picks.iter().any(|p| p == "a"),
+            "a is back after cooldown_time"
+        );
+        // Everything cooling down: 503.
+        let b = Reservation {
+            deployment: 1,
+            ..a.clone()
+        };
+        for r in [&a, &a, &b, &b] {
+            settle(&c, &mut h, r, true, None, None);
+        }
+        let e = pick_id(&c, &mut h, 0).unwrap_err();
+        assert_eq!(e.status(), 503);
+        assert_eq!(e.retry_after, Some(10));
+    }
+
+    #[test]
+    fn order_tiers_are_used_lowest_first() {
+        let c = config(
+            "simple-shuffle",
+            &[
+                member("low", r#","order":2"#),
+                member("high", r#","order":1,"rpm":1"#),
+            ]
+            .join(","),
+        );
+        let mut h = host(&c);
+        assert_eq!(pick_id(&c, &mut h, 0).unwrap(), "high");
+        assert_eq!(
+            pick_id(&c, &mut h, 0).unwrap(),
+            "low",
+            "order 2 only once order 1 is unusable"
+        );
+    }
+
+    #[test]
+    fn least_busy_prefers_fewest_in_flight() {
+        let c = config("least-busy", &[member("a", ""), member("b", "")].join(","));
+        let mut h = host(&c);
+        let first = pick(&c, &mut h, &c.groups[0], 0, &[]).unwrap();
+        let second = pick(&c, &mut h, &c.groups[0], 0, &[]).unwrap();
+        assert_ne!(
+            first.deployment, second.deployment,
+            "the idle one is chosen"
+        );
+        settle(&c, &mut h, &first, false, None, Some(10));
+        let third = pick(&c, &mut h, &c.groups[0], 0, &[]).unwrap();
+        assert_eq!(
+            third.deployment, first.deployment,
+            "first finished, so it is the idle one"
+        );
+    }
+
+    #[test]
+    fn usage_based_balances_tokens_and_respects_tpm() {
+        let c = config(
+            "usage-based-routing-v2",
+            &[member("a", r#","tpm":1000"#), member("b", r#","tpm":1000"#)].join(","),
+        );
+        let mut h = host(&c);
+        let r = pick(&c, &mut h, &c.groups[0], 400, &[]).unwrap();
+        settle(&c, &mut h, &r, false, Some(400), None);
+        let next = pick(&c, &mut h, &c.groups[0], 400, &[]).unwrap();
+        assert_ne!(next.deployment, r.deployment, "the less used one");
+        pick(&c, &mut h, &c.groups[0], 500, &[]).unwrap();
+        pick(&c, &mut h, &c.groups[0], 500, &[]).unwrap();
+        // 900 tokens counted on each now: a 400-token request fits nowhere.
+        assert_eq!(
+            pick(&c, &mut h, &c.groups[0], 400, &[])
+                .unwrap_err()
+                .status(),
+            429
+        );
+    }
+
+    #[test]
+    fn latency_based_prefers_fast_and_explores_unmeasured() {
+        let c = config(
+            "latency-based-routing",
+            &[member("fast", ""), member("slow", "")].join(","),
+        );
+        let mut h = host(&c);
+        let fast = Reservation {
+            deployment: 0,
+            tracked: false,
+            in_flight: false,
+            reserved_tokens: 0,
+            minute: 0,
+            started_ms: 0,
+        };
+        settle(&c, &mut h, &fast, false, None, Some(50));
+        assert_eq!(
+            pick_id(&c, &mut h, 0).unwrap(),
+            "slow",
+            "unmeasured gets measured first"
+        );
+        let slow = Reservation {
+            deployment: 1,
+            ..fast.clone()
+        };
+        settle(&c, &mut h, &slow, false, None, Some(500));
+        for _ in 0..20 {
+            assert_eq!(pick_id(&c, &mut h, 0).unwrap(), "fast");
+        }
+    }
+
+    #[test]
+    fn excluded_deployments_are_skipped() {
+        let c = config(
+            "simple-shuffle",
+            &[member("a", ""), member("b", "")].join(","),
+        );
+        let mut h = host(&c);
+        for _ in 0..20 {
+            assert_eq!(
+                pick(&c, &mut h, &c.groups[0], 0, &[0]).unwrap().deployment,
+                1
+            );
+        }
+        assert_eq!(
+            pick(&c, &mut h, &c.groups[0], 0, &[0, 1])
+                .unwrap_err()
+                .status(),
+            503
+        );
+    }
+
+    #[test]
+    fn default_path_writes_nothing_on_success() {
+        let c = config(
+            "simple-shuffle",
+            &[member("a", ""), member("b", "")].join(","),
+        );
+        let mut h = host(&c);
+        let before = h.shared.clone();
+        let r = pick(&c, &mut h, &c.groups[0], 0, &[]).unwrap();
+        settle(&c, &mut h, &r, false, Some(10), Some(10));
+        assert_eq!(h.shared, before);
+    }
+}

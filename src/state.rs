@@ -1,0 +1,347 @@
+//! Per-deployment router state shared by every worker of one Envoy: this minute's requests
+//! and tokens, requests in flight, recent failures, cooldown, latency. One fixed-size record
+//! per deployment, rolled over in place when the minute changes, so memory stays bounded.
+//!
+//! Transitions are pure functions of (state, now, limits); the shared-data store and its
+//! compare-and-swap loop live in `router`.
+
+/// Encoded size of a `DeploymentState`.
+pub const STATE_BYTES: usize = 72;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeploymentState {
+    /// Unix minute the counters below belong to.
+    pub minute: u64,
+    pub requests: u64,
+    pub tokens: u64,
+    pub in_flight: u64,
+    /// Unix minute `fails` belongs to.
+    pub fail_minute: u64,
+    pub fails: u64,
+    pub cooldown_until_ms: u64,
+    /// Exponentially weighted latency of successful requests, µs; 0 = none measured yet.
+    pub latency_us: u64,
+    pub latency_at_ms: u64,
+}
+
+/// Why a deployment cannot take a request now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    CoolingDown { retry_after_secs: u64 },
+    RateLimited { retry_after_secs: u64 },
+}
+
+impl Unusable {
+    pub fn retry_after_secs(self) -> u64 {
+        match self {
+            Unusable::CoolingDown { retry_after_secs }
+            | Unusable::RateLimited { retry_after_secs } => retry_after_secs,
+        }
+    }
+}
+
+/// What one finished request tells the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// A failure that counts toward cooldown (5xx, 429, timeout, connection failure).
+    pub failed: bool,
+    /// Tokens reserved when the request was sent.
+    pub reserved_tokens: u64,
+    /// Tokens the response reported (or we counted), when known.
+    pub actual_tokens: Option<u64>,
+    /// The minute the reservation was made in.
+    pub reserved_minute: u64,
+    pub latency_ms: Option<u64>,
+    /// Whether the request was counted in `in_flight`.
+    pub counted_in_flight: bool,
+}
+
+/// Router knobs that shape transitions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    pub allowed_fails: u64,
+    pub cooldown_ms: u64,
+}
+
+pub fn minute_of(now_ms: u64) -> u64 {
+    now_ms / 60_000
+}
+
+fn secs_to_next_minute(now_ms: u64) -> u64 {
+    (60_000 - now_ms % 60_000).div_ceil(1000).max(1)
+}
+
+impl DeploymentState {
+    pub fn encode(&self) -> [u8; STATE_BYTES] {
+        let mut out = [0u8; STATE_BYTES];
+        let fields = [
+            self.minute,
+            self.requests,
+            self.tokens,
+            self.in_flight,
+            self.fail_minute,
+            self.fails,
+            self.cooldown_until_ms,
+            self.latency_us,
+            self.latency_at_ms,
+        ];
+        for (chunk, value) in out.chunks_exact_mut(8).zip(fields) {
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+        out
+    }
+
+    /// Anything that is not a record we wrote reads as a fresh state.
+    pub fn decode(bytes: &[u8]) -> DeploymentState {
+        if bytes.len() != STATE_BYTES {
+            return DeploymentState::default();
+        }
+        let mut f = bytes
+            .chunks_exact(8)
+            .map(|c| c.try_into().map(u64::from_le_bytes).unwrap_or(0));
+        let mut next = || f.next().unwrap_or(0);
+        DeploymentState {
+            minute: next(),
+            requests: next(),
+            tokens: next(),
+            in_flight: next(),
+            fail_minute: next(),
+            fails: next(),
+            cooldown_until_ms: next(),
+            latency_us: next(),
+            latency_at_ms: next(),
+        }
+    }
+
+    /// The counters as of `now`: a new minute starts from zero.
+    pub fn rolled(mut self, now_ms: u64) -> DeploymentState {
+        let minute = minute_of(now_ms);
+        if self.minute != minute {
+            self.minute = minute;
+            self.requests = 0;
+            self.tokens = 0;
+        }
+        self
+    }
+
+    /// Whether one more request (of `tokens` estimated tokens) fits now.
+    pub fn check(
+        &self,
+        now_ms: u64,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        tokens: u64,
+    ) -> Result<(), Unusable> {
+        if self.cooldown_until_ms > now_ms {
+            return Err(Unusable::CoolingDown {
+                retry_after_secs: (self.cooldown_until_ms - now_ms).div_ceil(1000).max(1),
+            });
+        }
+        let s = self.rolled(now_ms);
+        let over_rpm = rpm.is_some_and(|limit| s.requests >= limit);
+        // A request larger than the whole budget still gets a window of its own.
+        let over_tpm =
+            tpm.is_some_and(|limit| s.tokens > 0 && s.tokens.saturating_add(tokens) > limit);
+        if over_rpm || over_tpm {
+            return Err(Unusable::RateLimited {
+                retry_after_secs: secs_to_next_minute(now_ms),
+            });
+        }
+        Ok(())
+    }
+
+    /// Count a request that is being sent: one request and its estimated tokens this minute.
+    pub fn reserve(
+        self,
+        now_ms: u64,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        tokens: u64,
+        in_flight: bool,
+    ) -> Result<DeploymentState, Unusable> {
+        self.check(now_ms, rpm, tpm, tokens)?;
+        let mut s = self.rolled(now_ms);
+        s.requests += 1;
+        s.tokens = s.tokens.saturating_add(tokens);
+        if in_flight {
+            s.in_flight += 1;
+        }
+        Ok(s)
+    }
+
+    /// Settle a finished request: true tokens for the estimate, failures and cooldown,
+    /// latency, in-flight.
+    pub fn finish(self, now_ms: u64, outcome: &Outcome, policy: &Policy) -> DeploymentState {
+        let mut s = self.rolled(now_ms);
+        if outcome.counted_in_flight {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+        if let Some(actual) = outcome.actual_tokens {
+            if s.minute == outcome.reserved_minute {
+                s.tokens = s
+                    .tokens
+                    .saturating_sub(outcome.reserved_tokens)
+                    .saturating_add(actual);
+            } else {
+                // The reservation belonged to a window that is gone; count usage where it
+                // lands, as LiteLLM does.
+                s.tokens = s.tokens.saturating_add(actual);
+            }
+        }
+        if outcome.failed {
+            let minute = minute_of(now_ms);
+            if s.fail_minute != minute {
+                s.fail_minute = minute;
+                s.fails = 0;
+            }
+            s.fails += 1;
+            if s.fails > policy.allowed_fails {
+                s.cooldown_until_ms = now_ms + policy.cooldown_ms;
+                s.fails = 0;
+            }
+        } else if let Some(ms) = outcome.latency_ms {
+            let us = ms.saturating_mul(1000);
+            s.latency_us = if s.latency_us == 0 {
+                us
+            } else {
+                // Weight 1/4 on the newest sample: recent enough to follow a slowing
+                // backend, smooth enough not to flap on one slow request.
+                (s.latency_us * 3 + us) / 4
+            };
+            s.latency_at_ms = now_ms;
+        }
+        s
+    }
+
+    /// A failed health probe cools the deployment down at once.
+    pub fn cool_down(mut self, now_ms: u64, policy: &Policy) -> DeploymentState {
+        self.cooldown_until_ms = now_ms + policy.cooldown_ms;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_700_000_020_000; // 40 s into a minute
+
+    fn policy() -> Policy {
+        Policy {
+            allowed_fails: 2,
+            cooldown_ms: 5_000,
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let s = DeploymentState {
+            minute: 1,
+            requests: 2,
+            tokens: 3,
+            in_flight: 4,
+            fail_minute: 5,
+            fails: 6,
+            cooldown_until_ms: 7,
+            latency_us: 8,
+            latency_at_ms: 9,
+        };
+        assert_eq!(DeploymentState::decode(&s.encode()), s);
+        assert_eq!(DeploymentState::decode(b"junk"), DeploymentState::default());
+    }
+
+    #[test]
+    fn rpm_is_never_exceeded_and_rolls_over() {
+        let mut s = DeploymentState::default();
+        for _ in 0..5 {
+            s = s.reserve(T0, Some(5), None, 0, false).unwrap();
+        }
+        assert_eq!(
+            s.reserve(T0, Some(5), None, 0, false),
+            Err(Unusable::RateLimited {
+                retry_after_secs: 20
+            })
+        );
+        // The next minute starts from zero.
+        let s = s.reserve(T0 + 20_000, Some(5), None, 0, false).unwrap();
+        assert_eq!(s.requests, 1);
+    }
+
+    #[test]
+    fn tpm_counts_estimates_then_settles_on_actual_usage() {
+        let s = DeploymentState::default();
+        let s = s.reserve(T0, None, Some(1000), 600, false).unwrap();
+        assert!(
+            s.reserve(T0, None, Some(1000), 600, false).is_err(),
+            "600 + 600 > 1000"
+        );
+        let outcome = Outcome {
+            reserved_tokens: 600,
+            actual_tokens: Some(100),
+            reserved_minute: minute_of(T0),
+            ..Default::default()
+        };
+        let s = s.finish(T0 + 1, &outcome, &policy());
+        assert_eq!(s.tokens, 100);
+        assert!(s.reserve(T0, None, Some(1000), 600, false).is_ok());
+        // A request bigger than the whole budget still runs when the window is empty.
+        assert!(DeploymentState::default()
+            .reserve(T0, None, Some(10), 600, false)
+            .is_ok());
+    }
+
+    #[test]
+    fn failures_beyond_allowed_fails_cool_down_then_expire() {
+        let failed = Outcome {
+            failed: true,
+            ..Default::default()
+        };
+        let mut s = DeploymentState::default();
+        for _ in 0..2 {
+            s = s.finish(T0, &failed, &policy());
+            assert!(
+                s.check(T0, None, None, 0).is_ok(),
+                "allowed_fails not yet exceeded"
+            );
+        }
+        s = s.finish(T0, &failed, &policy());
+        assert_eq!(
+            s.check(T0 + 1000, None, None, 0),
+            Err(Unusable::CoolingDown {
+                retry_after_secs: 4
+            })
+        );
+        assert!(s.check(T0 + 5_000, None, None, 0).is_ok(), "cooldown over");
+        // Failures in an earlier minute do not add up with new ones.
+        let mut s = DeploymentState::default();
+        s = s.finish(T0, &failed, &policy());
+        s = s.finish(T0, &failed, &policy());
+        s = s.finish(T0 + 60_000, &failed, &policy());
+        assert!(s.check(T0 + 60_000, None, None, 0).is_ok());
+    }
+
+    #[test]
+    fn in_flight_and_latency() {
+        let s = DeploymentState::default()
+            .reserve(T0, None, None, 0, true)
+            .unwrap();
+        assert_eq!(s.in_flight, 1);
+        let done = Outcome {
+            counted_in_flight: true,
+            latency_ms: Some(100),
+            ..Default::default()
+        };
+        let s = s.finish(T0, &done, &policy());
+        assert_eq!((s.in_flight, s.latency_us), (0, 100_000));
+        let s = s.finish(
+            T0,
+            &Outcome {
+                latency_ms: Some(500),
+                ..Default::default()
+            },
+            &policy(),
+        );
+        assert_eq!(s.latency_us, 200_000);
+        assert_eq!(s.in_flight, 0, "never below zero");
+    }
+}
