@@ -105,6 +105,8 @@ pub struct Replay {
 
 pub enum HeadAction {
     Reply(LocalReply),
+    /// `GET /health`: call each probe through Envoy, then `health_report`.
+    Probe(Vec<Probe>),
     /// Buffer the body, then call `on_request_body` with this endpoint.
     ReadBody(Endpoint),
     Forward(Forward),
@@ -142,6 +144,7 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
                 HeadAction::ReadBody(Endpoint::Vllm(rest))
             }
         }
+        Endpoint::HealthProbe => HeadAction::Probe(health_probes(config)),
         other => HeadAction::Reply(local_endpoint(config, host, &other)),
     }
 }
@@ -203,7 +206,12 @@ fn local_endpoint(config: &Config, host: &dyn Host, endpoint: &Endpoint) -> Loca
         }
         Endpoint::ModelInfo => LocalReply::json(200, config.model_info_body.clone()),
         Endpoint::ModelGroupInfo => LocalReply::json(200, config.model_group_info_body.clone()),
-        Endpoint::HealthProbe | Endpoint::KeyGenerate | Endpoint::KeyInfo => GatewayError::new(
+        // Probing happens at header time (`HeadAction::Probe`); a body never comes here.
+        Endpoint::HealthProbe => LocalReply::json(
+            200,
+            br#"{"healthy_endpoints":[],"unhealthy_endpoints":[],"healthy_count":0,"unhealthy_count":0}"#.to_vec(),
+        ),
+        Endpoint::KeyGenerate | Endpoint::KeyInfo => GatewayError::new(
             ErrorKind::Upstream(501),
             "this endpoint is not available in this version of the gateway",
         )
@@ -410,6 +418,94 @@ pub fn failover(config: &Config, host: &mut dyn Host, replay: &mut Replay) -> Op
         replay.position += 1;
     }
     None
+}
+
+/// One health check: a GET on a deployment's cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub deployment: usize,
+    pub path: String,
+}
+
+/// Seconds a health probe may take before the deployment counts as unhealthy.
+pub const HEALTH_PROBE_TIMEOUT_MS: u64 = 5_000;
+
+/// What each deployment is asked: Triton's readiness, vLLM's `/health`, else the model list.
+pub fn health_probes(config: &Config) -> Vec<Probe> {
+    config
+        .deployments
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let path = match &d.provider {
+                Provider::Triton { path, .. } => {
+                    // The server root of `…/v2/models/<m>/generate`.
+                    let root = path
+                        .find("/v2/")
+                        .map_or("", |at| path.get(..at).unwrap_or(""));
+                    format!("{root}/v2/health/ready")
+                }
+                Provider::OpenAiCompatible {
+                    native_base_path,
+                    is_vllm: true,
+                    ..
+                } => format!("{native_base_path}/health"),
+                Provider::OpenAiCompatible {
+                    native_base_path, ..
+                } => format!("{native_base_path}/v1/models"),
+            };
+            Probe {
+                deployment: i,
+                path,
+            }
+        })
+        .collect()
+}
+
+/// LiteLLM's `/health` answer from probe results (`Ok(status)` or a transport error);
+/// deployments that failed are cooled down for every worker.
+pub fn health_report(
+    config: &Config,
+    host: &mut dyn Host,
+    results: &[(usize, Result<u16, String>)],
+) -> LocalReply {
+    let mut healthy = Vec::new();
+    let mut unhealthy = Vec::new();
+    for (index, result) in results {
+        let Some(d) = config.deployment(*index) else {
+            continue;
+        };
+        let entry = |error: Option<String>| {
+            let mut v = serde_json::json!({
+                "model": d.model, "api_base": d.api_base, "model_id": d.id,
+                "model_name": config.groups.get(d.group).map(|g| g.name.as_str()),
+            });
+            if let (Some(e), Some(map)) = (error, v.as_object_mut()) {
+                map.insert("error".into(), serde_json::Value::String(e));
+            }
+            v
+        };
+        match result {
+            Ok(status) if (200..300).contains(status) => healthy.push(entry(None)),
+            Ok(status) => {
+                router::cool_down(config, host, *index);
+                unhealthy.push(entry(Some(format!(
+                    "health check answered status {status}"
+                ))));
+            }
+            Err(e) => {
+                router::cool_down(config, host, *index);
+                unhealthy.push(entry(Some(e.clone())));
+            }
+        }
+    }
+    let body = serde_json::json!({
+        "healthy_endpoints": healthy,
+        "unhealthy_endpoints": unhealthy,
+        "healthy_count": healthy.len(),
+        "unhealthy_count": unhealthy.len(),
+    });
+    LocalReply::json(200, serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// Upstream answers that count as a deployment failure (cooldown, failover): server errors,
@@ -693,6 +789,39 @@ mod tests {
             .unwrap()
             .contains("chat, emb, gpt-4o"));
         assert!(!v["error"]["message"].as_str().unwrap().contains("secret"));
+    }
+
+    #[test]
+    fn health_probes_and_report() {
+        let cfg = r#"{"model_list":[
+          {"model_name":"t","litellm_params":{"model":"triton/x","api_base":"http://h:8000/v2/models/x/generate"}},
+          {"model_name":"v","litellm_params":{"model":"hosted_vllm/x","api_base":"http://h:8001/v1","api_key":"secret"}},
+          {"model_name":"o","litellm_params":{"model":"openai/x","api_base":"http://h:8002/base"}}]}"#;
+        let c = parse(cfg.as_bytes(), &|_| None, 0).unwrap().0;
+        let paths: Vec<String> = health_probes(&c).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            vec!["/v2/health/ready", "/health", "/base/v1/models"]
+        );
+        let mut host = FakeHost::new(1);
+        crate::router::precreate(&c, &mut host);
+        let r = health_report(
+            &c,
+            &mut host,
+            &[
+                (0, Ok(200)),
+                (1, Err("connection refused".into())),
+                (2, Ok(503)),
+            ],
+        );
+        let v = json(&r);
+        assert_eq!(v["healthy_count"], 1);
+        assert_eq!(v["unhealthy_count"], 2);
+        assert_eq!(v["unhealthy_endpoints"][0]["error"], "connection refused");
+        assert!(!String::from_utf8(r.body).unwrap().contains("secret"));
+        // The unhealthy ones are cooled down: only `t` can be picked now.
+        assert!(crate::router::pick(&c, &mut host, &c.groups[1], 0, &[]).is_err());
+        assert!(crate::router::pick(&c, &mut host, &c.groups[0], 0, &[]).is_ok());
     }
 
     #[test]

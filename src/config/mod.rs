@@ -191,82 +191,12 @@ fn json_path(path: &serde_ignored::Path<'_>) -> String {
 }
 
 /// Keys LiteLLM users set that this version accepts but does not act on yet: said once each
-/// at configure time, so nobody believes a limit or a retry is in force when it is not.
+/// at configure time, so nobody believes a feature is in force when it is not.
 fn not_yet_enforced(wire: &WireConfig) -> Vec<String> {
     let mut out = Vec::new();
-    let mut note = |set: bool, key: &str, what: &str| {
-        if set {
-            out.push(format!("{key}: {what}"));
-        }
-    };
-    let r = &wire.router_settings;
-    let l = &wire.litellm_settings;
-    let strategy = r.routing_strategy.as_deref().unwrap_or("simple-shuffle");
-    note(
-        strategy != "simple-shuffle",
-        "router_settings.routing_strategy",
-        "only simple-shuffle (weighted random) is implemented; using it",
-    );
-    let later = "accepted but not enforced yet in this version";
-    note(
-        r.num_retries.is_some(),
-        "router_settings.num_retries",
-        later,
-    );
-    note(
-        l.num_retries.is_some(),
-        "litellm_settings.num_retries",
-        later,
-    );
-    note(
-        r.allowed_fails.is_some(),
-        "router_settings.allowed_fails",
-        later,
-    );
-    note(
-        r.cooldown_time.is_some(),
-        "router_settings.cooldown_time",
-        later,
-    );
-    note(
-        r.fallbacks.as_ref().is_some_and(|f| !f.is_empty()),
-        "router_settings.fallbacks",
-        later,
-    );
-    note(
-        l.fallbacks.as_ref().is_some_and(|f| !f.is_empty()),
-        "litellm_settings.fallbacks",
-        later,
-    );
-    note(
-        r.context_window_fallbacks
-            .as_ref()
-            .is_some_and(|f| !f.is_empty())
-            || l.context_window_fallbacks
-                .as_ref()
-                .is_some_and(|f| !f.is_empty()),
-        "context_window_fallbacks",
-        later,
-    );
-    note(
-        l.cache == Some(true),
-        "litellm_settings.cache",
-        "response caching is not implemented yet",
-    );
-    note(
-        wire.model_list
-            .iter()
-            .any(|d| d.litellm_params.rpm.is_some() || d.litellm_params.tpm.is_some()),
-        "model_list[*].litellm_params.rpm/tpm",
-        "used as selection weights only; per-minute limits are not enforced yet",
-    );
-    note(
-        wire.model_list
-            .iter()
-            .any(|d| d.litellm_params.order.is_some()),
-        "model_list[*].litellm_params.order",
-        later,
-    );
+    if wire.litellm_settings.cache == Some(true) {
+        out.push("litellm_settings.cache: response caching is not implemented yet".to_string());
+    }
     out
 }
 
@@ -1128,16 +1058,14 @@ mod tests {
                 "environment_variables: unknown key, ignored"
             ]
         );
-        for key in [
-            "router_settings.num_retries",
-            "router_settings.fallbacks",
-            "litellm_settings.cache",
-        ] {
-            assert!(
-                warnings.iter().any(|w| w.starts_with(key)),
-                "no warning for {key}"
-            );
-        }
+        assert!(warnings
+            .iter()
+            .any(|w| w.starts_with("litellm_settings.cache")));
+        assert_eq!(c.router.num_retries, 2);
+        assert_eq!(c.router.policy.allowed_fails, 3);
+        assert_eq!(c.router.policy.cooldown_ms, 30_000);
+        assert_eq!(c.router.fallbacks.get(&0), Some(&vec![1]));
+        assert_eq!(c.router.context_window_fallbacks.get(&0), Some(&vec![2]));
         let d = &c.deployments[0];
         assert_eq!(d.id, "triton-a");
         assert_eq!(d.cluster, "optional_envoy_cluster");
@@ -1197,6 +1125,36 @@ mod tests {
         assert_eq!(e.path, "model_list");
         let e = load("not json").unwrap_err();
         assert!(!e.message.is_empty());
+    }
+
+    #[test]
+    fn router_settings_are_validated() {
+        let base = |router: &str| {
+            format!(
+                r#"{{"model_list":[{{"model_name":"a","litellm_params":{{"model":"openai/x","api_base":"http://h:1"}}}},
+                                  {{"model_name":"b","litellm_params":{{"model":"openai/x","api_base":"http://h:1"}}}}],
+                   "router_settings":{router}}}"#
+            )
+        };
+        let e = load(&base(r#"{"fallbacks":[{"a":["b"]},{"b":["a"]}]}"#)).unwrap_err();
+        assert!(e.message.contains("cycle"), "{e}");
+        let e = load(&base(r#"{"fallbacks":[{"a":["nope"]}]}"#)).unwrap_err();
+        assert_eq!(e.path, "router_settings.fallbacks[0].a");
+        let e = load(&base(r#"{"routing_strategy":"cost-based"}"#)).unwrap_err();
+        assert_eq!(e.path, "router_settings.routing_strategy");
+        let (c, _) = load(&base(r#"{"routing_strategy":"latency-based-routing","routing_strategy_args":{"lowest_latency_buffer":0.5,"ttl":10}}"#)).unwrap();
+        assert_eq!(
+            c.router.strategy,
+            Strategy::LatencyBased {
+                buffer: 0.5,
+                ttl_ms: 10_000
+            }
+        );
+        let (c, _) = load(&base("{}")).unwrap();
+        assert_eq!(
+            c.router.policy.cooldown_ms, 5_000,
+            "LiteLLM's default cooldown"
+        );
     }
 
     #[test]

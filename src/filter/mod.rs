@@ -149,6 +149,11 @@ enum State {
     Head,
     AwaitBody(Endpoint),
     Routed(Box<Routed>),
+    /// `GET /health`: probes in flight (token, deployment) and the results so far.
+    Probing {
+        pending: Vec<(u32, usize)>,
+        results: Vec<(usize, Result<u16, String>)>,
+    },
     /// We answered locally; the response callbacks see our own reply and leave it alone.
     Replied,
 }
@@ -299,6 +304,44 @@ impl Http {
         Action::Continue
     }
 
+    /// Send every health probe through Envoy; answer once all are back.
+    fn probe(&mut self, config: &Config, probes: Vec<gateway::Probe>) -> Action {
+        let mut pending = Vec::new();
+        let mut results = Vec::new();
+        for p in probes {
+            let Some(d) = config.deployment(p.deployment) else {
+                continue;
+            };
+            let mut headers: Vec<(&str, &str)> = vec![
+                (":method", "GET"),
+                (":path", &p.path),
+                (":authority", &d.authority),
+            ];
+            if let Some(auth) = d.authorization.as_deref() {
+                headers.push(("authorization", auth));
+            }
+            match hostcalls::dispatch_http_call(
+                &d.cluster,
+                headers,
+                None,
+                vec![],
+                Duration::from_millis(gateway::HEALTH_PROBE_TIMEOUT_MS),
+            ) {
+                Ok(token) => pending.push((token, p.deployment)),
+                Err(_) => results.push((
+                    p.deployment,
+                    Err(format!("no Envoy cluster `{}`", d.cluster)),
+                )),
+            }
+        }
+        if pending.is_empty() {
+            let reply = gateway::health_report(config, &mut self.host, &results);
+            return self.reply(reply);
+        }
+        self.state = State::Probing { pending, results };
+        Action::Pause
+    }
+
     /// Start the next failover attempt, if any is left; true when a call is in flight.
     fn start_failover(config: &Config, host: &mut WasmHost, routed: &mut Routed) -> bool {
         let Some(replay) = routed.replay.as_mut() else {
@@ -356,6 +399,24 @@ impl Context for Http {
         let Some(config) = self.config.clone() else {
             return;
         };
+        if let State::Probing { pending, results } = &mut self.state {
+            let Some(at) = pending.iter().position(|(t, _)| *t == token_id) else {
+                return;
+            };
+            let (_, deployment) = pending.swap_remove(at);
+            let headers =
+                hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+            let result = header(&headers, ":status")
+                .and_then(|s| s.parse::<u16>().ok())
+                .ok_or_else(|| "no answer (connection failed or timed out)".to_string());
+            results.push((deployment, result));
+            if pending.is_empty() {
+                let results = std::mem::take(results);
+                let reply = gateway::health_report(&config, &mut self.host, &results);
+                self.reply(reply);
+            }
+            return;
+        }
         let State::Routed(routed) = &mut self.state else {
             return;
         };
@@ -485,6 +546,7 @@ impl HttpContext for Http {
                 Action::Pause
             }
             HeadAction::Forward(f) => self.forward(&config, f, None),
+            HeadAction::Probe(probes) => self.probe(&config, probes),
         }
     }
 

@@ -112,3 +112,29 @@ def test_context_window_fallback(gateway_factory, mock_a, mock_b):
     r = requests.post(f"{gw.url}/v1/chat/completions", json={**long_prompt, "model": "short"})
     assert r.status_code == 200 and r.headers["x-llm-model-group"] == "long"
     mock_a[1].take(), mock_b[1].take()
+
+
+def test_health_probes_report_a_stopped_deployment(gateway_factory, mock_a):
+    dead = free_port()
+    cfg = {"model_list": [
+        {"model_name": "up", "litellm_params": {"model": "hosted_vllm/m", "api_base": f"http://127.0.0.1:{mock_a[0]}/v1"}},
+        deployment("down", dead),
+        deployment("down", mock_a[0])],
+        "general_settings": {"master_key": "sk-h"}}
+    gw = gateway_factory(cfg, [mock_a[0], dead])
+    mock_a[1].take()
+    assert requests.get(f"{gw.url}/health").status_code == 401
+    r = requests.get(f"{gw.url}/health", headers={"Authorization": "Bearer sk-h"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["healthy_count"] == 2 and body["unhealthy_count"] == 1
+    (bad,) = body["unhealthy_endpoints"]
+    assert bad["model_id"] == "down/1" and bad["error"]
+    paths = sorted(seen["path"] for seen in mock_a[1].take())
+    assert paths == ["/health", "/v1/models"]
+    # The failed probe cooled the stopped deployment down: traffic avoids it.
+    for _ in range(10):
+        r = requests.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "down"},
+                          headers={"Authorization": "Bearer sk-h"})
+        assert r.headers["x-llm-deployment"] == "down/2"
+    mock_a[1].take()
