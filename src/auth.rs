@@ -28,6 +28,10 @@ impl KeyDigest {
         constant_time_eq(&self.0, &other.0)
     }
 
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A short prefix of the digest, safe to show in logs.
     pub fn short_id(&self) -> String {
         self.0.iter().take(4).map(|b| format!("{b:02x}")).collect()

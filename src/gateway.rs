@@ -1,10 +1,11 @@
 //! The request lifecycle as pure decisions: what to do with the request head, and with the
 //! whole body once it is buffered. The filter turns these decisions into host calls.
 
-use crate::auth::KeyDigest;
+use crate::access::{self, KeyCharge};
 use crate::config::{render_model_object, Config, Deployment, Provider, TritonMode};
 use crate::error::{ErrorKind, GatewayError};
 use crate::host::Host;
+use crate::keys::Principal;
 use crate::request::{classify, Endpoint, Inference, InferenceBody};
 use crate::router::{self, Reservation};
 use crate::select::weighted_pick;
@@ -86,6 +87,8 @@ pub struct Forward {
     pub reservation: Option<Reservation>,
     /// What it takes to try another deployment or group if this one fails.
     pub replay: Option<Replay>,
+    /// What the caller's key was charged, settled when the request ends.
+    pub key_charge: Option<KeyCharge>,
 }
 
 /// A request kept for failover: the client's body and where it may still go.
@@ -101,22 +104,39 @@ pub struct Replay {
     /// Other deployments of the same group still allowed.
     pub retries_left: u32,
     pub estimated_tokens: u64,
+    /// The caller's key has a budget or token limit: responses must report their usage.
+    pub key_needs_usage: bool,
+}
+
+/// A request waiting for its body: where it goes and who sent it.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub endpoint: Endpoint,
+    pub principal: Principal,
+}
+
+/// What to do once the whole body is in.
+pub enum BodyAction {
+    Forward(Box<Forward>),
+    Reply(LocalReply),
 }
 
 pub enum HeadAction {
     Reply(LocalReply),
     /// `GET /health`: call each probe through Envoy, then `health_report`.
     Probe(Vec<Probe>),
-    /// Buffer the body, then call `on_request_body` with this endpoint.
-    ReadBody(Endpoint),
-    Forward(Forward),
+    /// Buffer the body, then call `on_request_body`.
+    ReadBody(Pending),
+    Forward(Box<Forward>),
 }
 
 pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<'_>) -> HeadAction {
     let endpoint = classify(head.method, head.path);
-    if let Err(e) = authorize(config, &endpoint, head.key) {
-        return HeadAction::Reply(e.into());
-    }
+    let principal = match access::authorize(config, &endpoint, head.key, host.now_unix_ms() / 1000)
+    {
+        Ok(p) => p,
+        Err(e) => return HeadAction::Reply(e.into()),
+    };
     if head
         .content_length
         .is_some_and(|len| len > config.max_request_body_bytes)
@@ -131,21 +151,27 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
                         .into(),
                 )
             } else {
-                HeadAction::ReadBody(endpoint)
+                HeadAction::ReadBody(Pending {
+                    endpoint,
+                    principal,
+                })
             }
         }
         Endpoint::Vllm(rest) => {
             if head.end_of_stream {
-                match vllm_forward(config, &rest, None) {
-                    Ok(f) => HeadAction::Forward(f),
+                match vllm_forward(config, &principal, &rest, None) {
+                    Ok(f) => HeadAction::Forward(Box::new(f)),
                     Err(e) => HeadAction::Reply(e.into()),
                 }
             } else {
-                HeadAction::ReadBody(Endpoint::Vllm(rest))
+                HeadAction::ReadBody(Pending {
+                    endpoint: Endpoint::Vllm(rest),
+                    principal,
+                })
             }
         }
         Endpoint::HealthProbe => HeadAction::Probe(health_probes(config)),
-        other => HeadAction::Reply(local_endpoint(config, host, &other)),
+        other => HeadAction::Reply(local_endpoint(config, host, &principal, &other)),
     }
 }
 
@@ -159,36 +185,21 @@ pub fn too_large(config: &Config) -> GatewayError {
     )
 }
 
-/// The master key, when configured, guards everything but the public health endpoints.
-fn authorize(config: &Config, endpoint: &Endpoint, key: Option<&str>) -> Result<(), GatewayError> {
-    if endpoint.is_public() {
-        return Ok(());
-    }
-    let Some(master) = &config.master_key else {
-        return Ok(());
-    };
-    let Some(key) = key else {
-        return Err(GatewayError::new(
-            ErrorKind::Authentication,
-            "No API key provided. Send it as 'Authorization: Bearer <key>'.",
-        )
-        .with_code("invalid_api_key"));
-    };
-    if master.matches(&KeyDigest::of(key)) {
-        Ok(())
-    } else {
-        Err(
-            GatewayError::new(ErrorKind::Authentication, "Invalid API key.")
-                .with_code("invalid_api_key"),
-        )
-    }
-}
-
-fn local_endpoint(config: &Config, host: &dyn Host, endpoint: &Endpoint) -> LocalReply {
+fn local_endpoint(
+    config: &Config,
+    host: &dyn Host,
+    principal: &Principal,
+    endpoint: &Endpoint,
+) -> LocalReply {
     match endpoint {
-        Endpoint::ListModels => LocalReply::json(200, config.models_list_body.clone()),
+        Endpoint::ListModels => LocalReply::json(200, access::models_list(config, principal)),
         Endpoint::GetModel(id) => {
-            if config.visible_models.iter().any(|m| m == id) {
+            let visible = config.visible_models.iter().any(|m| m == id)
+                && config
+                    .model_index
+                    .get(id)
+                    .is_some_and(|&g| access::may_use(config, principal, id, g));
+            if visible {
                 LocalReply::json(200, render_model_object(id, config.created))
             } else {
                 config.model_not_found(id).into()
@@ -211,11 +222,12 @@ fn local_endpoint(config: &Config, host: &dyn Host, endpoint: &Endpoint) -> Loca
             200,
             br#"{"healthy_endpoints":[],"unhealthy_endpoints":[],"healthy_count":0,"unhealthy_count":0}"#.to_vec(),
         ),
-        Endpoint::KeyGenerate | Endpoint::KeyInfo => GatewayError::new(
-            ErrorKind::Upstream(501),
-            "this endpoint is not available in this version of the gateway",
-        )
-        .into(),
+        Endpoint::KeyInfo(queried) => {
+            access::info(config, host, principal, queried.as_deref()).unwrap_or_else(LocalReply::from)
+        }
+        Endpoint::KeyGenerate => {
+            GatewayError::invalid_request("POST a JSON body to /key/generate").into()
+        }
         Endpoint::MethodNotAllowed(allowed) => GatewayError::new(
             ErrorKind::MethodNotAllowed,
             format!("method not allowed; use {allowed}"),
@@ -234,24 +246,32 @@ fn local_endpoint(config: &Config, host: &dyn Host, endpoint: &Endpoint) -> Loca
 pub fn on_request_body(
     config: &Config,
     host: &mut dyn Host,
-    endpoint: &Endpoint,
+    pending: &Pending,
     body: &[u8],
-) -> Result<Forward, LocalReply> {
+) -> BodyAction {
     if body.len() as u64 > config.max_request_body_bytes {
-        return Err(too_large(config).into());
+        return BodyAction::Reply(too_large(config).into());
     }
-    match endpoint {
-        Endpoint::Inference(kind) => inference(config, host, *kind, body).map_err(LocalReply::from),
-        Endpoint::Vllm(rest) => {
-            vllm_forward(config, rest, Some((host, body))).map_err(LocalReply::from)
+    let forwarded = match &pending.endpoint {
+        Endpoint::Inference(kind) => inference(config, host, &pending.principal, *kind, body),
+        Endpoint::Vllm(rest) => vllm_forward(config, &pending.principal, rest, Some((host, body))),
+        Endpoint::KeyGenerate => {
+            return BodyAction::Reply(
+                access::generate(config, host, body).unwrap_or_else(LocalReply::from),
+            )
         }
-        other => Err(local_endpoint(config, host, other)),
+        other => return BodyAction::Reply(local_endpoint(config, host, &pending.principal, other)),
+    };
+    match forwarded {
+        Ok(f) => BodyAction::Forward(Box::new(f)),
+        Err(e) => BodyAction::Reply(e.into()),
     }
 }
 
 fn inference(
     config: &Config,
     host: &mut dyn Host,
+    principal: &Principal,
     kind: Inference,
     body: &[u8],
 ) -> Result<Forward, GatewayError> {
@@ -260,9 +280,47 @@ fn inference(
         .model_index
         .get(&request.model)
         .ok_or_else(|| config.model_not_found(&request.model))?;
+    access::check_model(config, principal, &request.model, first)?;
     let prompt_tokens = (request.payload.get().len() as u64).div_ceil(4);
     let estimated_tokens = prompt_tokens + request.max_tokens.unwrap_or(0);
     let groups = group_chain(config, first, &request, prompt_tokens)?;
+    let key_charge = access::charge(host, principal, estimated_tokens)?;
+    let key_needs_usage = key_charge
+        .as_ref()
+        .is_some_and(|c| c.count_spend || c.tracked);
+    let routed = route(
+        config,
+        host,
+        body,
+        &request,
+        groups,
+        estimated_tokens,
+        key_needs_usage,
+    );
+    match routed {
+        Ok(mut forward) => {
+            forward.key_charge = key_charge;
+            Ok(forward)
+        }
+        Err(e) => {
+            // Nothing was served: the key gets its request and tokens back.
+            if let Some(charge) = &key_charge {
+                access::refund(host, charge);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn route(
+    config: &Config,
+    host: &mut dyn Host,
+    body: &[u8],
+    request: &InferenceBody<'_>,
+    groups: Vec<usize>,
+    estimated_tokens: u64,
+    key_needs_usage: bool,
+) -> Result<Forward, GatewayError> {
     let retries = request
         .overrides
         .num_retries
@@ -275,15 +333,23 @@ fn inference(
         match router::pick(config, host, group, estimated_tokens, &[]) {
             Ok(reservation) => {
                 let replay = Replay {
-                    kind,
+                    kind: request.kind,
                     body: body.to_vec(),
                     groups: groups.clone(),
                     position,
                     tried: vec![reservation.deployment],
                     retries_left: retries,
                     estimated_tokens,
+                    key_needs_usage,
                 };
-                return attempt(config, host, &request, reservation, Some(replay));
+                return attempt(
+                    config,
+                    host,
+                    request,
+                    reservation,
+                    Some(replay),
+                    key_needs_usage,
+                );
             }
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -360,6 +426,7 @@ fn attempt(
     request: &InferenceBody<'_>,
     reservation: Reservation,
     replay: Option<Replay>,
+    key_needs_usage: bool,
 ) -> Result<Forward, GatewayError> {
     let Some(deployment) = config.deployment(reservation.deployment) else {
         return Err(GatewayError::new(
@@ -368,9 +435,10 @@ fn attempt(
         ));
     };
     let mut ctx = response_context(host, request.kind, &request.model);
-    ctx.count_tokens = reservation.tracked
-        && (deployment.tpm.is_some()
-            || config.router.strategy == crate::config::Strategy::UsageBased);
+    ctx.count_tokens = key_needs_usage
+        || (reservation.tracked
+            && (deployment.tpm.is_some()
+                || config.router.strategy == crate::config::Strategy::UsageBased));
     match translator_for(deployment).translate_request(config, deployment, request, ctx) {
         Ok(upstream) => Ok(Forward {
             deployment: reservation.deployment,
@@ -387,6 +455,7 @@ fn attempt(
                 .unwrap_or(config.router.num_retries),
             reservation: Some(reservation),
             replay,
+            key_charge: None,
         }),
         Err(e) => {
             router::settle(config, host, &reservation, false, Some(0), None);
@@ -409,7 +478,15 @@ pub fn failover(config: &Config, host: &mut dyn Host, replay: &mut Replay) -> Op
                     replay.retries_left = replay.retries_left.saturating_sub(1);
                 }
                 replay.tried.push(reservation.deployment);
-                let mut forward = attempt(config, host, &request, reservation, None).ok()?;
+                let mut forward = attempt(
+                    config,
+                    host,
+                    &request,
+                    reservation,
+                    None,
+                    replay.key_needs_usage,
+                )
+                .ok()?;
                 // The filter keeps the replay; this attempt needs no copy of its own.
                 forward.envoy_retries = 0;
                 return Some(forward);
@@ -547,6 +624,7 @@ fn translator_for(deployment: &Deployment) -> &'static dyn Translator {
 /// `/vllm/<rest>`: to the deployment the body's `model` names, else the first vLLM one.
 fn vllm_forward(
     config: &Config,
+    principal: &Principal,
     rest: &str,
     body: Option<(&mut dyn Host, &[u8])>,
 ) -> Result<Forward, GatewayError> {
@@ -557,7 +635,7 @@ fn vllm_forward(
         )
     };
     let named = match body {
-        Some((host, body)) => vllm_named_deployment(config, host, body)?,
+        Some((host, body)) => vllm_named_deployment(config, principal, host, body)?,
         None => None,
     };
     let (index, new_body) = match named {
@@ -583,12 +661,14 @@ fn vllm_forward(
         envoy_retries: 0,
         reservation: None,
         replay: None,
+        key_charge: None,
     })
 }
 
 /// A JSON body whose `model` names a gateway model: that group's pick, with `model` swapped.
 fn vllm_named_deployment(
     config: &Config,
+    principal: &Principal,
     host: &mut dyn Host,
     body: &[u8],
 ) -> Result<Option<(usize, Vec<u8>)>, GatewayError> {
@@ -610,7 +690,11 @@ fn vllm_named_deployment(
     let Ok(name) = serde_json::from_str::<String>(raw.get()) else {
         return Ok(None);
     };
-    let Some(group) = config.resolve_model(&name) else {
+    let Some(&group_index) = config.model_index.get(&name) else {
+        return Ok(None);
+    };
+    access::check_model(config, principal, &name, group_index)?;
+    let Some(group) = config.groups.get(group_index) else {
         return Ok(None);
     };
     let index = weighted_pick(group, host.random_unit()).ok_or_else(|| {
@@ -661,6 +745,31 @@ mod tests {
             key,
             content_length: None,
             end_of_stream: method == "GET",
+        }
+    }
+
+    fn master(endpoint: Endpoint) -> Pending {
+        Pending {
+            endpoint,
+            principal: Principal::Master,
+        }
+    }
+
+    fn forwarded(a: BodyAction) -> Forward {
+        match a {
+            BodyAction::Forward(f) => *f,
+            BodyAction::Reply(r) => panic!(
+                "expected a forward, got {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ),
+        }
+    }
+
+    fn replied(a: BodyAction) -> LocalReply {
+        match a {
+            BodyAction::Reply(r) => r,
+            BodyAction::Forward(_) => panic!("expected a local reply"),
         }
     }
 
@@ -763,9 +872,12 @@ mod tests {
         let c = config();
         let mut host = FakeHost::new(1);
         let body = br#"{"model":"secret","messages":[{"role":"user","content":"hi"}]}"#;
-        let f = on_request_body(&c, &mut host, &Endpoint::Inference(Inference::Chat), body)
-            .ok()
-            .unwrap();
+        let f = forwarded(on_request_body(
+            &c,
+            &mut host,
+            &master(Endpoint::Inference(Inference::Chat)),
+            body,
+        ));
         let d = &c.deployments[f.deployment];
         assert_eq!(d.group, 0);
         let v: serde_json::Value = serde_json::from_slice(&f.body.unwrap()).unwrap();
@@ -778,9 +890,12 @@ mod tests {
         let c = config();
         let mut host = FakeHost::new(1);
         let body = br#"{"model":"gpt-5","messages":[{"role":"user","content":"hi"}]}"#;
-        let r = on_request_body(&c, &mut host, &Endpoint::Inference(Inference::Chat), body)
-            .err()
-            .unwrap();
+        let r = replied(on_request_body(
+            &c,
+            &mut host,
+            &master(Endpoint::Inference(Inference::Chat)),
+            body,
+        ));
         assert_eq!(r.status, 404);
         let v = json(&r);
         assert_eq!(v["error"]["code"], "model_not_found");
@@ -841,22 +956,23 @@ mod tests {
             _ => panic!("expected forward"),
         }
         let body = br#"{"model":"emb","text_1":"a","text_2":"b"}"#;
-        let f = on_request_body(&c, &mut host, &Endpoint::Vllm("/score".into()), body)
-            .ok()
-            .unwrap();
+        let f = forwarded(on_request_body(
+            &c,
+            &mut host,
+            &master(Endpoint::Vllm("/score".into())),
+            body,
+        ));
         assert_eq!(f.deployment, 2);
         assert_eq!(
             f.body.unwrap(),
             br#"{"model":"e5","text_1":"a","text_2":"b"}"#
         );
-        let f = on_request_body(
+        let f = forwarded(on_request_body(
             &c,
             &mut host,
-            &Endpoint::Vllm("/tokenize".into()),
+            &master(Endpoint::Vllm("/tokenize".into())),
             b"not json",
-        )
-        .ok()
-        .unwrap();
+        ));
         assert_eq!(f.deployment, 0);
         assert!(f.body.is_none());
     }

@@ -6,6 +6,8 @@ pub trait Host {
     fn now_unix_ms(&self) -> u64;
     /// A uniformly distributed 64-bit sample.
     fn random_u64(&mut self) -> u64;
+    /// 128 bits for ids that must never collide (minted key ids): fresh host entropy.
+    fn random_id(&mut self) -> [u8; 16];
     /// A shared value and its version, when the key exists.
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
     /// Write `value` if the key is still at version `cas` (`None`: unconditionally). False
@@ -64,6 +66,12 @@ impl Host for FakeHost {
     }
     fn random_u64(&mut self) -> u64 {
         self.rng.next_u64()
+    }
+    fn random_id(&mut self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        out[8..].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        out
     }
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         self.shared.get(key).cloned()

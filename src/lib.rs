@@ -3,11 +3,14 @@
 //! Everything but `filter` is a pure core with no proxy-wasm import, tested natively.
 //! `filter` maps Envoy callbacks to core calls and core decisions to host calls.
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod host;
+pub mod key_table;
+pub mod keys;
 pub mod request;
 pub mod router;
 pub mod select;

@@ -38,7 +38,8 @@ pub enum Endpoint {
     ModelInfo,
     ModelGroupInfo,
     KeyGenerate,
-    KeyInfo,
+    /// `GET /key/info[?key=…]`.
+    KeyInfo(Option<String>),
     /// `/vllm/<rest>`: `rest` starts with `/` and keeps the query string.
     Vllm(String),
     MethodNotAllowed(&'static str),
@@ -86,7 +87,7 @@ pub fn classify(method: &str, full_path: &str) -> Endpoint {
         "/model/info" => want(get, Endpoint::ModelInfo, "GET"),
         "/model_group/info" => want(get, Endpoint::ModelGroupInfo, "GET"),
         "/key/generate" => want(post, Endpoint::KeyGenerate, "POST"),
-        "/key/info" => want(get, Endpoint::KeyInfo, "GET"),
+        "/key/info" => want(get, Endpoint::KeyInfo(query_param(full_path, "key")), "GET"),
         _ => match path {
             "/health/liveliness" | "/health/liveness" => want(get, Endpoint::Liveliness, "GET"),
             "/health/readiness" => want(get, Endpoint::Readiness, "GET"),
@@ -101,6 +102,15 @@ pub fn classify(method: &str, full_path: &str) -> Endpoint {
             },
         },
     }
+}
+
+/// One query parameter, percent-decoded (`+` as space).
+pub fn query_param(full_path: &str, name: &str) -> Option<String> {
+    let (_, query) = full_path.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(&v.replace('+', " ")))
+    })
 }
 
 /// `%XX` decoding for a path segment; malformed escapes stay as they are.
@@ -455,6 +465,11 @@ mod tests {
             Vllm("/metrics?a=b".into())
         );
         assert_eq!(classify("GET", "/v1/nope"), NotFound);
+        assert_eq!(
+            classify("GET", "/key/info?key=sk-a%2Bb&x=1"),
+            KeyInfo(Some("sk-a+b".into()))
+        );
+        assert_eq!(classify("GET", "/key/info"), KeyInfo(None));
         assert_eq!(classify("GET", "/v1"), NotFound);
         assert!(Liveliness.is_public() && !ListModels.is_public());
     }

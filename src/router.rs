@@ -68,6 +68,7 @@ pub fn precreate(config: &Config, host: &mut dyn Host) {
             host.shared_set(&d.state_key, &DeploymentState::default().encode(), None);
         }
     }
+    crate::key_table::precreate(host);
 }
 
 /// Whether any deployment could take a request now (readiness).

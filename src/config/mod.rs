@@ -126,7 +126,8 @@ pub struct Config {
     pub model_index: HashMap<String, usize>,
     /// Every visible model name (groups, then non-hidden aliases), in config order.
     pub visible_models: Vec<String>,
-    pub master_key: Option<KeyDigest>,
+    /// Master key, static virtual keys, the minted-key signing secret, revocations.
+    pub keys: crate::keys::KeyRing,
     pub drop_params: bool,
     pub max_request_body_bytes: u64,
     pub router: RouterSettings,
@@ -316,16 +317,37 @@ pub fn validate(
 
     let router = router_settings(&wire.router_settings, &wire.litellm_settings, &model_index)?;
     let general = wire.general_settings;
-    let master_key = match general.master_key {
+    let master_key = match general.master_key.as_deref() {
         Some(k) => {
-            let k = resolve_secret("general_settings.master_key", &k, env)?;
+            let k = resolve_secret("general_settings.master_key", k, env)?;
             if k.is_empty() {
                 return Err(err("general_settings.master_key", "must not be empty"));
             }
-            Some(KeyDigest::of(&k))
+            Some(k)
         }
         None => None,
     };
+    let signing_secret = match general.key_signing_secret.as_deref() {
+        Some(s) => Some(resolve_secret(
+            "general_settings.key_signing_secret",
+            s,
+            env,
+        )?)
+        .filter(|s| !s.is_empty()),
+        None => None,
+    };
+    let statics = general
+        .virtual_keys
+        .iter()
+        .enumerate()
+        .map(|(i, v)| static_key(i, v, &model_index, env))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = crate::keys::KeyRing::new(
+        master_key.as_deref(),
+        signing_secret.as_deref(),
+        statics,
+        general.revoked_keys.clone(),
+    );
     let max_request_body_bytes = general
         .max_request_body_bytes
         .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
@@ -351,7 +373,7 @@ pub fn validate(
         groups,
         model_index,
         visible_models,
-        master_key,
+        keys,
         drop_params: wire.litellm_settings.drop_params.unwrap_or(false),
         router,
         max_request_body_bytes,
@@ -508,6 +530,74 @@ fn fallback_table(
         }
     }
     Ok(table)
+}
+
+fn static_key(
+    i: usize,
+    v: &WireVirtualKey,
+    index: &HashMap<String, usize>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<([u8; 32], crate::keys::KeyGrant), ConfigError> {
+    let path = format!("general_settings.virtual_keys[{i}]");
+    let digest: [u8; 32] = match (&v.key, &v.key_sha256) {
+        (Some(k), None) => {
+            let k = resolve_secret(&format!("{path}.key"), k, env)?;
+            if k.is_empty() {
+                return Err(err(format!("{path}.key"), "must not be empty"));
+            }
+            *KeyDigest::of(&k).bytes()
+        }
+        (None, Some(hex)) => parse_sha256_hex(hex).ok_or_else(|| {
+            err(
+                format!("{path}.key_sha256"),
+                "must be 64 hexadecimal digits",
+            )
+        })?,
+        _ => return Err(err(&path, "give exactly one of key or key_sha256")),
+    };
+    for (j, m) in v.models.iter().enumerate() {
+        if !index.contains_key(m) {
+            return Err(err(
+                format!("{path}.models[{j}]"),
+                format!("\"{m}\" is not a model group or alias"),
+            ));
+        }
+    }
+    let expires = match v.expires.as_deref() {
+        Some(e) => Some(crate::keys::parse_rfc3339(e).ok_or_else(|| {
+            err(
+                format!("{path}.expires"),
+                "must be an RFC 3339 time, e.g. 2027-01-31T00:00:00Z",
+            )
+        })?),
+        None => None,
+    };
+    let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    Ok((
+        digest,
+        crate::keys::KeyGrant {
+            id: format!("static-{short}"),
+            alias: v.key_alias.clone(),
+            models: v.models.clone(),
+            expires,
+            rpm: v.rpm_limit,
+            tpm: v.tpm_limit,
+            budget: v.max_budget,
+            minted: None,
+        },
+    ))
+}
+
+fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// LiteLLM's simple-shuffle rule: weights from `weight`, else `rpm`, else `tpm`, else equal.

@@ -117,4 +117,26 @@ pub struct WireLitellmSettings {
 pub struct WireGeneralSettings {
     pub master_key: Option<String>,
     pub max_request_body_bytes: Option<u64>,
+    /// Signs minted keys; derived from `master_key` when absent.
+    pub key_signing_secret: Option<String>,
+    #[serde(default)]
+    pub virtual_keys: Vec<WireVirtualKey>,
+    /// Key ids (`token_id` from `/key/generate`) no longer accepted.
+    #[serde(default)]
+    pub revoked_keys: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct WireVirtualKey {
+    pub key: Option<String>,
+    /// Hex SHA-256 of the key, so the config need not hold the secret.
+    pub key_sha256: Option<String>,
+    pub key_alias: Option<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// RFC 3339.
+    pub expires: Option<String>,
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
+    pub max_budget: Option<f64>,
 }

@@ -3,11 +3,13 @@
 //! Only `proxy_wasm::hostcalls` are used (they return `Result`); the SDK's convenience
 //! methods unwrap host errors, and `get_map_value` unwraps UTF-8, which a client controls.
 
+use crate::access::{self, KeyCharge};
 use crate::auth::presented_key;
 use crate::config::{self, Config};
-use crate::gateway::{self, Forward, HeadAction, LocalReply, Replay, RequestHead};
+use crate::gateway::{
+    self, BodyAction, Forward, HeadAction, LocalReply, Pending, Replay, RequestHead,
+};
 use crate::host::{Host, SplitMix64};
-use crate::request::Endpoint;
 use crate::router::{self, Reservation};
 use crate::translate::{BodyMode, BodyOutput, ResponseTranslator};
 use proxy_wasm::hostcalls;
@@ -133,6 +135,13 @@ impl Host for WasmHost {
     fn random_u64(&mut self) -> u64 {
         self.rng.next_u64()
     }
+    /// Two fresh draws of host entropy (WASI random_get keys std's SipHash per VM, and each
+    /// RandomState advances a per-VM counter, so draws never repeat within a VM), mixed with
+    /// this context's generator.
+    fn random_id(&mut self) -> [u8; 16] {
+        let (a, b) = (entropy() ^ self.rng.next_u64(), entropy().rotate_left(17));
+        ((u128::from(a) << 64) | u128::from(b)).to_le_bytes()
+    }
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         match hostcalls::get_shared_data(key) {
             Ok((Some(value), Some(cas))) => Some((value, cas)),
@@ -147,7 +156,7 @@ impl Host for WasmHost {
 
 enum State {
     Head,
-    AwaitBody(Endpoint),
+    AwaitBody(Pending),
     Routed(Box<Routed>),
     /// `GET /health`: probes in flight (token, deployment) and the results so far.
     Probing {
@@ -176,6 +185,8 @@ struct Routed {
     replay: Option<Replay>,
     /// A failover call in flight: its dispatch token and the attempt it carries.
     failover: Option<(u32, Attempt)>,
+    /// The caller's key charge, settled once with the answering attempt's usage.
+    key_charge: Option<KeyCharge>,
 }
 
 struct Http {
@@ -244,7 +255,7 @@ impl Http {
             host,
             reservation,
             failed,
-            attempt.response.usage_tokens(),
+            attempt.response.usage().map(|u| u.total_tokens),
             latency,
         );
     }
@@ -300,8 +311,26 @@ impl Http {
             discarding: false,
             replay: forward.replay.take(),
             failover: None,
+            key_charge: forward.key_charge.take(),
         }));
         Action::Continue
+    }
+
+    /// Settle the key's charge with the attempt that answered.
+    fn settle_key(
+        config: &Config,
+        host: &mut WasmHost,
+        charge: &mut Option<KeyCharge>,
+        attempt: &Attempt,
+    ) {
+        if let Some(charge) = charge.take() {
+            access::settle(
+                host,
+                &charge,
+                attempt.response.usage(),
+                config.deployment(attempt.deployment),
+            );
+        }
     }
 
     /// Send every health probe through Envoy; answer once all are back.
@@ -471,6 +500,7 @@ impl Context for Http {
             ),
         };
         Self::settle(&config, &mut self.host, &mut attempt);
+        Self::settle_key(&config, &mut self.host, &mut routed.key_charge, &attempt);
         let (group, id) = config
             .deployment(attempt.deployment)
             .map(|d| {
@@ -541,17 +571,17 @@ impl HttpContext for Http {
         };
         match gateway::on_request_head(&config, &mut self.host, &head) {
             HeadAction::Reply(r) => self.reply(r),
-            HeadAction::ReadBody(endpoint) => {
-                self.state = State::AwaitBody(endpoint);
+            HeadAction::ReadBody(pending) => {
+                self.state = State::AwaitBody(pending);
                 Action::Pause
             }
-            HeadAction::Forward(f) => self.forward(&config, f, None),
+            HeadAction::Forward(f) => self.forward(&config, *f, None),
             HeadAction::Probe(probes) => self.probe(&config, probes),
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(config), State::AwaitBody(endpoint)) = (self.config.clone(), &self.state) else {
+        let (Some(config), State::AwaitBody(pending)) = (self.config.clone(), &self.state) else {
             return Action::Continue;
         };
         if body_size as u64 > config.max_request_body_bytes {
@@ -560,14 +590,14 @@ impl HttpContext for Http {
         if !end_of_stream {
             return Action::Pause;
         }
-        let endpoint = endpoint.clone();
+        let pending = pending.clone();
         let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
             Ok(Some(b)) => b,
             _ => Vec::new(),
         };
-        match gateway::on_request_body(&config, &mut self.host, &endpoint, &body) {
-            Ok(forward) => self.forward(&config, forward, Some(body_size)),
-            Err(reply) => self.reply(reply),
+        match gateway::on_request_body(&config, &mut self.host, &pending, &body) {
+            BodyAction::Forward(forward) => self.forward(&config, *forward, Some(body_size)),
+            BodyAction::Reply(reply) => self.reply(reply),
         }
     }
 
@@ -696,6 +726,12 @@ impl HttpContext for Http {
             if let Some((_, attempt)) = routed.failover.as_mut() {
                 Self::settle(&config, &mut self.host, attempt);
             }
+            Self::settle_key(
+                &config,
+                &mut self.host,
+                &mut routed.key_charge,
+                &routed.current,
+            );
         }
     }
 }

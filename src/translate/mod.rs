@@ -74,8 +74,8 @@ pub trait ResponseTranslator {
     /// For `Stream`: each chunk, in order; the last call has `end_of_stream` (its chunk may be
     /// empty). For `Buffer`: one call with the whole body.
     fn on_body(&mut self, chunk: &[u8], end_of_stream: bool) -> BodyOutput;
-    /// Total tokens of the response, when the backend reported them or they were counted.
-    fn usage_tokens(&self) -> Option<u64> {
+    /// Token counts of the response, when the backend reported them or they were counted.
+    fn usage(&self) -> Option<text::Usage> {
         None
     }
 

@@ -8,6 +8,7 @@ use super::{
 use crate::config::{Config, Deployment, Provider};
 use crate::error::GatewayError;
 use crate::request::{Inference, InferenceBody};
+use crate::translate::text::Usage;
 
 pub struct OpenAiCompat;
 
@@ -102,7 +103,7 @@ impl PassThroughResponse {
 struct UsageObserver {
     sse: Option<crate::sse::SseParser>,
     json: Vec<u8>,
-    total: Option<u64>,
+    usage: Option<Usage>,
 }
 
 const MAX_OBSERVED_JSON: usize = 4 * 1024 * 1024;
@@ -124,12 +125,20 @@ struct UsageTotals {
 }
 
 impl UsageTotals {
-    fn total(&self) -> Option<u64> {
-        self.total_tokens
-            .or(match (self.prompt_tokens, self.completion_tokens) {
-                (None, None) => None,
-                (p, c) => Some(p.unwrap_or(0) + c.unwrap_or(0)),
-            })
+    fn usage(&self) -> Option<Usage> {
+        if self.total_tokens.is_none()
+            && self.prompt_tokens.is_none()
+            && self.completion_tokens.is_none()
+        {
+            return None;
+        }
+        let prompt = self.prompt_tokens.unwrap_or(0);
+        let completion = self.completion_tokens.unwrap_or(0);
+        let mut u = Usage::new(prompt, completion);
+        if let Some(total) = self.total_tokens {
+            u.total_tokens = total;
+        }
+        Some(u)
     }
 }
 
@@ -145,7 +154,7 @@ impl UsageObserver {
         let mut take = |event: &[u8]| {
             if event != b"[DONE]" {
                 if let Ok(UsageOnly { usage: Some(u) }) = serde_json::from_slice(event) {
-                    found = u.total().or(found);
+                    found = u.usage().or(found);
                 }
             }
         };
@@ -167,7 +176,7 @@ impl UsageObserver {
             }
         }
         if found.is_some() {
-            self.total = found;
+            self.usage = found;
         }
     }
 }
@@ -203,8 +212,8 @@ impl ResponseTranslator for PassThroughResponse {
         BodyOutput::Unchanged
     }
 
-    fn usage_tokens(&self) -> Option<u64> {
-        self.usage.as_ref().and_then(|u| u.total)
+    fn usage(&self) -> Option<Usage> {
+        self.usage.as_ref().and_then(|u| u.usage)
     }
 }
 
@@ -263,7 +272,7 @@ mod tests {
             );
             assert_eq!(r.on_body(&json[..cut], false), BodyOutput::Unchanged);
             r.on_body(&json[cut..], true);
-            assert_eq!(r.usage_tokens(), Some(11));
+            assert_eq!(r.usage().map(|u| u.total_tokens), Some(11));
         }
         let sse = b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n";
         for cut in 0..sse.len() {
@@ -271,11 +280,11 @@ mod tests {
             r.on_headers(200, Some("text/event-stream"));
             r.on_body(&sse[..cut], false);
             r.on_body(&sse[cut..], true);
-            assert_eq!(r.usage_tokens(), Some(5), "cut at {cut}");
+            assert_eq!(r.usage(), Some(Usage::new(2, 3)), "cut at {cut}");
         }
         let mut r = PassThroughResponse::new();
         assert_eq!(r.on_headers(200, None), BodyMode::PassThrough);
-        assert_eq!(r.usage_tokens(), None);
+        assert_eq!(r.usage(), None);
     }
 
     #[test]

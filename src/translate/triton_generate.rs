@@ -270,8 +270,8 @@ impl ResponseTranslator for GenerateResponse {
         }
     }
 
-    fn usage_tokens(&self) -> Option<u64> {
-        self.usage.map(|u| u.total_tokens)
+    fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 }
 
@@ -469,8 +469,8 @@ impl ResponseTranslator for GenerateStream {
         BodyOutput::Replace(out)
     }
 
-    fn usage_tokens(&self) -> Option<u64> {
-        self.usage.map(|u| u.total_tokens)
+    fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 }
 

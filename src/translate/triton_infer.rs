@@ -318,8 +318,8 @@ impl ResponseTranslator for InferTextResponse {
         }
     }
 
-    fn usage_tokens(&self) -> Option<u64> {
-        self.usage.map(|u| u.total_tokens)
+    fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 }
 
@@ -402,8 +402,8 @@ impl ResponseTranslator for EmbeddingsResponse {
         BodyMode::Buffer
     }
 
-    fn usage_tokens(&self) -> Option<u64> {
-        is_success(self.status).then_some(self.prompt_tokens)
+    fn usage(&self) -> Option<Usage> {
+        is_success(self.status).then(|| Usage::new(self.prompt_tokens, 0))
     }
 
     fn on_body(&mut self, body: &[u8], _end_of_stream: bool) -> BodyOutput {

@@ -1,0 +1,468 @@
+//! Who may do what: the principal behind a request, which models a key may use, its
+//! per-minute limits and budget (shared by every worker of one Envoy), and the key
+//! endpoints (`/key/generate`, `/key/info`).
+
+use crate::config::{render_models_list, Config, Deployment};
+use crate::error::{ErrorKind, GatewayError};
+use crate::gateway::LocalReply;
+use crate::host::Host;
+use crate::key_table::{self, KeyCounters};
+use crate::keys::{self, Claims, KeyGrant, Principal};
+use crate::request::Endpoint;
+use crate::state::{minute_of, Outcome, Policy, Unusable};
+use crate::translate::text::Usage;
+use serde::Deserialize;
+
+/// The caller, checked against what the endpoint needs.
+pub fn authorize(
+    config: &Config,
+    endpoint: &Endpoint,
+    key: Option<&str>,
+    now_secs: u64,
+) -> Result<Principal, GatewayError> {
+    if endpoint.is_public() {
+        return Ok(Principal::Open);
+    }
+    let principal = config.keys.authenticate(key, now_secs)?;
+    let master_only = matches!(endpoint, Endpoint::HealthProbe | Endpoint::KeyGenerate);
+    if master_only && matches!(principal, Principal::Key(_)) {
+        return Err(GatewayError::new(
+            ErrorKind::Permission,
+            "only the master key may call this endpoint",
+        ));
+    }
+    Ok(principal)
+}
+
+/// Whether the principal may use `requested` (which resolves to `group`): its key lists
+/// the name, or another name of the same group.
+pub fn may_use(config: &Config, principal: &Principal, requested: &str, group: usize) -> bool {
+    match principal {
+        Principal::Key(grant) if !grant.models.is_empty() => grant
+            .models
+            .iter()
+            .any(|m| m == requested || config.model_index.get(m) == Some(&group)),
+        _ => true,
+    }
+}
+
+pub fn check_model(
+    config: &Config,
+    principal: &Principal,
+    requested: &str,
+    group: usize,
+) -> Result<(), GatewayError> {
+    if may_use(config, principal, requested, group) {
+        Ok(())
+    } else {
+        let shown: String = requested
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(128)
+            .collect();
+        Err(GatewayError::new(
+            ErrorKind::Permission,
+            format!("this key may not use model `{shown}`"),
+        )
+        .with_param("model")
+        .with_code("model_not_allowed"))
+    }
+}
+
+/// `/v1/models` for this caller: the prerendered list, or the part a key may use.
+pub fn models_list(config: &Config, principal: &Principal) -> Vec<u8> {
+    match principal {
+        Principal::Key(grant) if !grant.models.is_empty() => {
+            let allowed: Vec<&String> = config
+                .visible_models
+                .iter()
+                .filter(|m| {
+                    config
+                        .model_index
+                        .get(m.as_str())
+                        .is_some_and(|&g| may_use(config, principal, m, g))
+                })
+                .collect();
+            let _ = grant;
+            render_models_list(&allowed, config.created)
+        }
+        _ => config.models_list_body.clone(),
+    }
+}
+
+/// What a request was charged to its key, settled when it finishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyCharge {
+    pub id: String,
+    pub alias: Option<String>,
+    pub tracked: bool,
+    pub reserved_tokens: u64,
+    pub minute: u64,
+    pub count_spend: bool,
+}
+
+fn spend_of(host: &dyn Host, id: &str) -> f64 {
+    key_table::read(host, id).spend
+}
+
+/// Check and reserve the key's limits for one request: budget first, then rpm/tpm.
+pub fn charge(
+    host: &mut dyn Host,
+    principal: &Principal,
+    estimated_tokens: u64,
+) -> Result<Option<KeyCharge>, GatewayError> {
+    let Principal::Key(grant) = principal else {
+        return Ok(None);
+    };
+    if let Some(budget) = grant.budget {
+        let spent = spend_of(host, &grant.id);
+        if spent >= budget {
+            return Err(GatewayError::new(
+                ErrorKind::RateLimited,
+                format!("this key has spent its budget ({spent:.6} of {budget:.6} USD)"),
+            )
+            .with_code("budget_exceeded"));
+        }
+    }
+    let now = host.now_unix_ms();
+    let tracked = grant.rpm.is_some() || grant.tpm.is_some();
+    if tracked {
+        let reserve = |mut c: KeyCounters| -> Result<KeyCounters, Unusable> {
+            c.state = c
+                .state
+                .reserve(now, grant.rpm, grant.tpm, estimated_tokens, false)?;
+            Ok(c)
+        };
+        if let Err(refusal) = key_table::update(host, &grant.id, &reserve) {
+            let mut e = GatewayError::new(
+                ErrorKind::RateLimited,
+                "this key is over its rate limit for this minute (rpm_limit/tpm_limit)",
+            )
+            .with_code("rate_limit_exceeded");
+            e.retry_after = Some(refusal.map_or(1, Unusable::retry_after_secs));
+            return Err(e);
+        }
+    }
+    Ok(Some(KeyCharge {
+        id: grant.id.clone(),
+        alias: grant.alias.clone(),
+        tracked,
+        reserved_tokens: if tracked { estimated_tokens } else { 0 },
+        minute: minute_of(now),
+        count_spend: grant.budget.is_some(),
+    }))
+}
+
+/// Settle a finished request: true tokens for the estimate, and its cost against the budget
+/// (tokens × the deployment's `model_info` prices; per Envoy instance).
+pub fn settle(
+    host: &mut dyn Host,
+    charge: &KeyCharge,
+    usage: Option<Usage>,
+    deployment: Option<&Deployment>,
+) {
+    let now = host.now_unix_ms();
+    let cost = match (charge.count_spend, usage, deployment) {
+        (true, Some(u), Some(d)) => {
+            u.prompt_tokens as f64 * d.input_cost_per_token.unwrap_or(0.0)
+                + u.completion_tokens as f64 * d.output_cost_per_token.unwrap_or(0.0)
+        }
+        _ => 0.0,
+    };
+    if !charge.tracked && cost <= 0.0 {
+        return;
+    }
+    let outcome = Outcome {
+        reserved_tokens: charge.reserved_tokens,
+        actual_tokens: usage.map(|u| u.total_tokens),
+        reserved_minute: charge.minute,
+        ..Default::default()
+    };
+    let policy = Policy {
+        allowed_fails: u64::MAX,
+        cooldown_ms: 0,
+    };
+    let tracked = charge.tracked;
+    let _ = key_table::update::<()>(host, &charge.id, &|mut c| {
+        if tracked {
+            c.state = c.state.finish(now, &outcome, &policy);
+        }
+        c.spend += cost;
+        Ok(c)
+    });
+}
+
+/// Give back a charge for a request nothing served.
+pub fn refund(host: &mut dyn Host, charge: &KeyCharge) {
+    if !charge.tracked {
+        return;
+    }
+    let minute = charge.minute;
+    let tokens = charge.reserved_tokens;
+    let _ = key_table::update::<()>(host, &charge.id, &|mut c| {
+        if c.state.minute == minute {
+            c.state.requests = c.state.requests.saturating_sub(1);
+            c.state.tokens = c.state.tokens.saturating_sub(tokens);
+        }
+        Ok(c)
+    });
+}
+
+#[derive(Deserialize, Default)]
+struct GenerateRequest {
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    duration: Option<String>,
+    #[serde(default)]
+    key_alias: Option<String>,
+    #[serde(default)]
+    rpm_limit: Option<u64>,
+    #[serde(default)]
+    tpm_limit: Option<u64>,
+    #[serde(default)]
+    max_budget: Option<f64>,
+}
+
+/// `POST /key/generate` (master key): a signed key carrying its claims.
+pub fn generate(
+    config: &Config,
+    host: &mut dyn Host,
+    body: &[u8],
+) -> Result<LocalReply, GatewayError> {
+    let req: GenerateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        GenerateRequest::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            GatewayError::invalid_request(format!("invalid /key/generate body: {e}"))
+        })?
+    };
+    let models = req.models.unwrap_or_default();
+    if let Some(unknown) = models
+        .iter()
+        .find(|m| !config.model_index.contains_key(m.as_str()))
+    {
+        let shown: String = unknown
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(128)
+            .collect();
+        return Err(GatewayError::invalid_request(format!(
+            "`{shown}` is not a model group or alias"
+        ))
+        .with_param("models"));
+    }
+    let duration = match req.duration.as_deref() {
+        None => keys::DEFAULT_DURATION_SECS,
+        Some(d) => keys::parse_duration(d).ok_or_else(|| {
+            GatewayError::invalid_request("duration must look like 30s, 30m, 30h or 30d")
+                .with_param("duration")
+        })?,
+    };
+    if req.max_budget.is_some_and(|b| !(b.is_finite() && b >= 0.0)) {
+        return Err(
+            GatewayError::invalid_request("max_budget must be a number ≥ 0")
+                .with_param("max_budget"),
+        );
+    }
+    let now = host.now_unix_ms() / 1000;
+    let claims = Claims {
+        kid: keys::key_id(host.random_id()),
+        alias: req.key_alias,
+        models,
+        iat: now,
+        exp: now.saturating_add(duration),
+        rpm: req.rpm_limit,
+        tpm: req.tpm_limit,
+        budget: req.max_budget,
+    };
+    let key = config.keys.mint(&claims)?;
+    let body = serde_json::json!({
+        "key": key,
+        "token_id": claims.kid,
+        "key_alias": claims.alias,
+        "models": claims.models,
+        "expires": keys::rfc3339(claims.exp),
+        "rpm_limit": claims.rpm,
+        "tpm_limit": claims.tpm,
+        "max_budget": claims.budget,
+    });
+    Ok(LocalReply::json(
+        200,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    ))
+}
+
+/// `GET /key/info`: the caller's own key, or with the master key any `?key=`.
+pub fn info(
+    config: &Config,
+    host: &dyn Host,
+    principal: &Principal,
+    queried: Option<&str>,
+) -> Result<LocalReply, GatewayError> {
+    let now = host.now_unix_ms() / 1000;
+    let grant: KeyGrant = match (principal, queried) {
+        (Principal::Master, Some(key)) => match config.keys.authenticate(Some(key), now)? {
+            Principal::Key(g) => *g,
+            _ => {
+                return Err(GatewayError::invalid_request(
+                    "that is the master key, not a virtual key",
+                ))
+            }
+        },
+        (Principal::Key(g), _) => (**g).clone(),
+        _ => {
+            return Err(GatewayError::invalid_request(
+                "call /key/info with a virtual key, or with the master key and ?key=<key>",
+            )
+            .with_param("key"))
+        }
+    };
+    let body = serde_json::json!({
+        "token_id": grant.id,
+        "info": {
+            "token_id": grant.id,
+            "key_alias": grant.alias,
+            "models": grant.models,
+            "expires": grant.expires.map(keys::rfc3339),
+            "rpm_limit": grant.rpm,
+            "tpm_limit": grant.tpm,
+            "max_budget": grant.budget,
+            "spend": spend_of(host, &grant.id),
+            "issued_at": grant.minted.as_ref().map(|c| keys::rfc3339(c.iat)),
+        },
+    });
+    Ok(LocalReply::json(
+        200,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::host::FakeHost;
+
+    fn config() -> Config {
+        let json = r#"{"model_list":[
+            {"model_name":"chat","litellm_params":{"model":"openai/c","api_base":"http://h:1"},
+             "model_info":{"input_cost_per_token":0.001,"output_cost_per_token":0.002}},
+            {"model_name":"other","litellm_params":{"model":"openai/o","api_base":"http://h:1"}}],
+          "router_settings":{"model_group_alias":{"gpt-4o":"chat"}},
+          "general_settings":{"master_key":"sk-m","virtual_keys":[
+            {"key":"sk-team","key_alias":"team","models":["gpt-4o"],"rpm_limit":2},
+            {"key_sha256":"0000000000000000000000000000000000000000000000000000000000000000"}]}}"#;
+        parse(json.as_bytes(), &|_| None, 0).unwrap().0
+    }
+
+    fn key(c: &Config, k: &str) -> Principal {
+        c.keys.authenticate(Some(k), 1_000).unwrap()
+    }
+
+    #[test]
+    fn model_allow_list_resolves_aliases() {
+        let c = config();
+        let team = key(&c, "sk-team");
+        assert!(may_use(&c, &team, "gpt-4o", 0));
+        assert!(
+            may_use(&c, &team, "chat", 0),
+            "the group behind an allowed alias"
+        );
+        assert!(!may_use(&c, &team, "other", 1));
+        assert_eq!(
+            check_model(&c, &team, "other", 1).unwrap_err().status(),
+            403
+        );
+        assert!(may_use(&c, &Principal::Master, "other", 1));
+        let listed: serde_json::Value = serde_json::from_slice(&models_list(&c, &team)).unwrap();
+        let ids: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec!["chat", "gpt-4o"]);
+    }
+
+    #[test]
+    fn endpoints_needing_the_master_key() {
+        let c = config();
+        let e = authorize(&c, &Endpoint::KeyGenerate, Some("sk-team"), 1_000).unwrap_err();
+        assert_eq!(e.status(), 403);
+        assert_eq!(
+            authorize(&c, &Endpoint::KeyGenerate, Some("sk-m"), 1_000).unwrap(),
+            Principal::Master
+        );
+        assert_eq!(
+            authorize(&c, &Endpoint::ListModels, None, 1_000)
+                .unwrap_err()
+                .status(),
+            401
+        );
+        assert_eq!(
+            authorize(&c, &Endpoint::V1Live, None, 1_000).unwrap(),
+            Principal::Open
+        );
+    }
+
+    #[test]
+    fn key_rpm_limit_and_budget() {
+        let c = config();
+        let mut h = FakeHost::new(1);
+        key_table::precreate(&mut h);
+        let team = key(&c, "sk-team");
+        assert!(charge(&mut h, &team, 0).unwrap().is_some());
+        assert!(charge(&mut h, &team, 0).is_ok());
+        let e = charge(&mut h, &team, 0).unwrap_err();
+        assert_eq!(e.status(), 429);
+        assert!(e.retry_after.is_some());
+
+        let minted = {
+            let reply = generate(
+                &c,
+                &mut h,
+                br#"{"models":["chat"],"duration":"1h","max_budget":0.01,"key_alias":"b"}"#,
+            )
+            .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            v["key"].as_str().unwrap().to_string()
+        };
+        let p = c.keys.authenticate(Some(&minted), h.now_ms / 1000).unwrap();
+        let ch = charge(&mut h, &p, 0).unwrap().unwrap();
+        // 4 prompt + 3 completion tokens at 0.001/0.002: 0.010 USD, the whole budget.
+        let usage = Usage::new(4, 3);
+        settle(&mut h, &ch, Some(usage), c.deployments.first());
+        let e = charge(&mut h, &p, 0).unwrap_err();
+        assert_eq!(e.status(), 429);
+        assert_eq!(e.code.as_deref(), Some("budget_exceeded"));
+        let info = info(&c, &h, &p, None).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
+        assert!((v["info"]["spend"].as_f64().unwrap() - 0.01).abs() < 1e-12);
+        assert!(!String::from_utf8(info.body).unwrap().contains(&minted));
+    }
+
+    #[test]
+    fn generate_validates_its_body() {
+        let c = config();
+        let mut h = FakeHost::new(1);
+        assert_eq!(
+            generate(&c, &mut h, br#"{"models":["nope"]}"#)
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            generate(&c, &mut h, br#"{"duration":"forever"}"#)
+                .unwrap_err()
+                .status(),
+            400
+        );
+        let a = generate(&c, &mut h, b"").unwrap();
+        let b = generate(&c, &mut h, b"{}").unwrap();
+        let id = |r: &LocalReply| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["token_id"].clone()
+        };
+        assert_ne!(id(&a), id(&b), "every key gets its own id");
+    }
+}
