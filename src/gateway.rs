@@ -44,6 +44,8 @@ pub struct LocalReply {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
+    /// The OpenAI error type when this reply is an error (for metrics).
+    pub error_type: Option<&'static str>,
 }
 
 impl LocalReply {
@@ -53,6 +55,7 @@ impl LocalReply {
             content_type: JSON,
             body,
             headers: Vec::new(),
+            error_type: None,
         }
     }
 }
@@ -60,6 +63,7 @@ impl LocalReply {
 impl From<GatewayError> for LocalReply {
     fn from(e: GatewayError) -> Self {
         let mut reply = LocalReply::json(e.status(), e.to_json());
+        reply.error_type = Some(e.kind.error_type());
         if let Some(secs) = e.retry_after {
             reply.headers.push(("retry-after", secs.to_string()));
         }
@@ -89,6 +93,8 @@ pub struct Forward {
     pub replay: Option<Replay>,
     /// What the caller's key was charged, settled when the request ends.
     pub key_charge: Option<KeyCharge>,
+    /// The caller as a stat label: the key's alias, `master`, or `none`.
+    pub key_label: String,
 }
 
 /// A request kept for failover: the client's body and where it may still go.
@@ -104,8 +110,6 @@ pub struct Replay {
     /// Other deployments of the same group still allowed.
     pub retries_left: u32,
     pub estimated_tokens: u64,
-    /// The caller's key has a budget or token limit: responses must report their usage.
-    pub key_needs_usage: bool,
 }
 
 /// A request waiting for its body: where it goes and who sent it.
@@ -285,21 +289,11 @@ fn inference(
     let estimated_tokens = prompt_tokens + request.max_tokens.unwrap_or(0);
     let groups = group_chain(config, first, &request, prompt_tokens)?;
     let key_charge = access::charge(host, principal, estimated_tokens)?;
-    let key_needs_usage = key_charge
-        .as_ref()
-        .is_some_and(|c| c.count_spend || c.tracked);
-    let routed = route(
-        config,
-        host,
-        body,
-        &request,
-        groups,
-        estimated_tokens,
-        key_needs_usage,
-    );
+    let routed = route(config, host, body, &request, groups, estimated_tokens);
     match routed {
         Ok(mut forward) => {
             forward.key_charge = key_charge;
+            forward.key_label = key_label(principal);
             Ok(forward)
         }
         Err(e) => {
@@ -319,7 +313,6 @@ fn route(
     request: &InferenceBody<'_>,
     groups: Vec<usize>,
     estimated_tokens: u64,
-    key_needs_usage: bool,
 ) -> Result<Forward, GatewayError> {
     let retries = request
         .overrides
@@ -340,16 +333,8 @@ fn route(
                     tried: vec![reservation.deployment],
                     retries_left: retries,
                     estimated_tokens,
-                    key_needs_usage,
                 };
-                return attempt(
-                    config,
-                    host,
-                    request,
-                    reservation,
-                    Some(replay),
-                    key_needs_usage,
-                );
+                return attempt(config, host, request, reservation, Some(replay));
             }
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -357,6 +342,15 @@ fn route(
         }
     }
     Err(first_error.unwrap_or_else(|| config.model_not_found(&request.model)))
+}
+
+/// The caller as a stat label: a key's alias (never the key), `master`, or `none`.
+pub fn key_label(principal: &Principal) -> String {
+    match principal {
+        Principal::Open => "none".into(),
+        Principal::Master => "master".into(),
+        Principal::Key(g) => crate::metrics::label(g.alias.as_deref().unwrap_or("unnamed")),
+    }
 }
 
 /// The groups a request may use, in order: the one it names (or, when the prompt is longer
@@ -426,7 +420,6 @@ fn attempt(
     request: &InferenceBody<'_>,
     reservation: Reservation,
     replay: Option<Replay>,
-    key_needs_usage: bool,
 ) -> Result<Forward, GatewayError> {
     let Some(deployment) = config.deployment(reservation.deployment) else {
         return Err(GatewayError::new(
@@ -434,11 +427,7 @@ fn attempt(
             "deployment missing",
         ));
     };
-    let mut ctx = response_context(host, request.kind, &request.model);
-    ctx.count_tokens = key_needs_usage
-        || (reservation.tracked
-            && (deployment.tpm.is_some()
-                || config.router.strategy == crate::config::Strategy::UsageBased));
+    let ctx = response_context(host, request.kind, &request.model);
     match translator_for(deployment).translate_request(config, deployment, request, ctx) {
         Ok(upstream) => Ok(Forward {
             deployment: reservation.deployment,
@@ -456,6 +445,7 @@ fn attempt(
             reservation: Some(reservation),
             replay,
             key_charge: None,
+            key_label: String::new(),
         }),
         Err(e) => {
             router::settle(config, host, &reservation, false, Some(0), None);
@@ -478,15 +468,7 @@ pub fn failover(config: &Config, host: &mut dyn Host, replay: &mut Replay) -> Op
                     replay.retries_left = replay.retries_left.saturating_sub(1);
                 }
                 replay.tried.push(reservation.deployment);
-                let mut forward = attempt(
-                    config,
-                    host,
-                    &request,
-                    reservation,
-                    None,
-                    replay.key_needs_usage,
-                )
-                .ok()?;
+                let mut forward = attempt(config, host, &request, reservation, None).ok()?;
                 // The filter keeps the replay; this attempt needs no copy of its own.
                 forward.envoy_retries = 0;
                 return Some(forward);
@@ -606,7 +588,6 @@ fn response_context(host: &mut dyn Host, kind: Inference, model: &str) -> Respon
         ),
         created: host.now_unix_ms() / 1000,
         include_usage: false,
-        count_tokens: false,
     }
 }
 
@@ -662,6 +643,7 @@ fn vllm_forward(
         reservation: None,
         replay: None,
         key_charge: None,
+        key_label: key_label(principal),
     })
 }
 

@@ -11,6 +11,8 @@ pub mod gateway;
 pub mod host;
 pub mod key_table;
 pub mod keys;
+pub mod metrics;
+
 pub mod request;
 pub mod router;
 pub mod select;

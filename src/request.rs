@@ -157,6 +157,8 @@ struct Envelope<'a> {
     temperature: Option<&'a RawValue>,
     #[serde(borrow, default)]
     top_p: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
     // LiteLLM's per-request router knobs: read here, never sent upstream.
     #[serde(borrow, default)]
     num_retries: Option<&'a RawValue>,
@@ -196,6 +198,7 @@ pub struct InferenceBody<'a> {
     pub max_tokens: Option<u64>,
     pub has_temperature: bool,
     pub has_top_p: bool,
+    pub has_stream_options: bool,
     pub overrides: RouterOverrides,
     /// Byte ranges of gateway-only members (with one adjacent comma), cut before upstream.
     pub gateway_only: Vec<(usize, usize)>,
@@ -292,6 +295,7 @@ impl<'a> InferenceBody<'a> {
             max_tokens: number(env.max_completion_tokens).or(number(env.max_tokens)),
             has_temperature: is_set(env.temperature),
             has_top_p: is_set(env.top_p),
+            has_stream_options: is_set(env.stream_options),
             overrides,
             gateway_only,
         })

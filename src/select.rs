@@ -22,6 +22,7 @@ mod tests {
         ModelGroup {
             name: "g".into(),
             header_name: "g".into(),
+            metric_label: "g".into(),
             deployments: (10..10 + weights.len()).collect(),
             weights: weights.to_vec(),
             orders: vec![0],

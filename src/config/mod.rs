@@ -75,6 +75,8 @@ pub struct Deployment {
     pub id: String,
     /// `id` made safe for a header value.
     pub header_id: String,
+    /// `id` as a stat label.
+    pub metric_label: String,
     pub group: usize,
     pub provider: Provider,
     /// The model name sent upstream (after the provider prefix).
@@ -109,6 +111,8 @@ pub struct ModelGroup {
     pub name: String,
     /// `name` made safe for a header value (see `header_safe`).
     pub header_name: String,
+    /// `name` as a stat label (see `metrics::label`).
+    pub metric_label: String,
     pub deployments: Vec<usize>,
     /// Running sums of the selection weights, for a binary search per request.
     pub cumulative_weights: Vec<f64>,
@@ -238,6 +242,7 @@ pub fn validate(
                 groups.push(ModelGroup {
                     name: d.model_name.clone(),
                     header_name: header_safe(&d.model_name),
+                    metric_label: crate::metrics::label(&d.model_name),
                     deployments: Vec::new(),
                     cumulative_weights: Vec::new(),
                     weights: Vec::new(),
@@ -787,6 +792,7 @@ fn validate_deployment(
     Ok(Deployment {
         state_key: format!("llm_gateway.deployment.{id}"),
         header_id: header_safe(&id),
+        metric_label: crate::metrics::label(&id),
         id,
         group,
         provider,

@@ -10,12 +10,14 @@ use crate::gateway::{
     self, BodyAction, Forward, HeadAction, LocalReply, Pending, Replay, RequestHead,
 };
 use crate::host::{Host, SplitMix64};
+use crate::metrics;
 use crate::router::{self, Reservation};
 use crate::translate::{BodyMode, BodyOutput, ResponseTranslator};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -50,6 +52,44 @@ fn entropy() -> u64 {
 struct Root {
     config: Option<Rc<Config>>,
     seeds: RefCell<Option<SplitMix64>>,
+    metrics: Rc<Metrics>,
+}
+
+/// Envoy stats by name, defined once per VM on first use.
+#[derive(Default)]
+struct Metrics {
+    ids: RefCell<HashMap<String, u32>>,
+}
+
+impl Metrics {
+    fn id(&self, kind: MetricType, name: &str) -> Option<u32> {
+        if let Some(&id) = self.ids.borrow().get(name) {
+            return Some(id);
+        }
+        let id = hostcalls::define_metric(kind, name).ok()?;
+        self.ids.borrow_mut().insert(name.to_string(), id);
+        Some(id)
+    }
+
+    fn count(&self, name: &str, by: u64) {
+        if by > 0 {
+            if let Some(id) = self.id(MetricType::Counter, name) {
+                let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    fn gauge(&self, name: &str, by: i64) {
+        if let Some(id) = self.id(MetricType::Gauge, name) {
+            let _ = hostcalls::increment_metric(id, by);
+        }
+    }
+
+    fn record(&self, name: &str, value: u64) {
+        if let Some(id) = self.id(MetricType::Histogram, name) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
 }
 
 impl Context for Root {}
@@ -116,6 +156,8 @@ impl RootContext for Root {
                 rng: SplitMix64::new(seed ^ u64::from(context_id)),
             },
             state: State::Head,
+            metrics: self.metrics.clone(),
+            started_ms: 0,
         }))
     }
 
@@ -187,18 +229,54 @@ struct Routed {
     failover: Option<(u32, Attempt)>,
     /// The caller's key charge, settled once with the answering attempt's usage.
     key_charge: Option<KeyCharge>,
+    key_label: String,
+    /// When the first response body byte passed (time to first token).
+    first_body_ms: Option<u64>,
+    /// The deployment whose in-flight gauge this request raised.
+    in_flight: Option<metrics::Labels>,
+    /// Final status and labels, once the answering attempt is known.
+    answered: Option<(u16, usize)>,
 }
 
 struct Http {
     config: Option<Rc<Config>>,
     host: WasmHost,
     state: State,
+    metrics: Rc<Metrics>,
+    started_ms: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Timing {
+    started_ms: u64,
+    first_body_ms: Option<u64>,
+    now_ms: u64,
+}
+
+fn labels(config: &Config, deployment: usize, key: &str) -> metrics::Labels {
+    let d = config.deployment(deployment);
+    metrics::Labels {
+        group: d
+            .and_then(|d| config.groups.get(d.group))
+            .map_or_else(|| "none".into(), |g| g.metric_label.clone()),
+        deployment: d.map_or_else(|| "none".into(), |d| d.metric_label.clone()),
+        key: if key.is_empty() {
+            "none".into()
+        } else {
+            key.to_string()
+        },
+    }
 }
 
 fn header(map: &[(String, Vec<u8>)], name: &str) -> Option<String> {
     map.iter()
         .find(|(k, _)| k == name)
         .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+}
+
+/// A value for Envoy's access log: filter state `wasm.<name>`.
+fn expose(name: &str, value: &str) {
+    let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
 }
 
 fn set_request_header(name: &str, value: Option<&str>) {
@@ -226,6 +304,9 @@ fn attempt_of(forward: &mut Forward) -> Attempt {
 
 impl Http {
     fn reply(&mut self, reply: LocalReply) -> Action {
+        if let Some(error_type) = reply.error_type {
+            self.metrics.count(&metrics::errors("", error_type), 1);
+        }
         self.state = State::Replied;
         let mut headers: Vec<(&str, &str)> = vec![("content-type", reply.content_type)];
         headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
@@ -305,6 +386,9 @@ impl Http {
         }
         set_request_header("x-llm-cluster", Some(&deployment.cluster));
         let current = attempt_of(&mut forward);
+        let in_flight = labels(config, forward.deployment, &forward.key_label);
+        self.metrics.gauge(&in_flight.in_flight(), 1);
+        expose_route(config, forward.deployment, &forward.key_label);
         self.state = State::Routed(Box::new(Routed {
             current,
             mode: BodyMode::PassThrough,
@@ -312,8 +396,40 @@ impl Http {
             replay: forward.replay.take(),
             failover: None,
             key_charge: forward.key_charge.take(),
+            key_label: std::mem::take(&mut forward.key_label),
+            first_body_ms: None,
+            in_flight: Some(in_flight),
+            answered: None,
         }));
         Action::Continue
+    }
+
+    /// Stats for the answer the client got: requests by status class, tokens, duration, TTFT,
+    /// and errors by type.
+    fn record_answer(
+        metrics: &Metrics,
+        config: &Config,
+        key_label: &str,
+        attempt: &Attempt,
+        status: u16,
+        t: Timing,
+    ) {
+        let l = labels(config, attempt.deployment, key_label);
+        metrics.count(&l.requests(status), 1);
+        if let Some(u) = attempt.response.usage() {
+            metrics.count(&l.prompt_tokens(), u.prompt_tokens);
+            metrics.count(&l.completion_tokens(), u.completion_tokens);
+        }
+        metrics.record(&l.duration(), t.now_ms.saturating_sub(t.started_ms));
+        if let Some(first) = t.first_body_ms {
+            metrics.record(&l.time_to_first_token(), first.saturating_sub(t.started_ms));
+        }
+        if status >= 400 || status == 0 {
+            metrics.count(
+                &metrics::errors(&l.group, crate::error::upstream_error_type(status)),
+                1,
+            );
+        }
     }
 
     /// Settle the key's charge with the attempt that answered.
@@ -501,6 +617,23 @@ impl Context for Http {
         };
         Self::settle(&config, &mut self.host, &mut attempt);
         Self::settle_key(&config, &mut self.host, &mut routed.key_charge, &attempt);
+        let now = now_unix_ms();
+        let timing = Timing {
+            started_ms: self.started_ms,
+            first_body_ms: Some(*routed.first_body_ms.get_or_insert(now)),
+            now_ms: now,
+        };
+        routed.answered = Some((status, attempt.deployment));
+        expose_route(&config, attempt.deployment, &routed.key_label);
+        expose_usage(&config, &attempt);
+        Self::record_answer(
+            &self.metrics,
+            &config,
+            &routed.key_label,
+            &attempt,
+            status,
+            timing,
+        );
         let (group, id) = config
             .deployment(attempt.deployment)
             .map(|d| {
@@ -532,6 +665,7 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.started_ms = now_unix_ms();
         let Some(config) = self.config.clone() else {
             return self.reply(
                 crate::error::GatewayError::new(
@@ -667,8 +801,11 @@ impl HttpContext for Http {
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &[]);
             return Action::Continue;
         }
+        if body_size > 0 && routed.first_body_ms.is_none() {
+            routed.first_body_ms = Some(now_unix_ms());
+        }
         let response = &mut routed.current.response;
-        match routed.mode {
+        let action = match routed.mode {
             BodyMode::PassThrough => Action::Continue,
             BodyMode::Observe => {
                 if let Ok(Some(chunk)) =
@@ -713,7 +850,13 @@ impl HttpContext for Http {
                 apply_complete(out, body_size);
                 Action::Continue
             }
+        };
+        if end_of_stream {
+            if let Some(config) = &self.config {
+                expose_usage(config, &routed.current);
+            }
         }
+        action
     }
 
     /// The stream is over (answered, failed, or abandoned): settle what is not yet settled.
@@ -732,7 +875,62 @@ impl HttpContext for Http {
                 &mut routed.key_charge,
                 &routed.current,
             );
+            if routed.answered.is_none() {
+                // The upstream's own answer went to the client (no failover answered).
+                let status = routed.current.status.unwrap_or(0);
+                let timing = Timing {
+                    started_ms: self.started_ms,
+                    first_body_ms: routed.first_body_ms,
+                    now_ms: now_unix_ms(),
+                };
+                Self::record_answer(
+                    &self.metrics,
+                    &config,
+                    &routed.key_label,
+                    &routed.current,
+                    status,
+                    timing,
+                );
+            }
+            if let Some(l) = routed.in_flight.take() {
+                self.metrics.gauge(&l.in_flight(), -1);
+            }
         }
+    }
+}
+
+/// Access-log fields known once a deployment is chosen.
+fn expose_route(config: &Config, deployment: usize, key_label: &str) {
+    if let Some(d) = config.deployment(deployment) {
+        if let Some(g) = config.groups.get(d.group) {
+            expose("llm_gateway.model_group", &g.header_name);
+        }
+        expose("llm_gateway.deployment", &d.header_id);
+    }
+    expose(
+        "llm_gateway.key_alias",
+        if key_label.is_empty() {
+            "none"
+        } else {
+            key_label
+        },
+    );
+}
+
+/// Access-log fields known once the answer is complete: tokens and cost.
+fn expose_usage(config: &Config, attempt: &Attempt) {
+    let Some(u) = attempt.response.usage() else {
+        return;
+    };
+    expose("llm_gateway.prompt_tokens", &u.prompt_tokens.to_string());
+    expose(
+        "llm_gateway.completion_tokens",
+        &u.completion_tokens.to_string(),
+    );
+    if let Some(d) = config.deployment(attempt.deployment) {
+        let cost = u.prompt_tokens as f64 * d.input_cost_per_token.unwrap_or(0.0)
+            + u.completion_tokens as f64 * d.output_cost_per_token.unwrap_or(0.0);
+        expose("llm_gateway.cost", &format!("{cost:.8}"));
     }
 }
 

@@ -20,8 +20,6 @@ pub struct ResponseContext {
     pub id: String,
     pub created: u64,
     pub include_usage: bool,
-    /// The router needs this response's token count (tpm limits, usage-based routing).
-    pub count_tokens: bool,
 }
 
 /// The rewritten request for one deployment.

@@ -18,7 +18,7 @@ impl Translator for OpenAiCompat {
         _config: &Config,
         deployment: &Deployment,
         request: &InferenceBody<'_>,
-        ctx: ResponseContext,
+        _ctx: ResponseContext,
     ) -> Result<UpstreamRequest, GatewayError> {
         let Provider::OpenAiCompatible {
             chat_path,
@@ -37,19 +37,22 @@ impl Translator for OpenAiCompat {
             Inference::Completions => completions_path,
             Inference::Embeddings => embeddings_path,
         };
-        let defaults = if request.kind == Inference::Embeddings {
+        let mut defaults = if request.kind == Inference::Embeddings {
             Vec::new()
         } else {
             deployment_defaults(deployment, request)
         };
+        // Every response's tokens are counted. A stream reports them only when asked, so the
+        // gateway asks, and removes the usage chunk again since this client did not.
+        let inject_usage =
+            request.stream && !request.has_stream_options && request.kind != Inference::Embeddings;
+        if inject_usage {
+            defaults.push(("stream_options", r#"{"include_usage":true}"#.to_string()));
+        }
         Ok(UpstreamRequest {
             path: path.clone(),
             body: Some(request.splice(&deployment.upstream_model_json, &defaults)),
-            response: Box::new(if ctx.count_tokens {
-                PassThroughResponse::observing()
-            } else {
-                PassThroughResponse::new()
-            }),
+            response: Box::new(PassThroughResponse::observing(inject_usage)),
         })
     }
 }
@@ -88,11 +91,15 @@ impl PassThroughResponse {
         }
     }
 
-    /// Pass through, but read `usage` from the body (JSON, or an SSE stream's usage chunk).
-    pub fn observing() -> Self {
+    /// Pass through, but read `usage` from the body (JSON, or an SSE stream's usage chunk);
+    /// with `strip_usage_chunk`, also drop that chunk (one the client did not ask for).
+    pub fn observing(strip_usage_chunk: bool) -> Self {
         PassThroughResponse {
             buffered_error: None,
-            usage: Some(UsageObserver::default()),
+            usage: Some(UsageObserver {
+                strip_usage_chunk,
+                ..UsageObserver::default()
+            }),
         }
     }
 }
@@ -104,6 +111,7 @@ struct UsageObserver {
     sse: Option<crate::sse::SseParser>,
     json: Vec<u8>,
     usage: Option<Usage>,
+    strip_usage_chunk: bool,
 }
 
 const MAX_OBSERVED_JSON: usize = 4 * 1024 * 1024;
@@ -112,6 +120,8 @@ const MAX_OBSERVED_JSON: usize = 4 * 1024 * 1024;
 struct UsageOnly {
     #[serde(default)]
     usage: Option<UsageTotals>,
+    #[serde(default)]
+    choices: Option<Vec<serde::de::IgnoredAny>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -149,13 +159,27 @@ impl UsageObserver {
         }
     }
 
-    fn feed(&mut self, chunk: &[u8], end: bool) {
+    /// Read a chunk; in stripping mode, the chunk to send instead.
+    fn feed(&mut self, chunk: &[u8], end: bool) -> Option<Vec<u8>> {
         let mut found = None;
+        let strip = self.strip_usage_chunk && self.sse.is_some();
+        let mut out = Vec::with_capacity(if strip { chunk.len() + 16 } else { 0 });
         let mut take = |event: &[u8]| {
+            let mut usage_only = false;
             if event != b"[DONE]" {
-                if let Ok(UsageOnly { usage: Some(u) }) = serde_json::from_slice(event) {
+                if let Ok(UsageOnly {
+                    usage: Some(u),
+                    choices,
+                }) = serde_json::from_slice(event)
+                {
                     found = u.usage().or(found);
+                    usage_only = choices.is_some_and(|c| c.is_empty());
                 }
+            }
+            if strip && !usage_only {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(event);
+                out.extend_from_slice(b"\n\n");
             }
         };
         match &mut self.sse {
@@ -178,6 +202,7 @@ impl UsageObserver {
         if found.is_some() {
             self.usage = found;
         }
+        strip.then_some(out)
     }
 }
 
@@ -196,7 +221,13 @@ impl ResponseTranslator for PassThroughResponse {
         match &mut self.usage {
             Some(observer) => {
                 observer.start(content_type);
-                BodyMode::Observe
+                if observer.strip_usage_chunk && observer.sse.is_some() {
+                    BodyMode::Stream {
+                        content_type: super::SSE,
+                    }
+                } else {
+                    BodyMode::Observe
+                }
             }
             None => BodyMode::PassThrough,
         }
@@ -207,7 +238,9 @@ impl ResponseTranslator for PassThroughResponse {
             return error_output(status, chunk);
         }
         if let Some(observer) = &mut self.usage {
-            observer.feed(chunk, end_of_stream);
+            if let Some(out) = observer.feed(chunk, end_of_stream) {
+                return BodyOutput::Replace(out);
+            }
         }
         BodyOutput::Unchanged
     }
@@ -233,7 +266,6 @@ mod tests {
             id: "x".into(),
             created: 0,
             include_usage: false,
-            count_tokens: false,
         }
     }
 
@@ -265,7 +297,7 @@ mod tests {
     fn usage_is_observed_in_json_and_in_streams_split_anywhere() {
         let json = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}"#;
         for cut in 0..json.len() {
-            let mut r = PassThroughResponse::observing();
+            let mut r = PassThroughResponse::observing(false);
             assert_eq!(
                 r.on_headers(200, Some("application/json")),
                 BodyMode::Observe
@@ -276,7 +308,7 @@ mod tests {
         }
         let sse = b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n";
         for cut in 0..sse.len() {
-            let mut r = PassThroughResponse::observing();
+            let mut r = PassThroughResponse::observing(false);
             r.on_headers(200, Some("text/event-stream"));
             r.on_body(&sse[..cut], false);
             r.on_body(&sse[cut..], true);
@@ -285,6 +317,54 @@ mod tests {
         let mut r = PassThroughResponse::new();
         assert_eq!(r.on_headers(200, None), BodyMode::PassThrough);
         assert_eq!(r.usage(), None);
+    }
+
+    #[test]
+    fn injected_usage_chunk_is_counted_and_stripped_for_every_split() {
+        let sse = b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3,\"total_tokens\":5}}\n\ndata: [DONE]\n\n";
+        for cut in 0..sse.len() {
+            let mut r = PassThroughResponse::observing(true);
+            assert_eq!(
+                r.on_headers(200, Some("text/event-stream")),
+                BodyMode::Stream {
+                    content_type: super::super::SSE
+                }
+            );
+            let mut out = Vec::new();
+            for (part, end) in [(&sse[..cut], false), (&sse[cut..], true)] {
+                if let BodyOutput::Replace(b) = r.on_body(part, end) {
+                    out.extend(b);
+                }
+            }
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n",
+                "cut at {cut}"
+            );
+            assert_eq!(r.usage(), Some(Usage::new(2, 3)));
+        }
+    }
+
+    #[test]
+    fn streams_ask_for_usage_unless_the_client_chose() {
+        let c = config();
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        let req = InferenceBody::parse(Inference::Chat, body).unwrap();
+        let up = OpenAiCompat
+            .translate_request(&c, &c.deployments[0], &req, ctx())
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&up.body.unwrap()).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":false}}"#;
+        let req = InferenceBody::parse(Inference::Chat, body).unwrap();
+        let up = OpenAiCompat
+            .translate_request(&c, &c.deployments[0], &req, ctx())
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&up.body.unwrap()).unwrap();
+        assert_eq!(
+            v["stream_options"]["include_usage"], false,
+            "the client's choice stands"
+        );
     }
 
     #[test]

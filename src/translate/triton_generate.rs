@@ -492,7 +492,6 @@ mod tests {
             id: "chatcmpl-1".into(),
             created: 7,
             include_usage: false,
-            count_tokens: false,
         }
     }
 

@@ -439,7 +439,6 @@ mod tests {
             id: "req-1".into(),
             created: 1,
             include_usage: false,
-            count_tokens: false,
         }
     }
 

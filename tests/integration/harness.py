@@ -63,7 +63,7 @@ def _cluster(name, port):
     }
 
 
-def envoy_config(gateway_config, upstream_ports, listen_port, admin_port, env=None):
+def envoy_config(gateway_config, upstream_ports, listen_port, admin_port, env=None, stats_flush_ms=None):
     """The shipped envoy.yaml with our ports, one cluster per upstream port, and this gateway JSON."""
     base = yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())
     cfg = copy.deepcopy(base)
@@ -76,18 +76,20 @@ def envoy_config(gateway_config, upstream_ports, listen_port, admin_port, env=No
     wasm["configuration"]["value"] = json.dumps(gateway_config)
     if env:
         wasm["vm_config"]["environment_variables"] = {"key_values": env}
+    if stats_flush_ms:
+        cfg["stats_flush_interval"] = f"{stats_flush_ms / 1000}s"
     cfg["static_resources"]["clusters"] = [_cluster(f"127.0.0.1:{p}", p) for p in sorted(set(upstream_ports))]
     return cfg
 
 
 class Gateway:
-    def __init__(self, gateway_config, upstream_ports, concurrency=2, env=None):
+    def __init__(self, gateway_config, upstream_ports, concurrency=2, env=None, stats_flush_ms=None):
         self.port = free_port()
         self.admin_port = free_port()
         self.dir = tempfile.mkdtemp(prefix="llm-gw-")
         self.config_path = os.path.join(self.dir, "envoy.yaml")
         with open(self.config_path, "w") as f:
-            json.dump(envoy_config(gateway_config, upstream_ports, self.port, self.admin_port, env), f)
+            json.dump(envoy_config(gateway_config, upstream_ports, self.port, self.admin_port, env, stats_flush_ms), f)
         self.log_path = os.path.join(self.dir, "envoy.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(

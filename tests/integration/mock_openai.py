@@ -115,9 +115,15 @@ def make_handler(name, recorder):
         def _chat(self, req, model):
             text = f"{name} says hello to {model}"
             if req.get("stream"):
-                self._stream([{"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
-                               "choices": [{"index": 0, "delta": {"content": f"part{i} "}, "finish_reason": None}]}
-                              for i in range(STREAM_CHUNKS)])
+                chunks = [{"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+                           "choices": [{"index": 0, "delta": {"content": f"part{i} "}, "finish_reason": None}]}
+                          for i in range(STREAM_CHUNKS)]
+                if (req.get("stream_options") or {}).get("include_usage"):
+                    # As vLLM does: a last chunk with no choices and the whole usage.
+                    chunks.append({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+                                   "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": STREAM_CHUNKS,
+                                                            "total_tokens": 5 + STREAM_CHUNKS}})
+                self._stream(chunks)
                 return
             self._send(200, {"id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()),
                              "model": model, "server": name,

@@ -1,0 +1,135 @@
+//! Stat names for Envoy's own stats (and so Prometheus). Labels are `name.value.` segments
+//! in a fixed order with the metric's name last, e.g.
+//! `llm_gateway.group.chat.deployment.chat_0.key.team_a.status.2xx.requests`; the
+//! `stats_tags` in the shipped Envoy configs turn each segment into a Prometheus label
+//! (`llm_gateway_requests{model_group="chat",deployment="chat_0",key_alias="team_a",status_class="2xx"}`).
+//! Label values are sanitised, so no model name or key alias can break a stat name.
+
+/// A label value safe inside a stat name: ASCII letters, digits, `_` and `-`; anything else
+/// becomes `_`; at most 64 characters; `none` when empty.
+pub fn label(value: &str) -> String {
+    let cleaned: String = value
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "none".to_string()
+    } else {
+        cleaned
+    }
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Labels of one routed request, already sanitised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labels {
+    pub group: String,
+    pub deployment: String,
+    pub key: String,
+}
+
+impl Labels {
+    fn base(&self) -> String {
+        format!(
+            "llm_gateway.group.{}.deployment.{}.key.{}",
+            self.group, self.deployment, self.key
+        )
+    }
+
+    pub fn requests(&self, status: u16) -> String {
+        format!("{}.status.{}.requests", self.base(), status_class(status))
+    }
+
+    pub fn prompt_tokens(&self) -> String {
+        format!("{}.prompt_tokens", self.base())
+    }
+
+    pub fn completion_tokens(&self) -> String {
+        format!("{}.completion_tokens", self.base())
+    }
+
+    pub fn duration(&self) -> String {
+        format!(
+            "llm_gateway.group.{}.deployment.{}.request_duration_ms",
+            self.group, self.deployment
+        )
+    }
+
+    pub fn time_to_first_token(&self) -> String {
+        format!(
+            "llm_gateway.group.{}.deployment.{}.ttft_ms",
+            self.group, self.deployment
+        )
+    }
+
+    pub fn in_flight(&self) -> String {
+        format!(
+            "llm_gateway.group.{}.deployment.{}.in_flight",
+            self.group, self.deployment
+        )
+    }
+}
+
+/// Errors the gateway answered, by model group (`none` before one is known) and type.
+pub fn errors(group: &str, error_type: &str) -> String {
+    format!(
+        "llm_gateway.group.{}.type.{}.errors",
+        label(group),
+        label(error_type)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_cannot_break_stat_names() {
+        assert_eq!(label("meta-llama/Llama-3.1 8B"), "meta-llama_Llama-3_1_8B");
+        assert_eq!(label("a.b\r\nc"), "a_b__c");
+        assert_eq!(label(""), "none");
+        assert_eq!(label("é"), "_");
+        assert_eq!(label(&"x".repeat(200)).len(), 64);
+    }
+
+    #[test]
+    fn names_in_fixed_label_order() {
+        let l = Labels {
+            group: "chat".into(),
+            deployment: "chat_0".into(),
+            key: "none".into(),
+        };
+        assert_eq!(
+            l.requests(503),
+            "llm_gateway.group.chat.deployment.chat_0.key.none.status.5xx.requests"
+        );
+        assert_eq!(
+            l.prompt_tokens(),
+            "llm_gateway.group.chat.deployment.chat_0.key.none.prompt_tokens"
+        );
+        assert_eq!(
+            l.time_to_first_token(),
+            "llm_gateway.group.chat.deployment.chat_0.ttft_ms"
+        );
+        assert_eq!(
+            errors("", "rate_limit_error"),
+            "llm_gateway.group.none.type.rate_limit_error.errors"
+        );
+    }
+}
