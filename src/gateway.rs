@@ -2,6 +2,7 @@
 //! whole body once it is buffered. The filter turns these decisions into host calls.
 
 use crate::access::{self, KeyCharge};
+use crate::cache;
 use crate::config::{render_model_object, Config, Deployment, Provider, TritonMode};
 use crate::error::{ErrorKind, GatewayError};
 use crate::host::Host;
@@ -46,6 +47,8 @@ pub struct LocalReply {
     pub headers: Vec<(&'static str, String)>,
     /// The OpenAI error type when this reply is an error (for metrics).
     pub error_type: Option<&'static str>,
+    /// A counter to raise when this reply is sent (cache hits).
+    pub metric: Option<String>,
 }
 
 impl LocalReply {
@@ -56,6 +59,7 @@ impl LocalReply {
             body,
             headers: Vec::new(),
             error_type: None,
+            metric: None,
         }
     }
 }
@@ -95,6 +99,8 @@ pub struct Forward {
     pub key_charge: Option<KeyCharge>,
     /// The caller as a stat label: the key's alias, `master`, or `none`.
     pub key_label: String,
+    /// Store a successful answer in the response cache under this plan.
+    pub cache: Option<crate::cache::Plan>,
 }
 
 /// A request kept for failover: the client's body and where it may still go.
@@ -257,7 +263,11 @@ pub fn on_request_body(
         return BodyAction::Reply(too_large(config).into());
     }
     let forwarded = match &pending.endpoint {
-        Endpoint::Inference(kind) => inference(config, host, &pending.principal, *kind, body),
+        Endpoint::Inference(kind) => match inference(config, host, &pending.principal, *kind, body)
+        {
+            Ok(action) => return action,
+            Err(e) => Err(e),
+        },
         Endpoint::Vllm(rest) => vllm_forward(config, &pending.principal, rest, Some((host, body))),
         Endpoint::KeyGenerate => {
             return BodyAction::Reply(
@@ -278,13 +288,21 @@ fn inference(
     principal: &Principal,
     kind: Inference,
     body: &[u8],
-) -> Result<Forward, GatewayError> {
+) -> Result<BodyAction, GatewayError> {
     let request = InferenceBody::parse(kind, body)?;
     let first = *config
         .model_index
         .get(&request.model)
         .ok_or_else(|| config.model_not_found(&request.model))?;
     access::check_model(config, principal, &request.model, first)?;
+    let cache_plan = cache_plan(config, principal, first, &request, body);
+    if let (Some(plan), Some(settings)) = (&cache_plan, &config.cache) {
+        if plan.read {
+            if let Some(answer) = cache::get(host, settings, plan) {
+                return Ok(BodyAction::Reply(cached_reply(config, first, answer)));
+            }
+        }
+    }
     let prompt_tokens = (request.payload.get().len() as u64).div_ceil(4);
     let estimated_tokens = prompt_tokens + request.max_tokens.unwrap_or(0);
     let groups = group_chain(config, first, &request, prompt_tokens)?;
@@ -294,7 +312,8 @@ fn inference(
         Ok(mut forward) => {
             forward.key_charge = key_charge;
             forward.key_label = key_label(principal);
-            Ok(forward)
+            forward.cache = cache_plan.filter(|p| p.write);
+            Ok(BodyAction::Forward(Box::new(forward)))
         }
         Err(e) => {
             // Nothing was served: the key gets its request and tokens back.
@@ -342,6 +361,51 @@ fn route(
         }
     }
     Err(first_error.unwrap_or_else(|| config.model_not_found(&request.model)))
+}
+
+/// How this request uses the response cache: non-streaming requests only, keyed by the
+/// group, the endpoint, the caller's model scope and the normalised body.
+fn cache_plan(
+    config: &Config,
+    principal: &Principal,
+    group: usize,
+    request: &InferenceBody<'_>,
+    body: &[u8],
+) -> Option<cache::Plan> {
+    let settings = config.cache.as_ref()?;
+    let controls = request.overrides.cache;
+    if request.stream || !(controls.read || controls.write) {
+        return None;
+    }
+    // Keys whose model lists differ never share answers.
+    let scope = match principal {
+        Principal::Key(g) if !g.models.is_empty() => {
+            let mut models = g.models.clone();
+            models.sort();
+            format!("models:{}", models.join("\n"))
+        }
+        _ => "*".to_string(),
+    };
+    let name = config.groups.get(group)?.name.as_str();
+    let endpoint = request.kind.object_name();
+    Some(cache::Plan {
+        hash: cache::key(name, endpoint, &scope, body)?,
+        read: controls.read,
+        write: controls.write,
+        ttl_ms: controls.ttl_ms.unwrap_or(settings.ttl_ms),
+    })
+}
+
+fn cached_reply(config: &Config, group: usize, answer: Vec<u8>) -> LocalReply {
+    let mut reply = LocalReply::json(200, answer);
+    reply.headers.push(("x-llm-cache", "hit".to_string()));
+    if let Some(g) = config.groups.get(group) {
+        reply
+            .headers
+            .push(("x-llm-model-group", g.header_name.clone()));
+        reply.metric = Some(crate::metrics::cache_hits(&g.metric_label));
+    }
+    reply
 }
 
 /// The caller as a stat label: a key's alias (never the key), `master`, or `none`.
@@ -446,6 +510,7 @@ fn attempt(
             replay,
             key_charge: None,
             key_label: String::new(),
+            cache: None,
         }),
         Err(e) => {
             router::settle(config, host, &reservation, false, Some(0), None);
@@ -644,6 +709,7 @@ fn vllm_forward(
         replay: None,
         key_charge: None,
         key_label: key_label(principal),
+        cache: None,
     })
 }
 

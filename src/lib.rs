@@ -5,6 +5,8 @@
 
 pub mod access;
 pub mod auth;
+pub mod cache;
+
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -86,6 +86,11 @@ impl Labels {
     }
 }
 
+/// Answers served from the response cache, by model group.
+pub fn cache_hits(group_label: &str) -> String {
+    format!("llm_gateway.group.{group_label}.cache_hits")
+}
+
 /// Errors the gateway answered, by model group (`none` before one is known) and type.
 pub fn errors(group: &str, error_type: &str) -> String {
     format!(

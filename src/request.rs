@@ -170,6 +170,19 @@ struct Envelope<'a> {
     timeout: Option<&'a RawValue>,
     #[serde(borrow, default)]
     request_timeout: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    caching: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cache: Option<&'a RawValue>,
+}
+
+/// LiteLLM's per-request cache controls: `caching: false`, or
+/// `cache: {"no-cache": true, "no-store": true, "ttl": 60}`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CacheControls {
+    pub read: bool,
+    pub write: bool,
+    pub ttl_ms: Option<u64>,
 }
 
 /// LiteLLM's per-request overrides of the router settings.
@@ -180,6 +193,7 @@ pub struct RouterOverrides {
     pub fallbacks: Option<Vec<String>>,
     pub context_window_fallbacks: Option<Vec<String>>,
     pub timeout_ms: Option<u64>,
+    pub cache: CacheControls,
 }
 
 /// A validated inference request, borrowing the client's body.
@@ -283,6 +297,10 @@ impl<'a> InferenceBody<'a> {
                 .collect::<Result<Vec<u64>, _>>()?
                 .into_iter()
                 .min(),
+            cache: cache_controls(
+                gateway_member(body, env.caching, &mut gateway_only),
+                gateway_member(body, env.cache, &mut gateway_only),
+            )?,
         };
         Ok(InferenceBody {
             body,
@@ -397,6 +415,46 @@ fn fallback_names(raw: &RawValue, field: &str) -> Result<Vec<String>, GatewayErr
             Entry::Map(m) => m.into_values().flatten().collect(),
         })
         .collect())
+}
+
+fn cache_controls(
+    caching: Option<&RawValue>,
+    cache: Option<&RawValue>,
+) -> Result<CacheControls, GatewayError> {
+    #[derive(Deserialize, Default)]
+    struct Cache {
+        #[serde(rename = "no-cache", default)]
+        no_cache: bool,
+        #[serde(rename = "no-store", default)]
+        no_store: bool,
+        #[serde(default)]
+        ttl: Option<f64>,
+    }
+    let enabled = match caching {
+        Some(raw) => serde_json::from_str::<Option<bool>>(raw.get())
+            .map_err(|_| {
+                GatewayError::invalid_request("caching must be true or false").with_param("caching")
+            })?
+            .unwrap_or(true),
+        None => true,
+    };
+    let c: Cache = match cache {
+        Some(raw) => serde_json::from_str::<Option<Cache>>(raw.get())
+            .map_err(|_| {
+                GatewayError::invalid_request("cache must be an object like {\"no-cache\": true}")
+                    .with_param("cache")
+            })?
+            .unwrap_or_default(),
+        None => Cache::default(),
+    };
+    Ok(CacheControls {
+        read: enabled && !c.no_cache,
+        write: enabled && !c.no_store,
+        ttl_ms: c
+            .ttl
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map(|t| (t * 1000.0) as u64),
+    })
 }
 
 fn is_set(v: Option<&RawValue>) -> bool {

@@ -69,6 +69,9 @@ pub fn precreate(config: &Config, host: &mut dyn Host) {
         }
     }
     crate::key_table::precreate(host);
+    if let Some(cache) = &config.cache {
+        crate::cache::precreate(host, cache);
+    }
 }
 
 /// Whether any deployment could take a request now (readiness).

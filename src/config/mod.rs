@@ -135,6 +135,8 @@ pub struct Config {
     pub drop_params: bool,
     pub max_request_body_bytes: u64,
     pub router: RouterSettings,
+    /// `litellm_settings.cache: true`: the response cache.
+    pub cache: Option<crate::cache::CacheSettings>,
     /// `/v1/model/info` and `/v1/model_group/info`, rendered once (never with api keys).
     pub model_info_body: Vec<u8>,
     pub model_group_info_body: Vec<u8>,
@@ -199,10 +201,58 @@ fn json_path(path: &serde_ignored::Path<'_>) -> String {
 /// at configure time, so nobody believes a feature is in force when it is not.
 fn not_yet_enforced(wire: &WireConfig) -> Vec<String> {
     let mut out = Vec::new();
-    if wire.litellm_settings.cache == Some(true) {
-        out.push("litellm_settings.cache: response caching is not implemented yet".to_string());
+    let kind = wire
+        .litellm_settings
+        .cache_params
+        .as_ref()
+        .and_then(|p| p.kind.as_deref());
+    if kind.is_some_and(|k| k != "local") {
+        out.push(
+            "litellm_settings.cache_params.type: only a local cache, shared by the workers of one Envoy, exists; using it"
+                .to_string(),
+        );
     }
     out
+}
+
+fn cache_settings(
+    l: &WireLitellmSettings,
+) -> Result<Option<crate::cache::CacheSettings>, ConfigError> {
+    if l.cache != Some(true) {
+        return Ok(None);
+    }
+    let p = l.cache_params.as_ref();
+    let ttl = p
+        .and_then(|p| p.ttl)
+        .unwrap_or(crate::cache::DEFAULT_TTL_SECS);
+    if !(ttl.is_finite() && ttl > 0.0) {
+        return Err(err(
+            "litellm_settings.cache_params.ttl",
+            "must be a positive number of seconds",
+        ));
+    }
+    let max_bytes = p
+        .and_then(|p| p.max_size_bytes)
+        .unwrap_or(crate::cache::DEFAULT_MAX_BYTES);
+    let max_entry_bytes = p
+        .and_then(|p| p.max_entry_bytes)
+        .unwrap_or(crate::cache::DEFAULT_MAX_ENTRY_BYTES)
+        .min(max_bytes);
+    let slots = p
+        .and_then(|p| p.slots)
+        .unwrap_or(crate::cache::DEFAULT_SLOTS);
+    if slots == 0 || slots > 1_000_000 {
+        return Err(err(
+            "litellm_settings.cache_params.slots",
+            "must be between 1 and 1000000",
+        ));
+    }
+    Ok(Some(crate::cache::CacheSettings {
+        ttl_ms: (ttl * 1000.0) as u64,
+        max_bytes,
+        max_entry_bytes,
+        slots,
+    }))
 }
 
 pub fn validate(
@@ -381,6 +431,7 @@ pub fn validate(
         keys,
         drop_params: wire.litellm_settings.drop_params.unwrap_or(false),
         router,
+        cache: cache_settings(&wire.litellm_settings)?,
         max_request_body_bytes,
         models_list_body,
         created: now_unix,
@@ -1154,9 +1205,10 @@ mod tests {
                 "environment_variables: unknown key, ignored"
             ]
         );
-        assert!(warnings
-            .iter()
-            .any(|w| w.starts_with("litellm_settings.cache")));
+        assert!(
+            c.cache.is_some(),
+            "litellm_settings.cache: true turns the cache on"
+        );
         assert_eq!(c.router.num_retries, 2);
         assert_eq!(c.router.policy.allowed_fails, 3);
         assert_eq!(c.router.policy.cooldown_ms, 30_000);

@@ -111,6 +111,22 @@ pub struct WireLitellmSettings {
     pub fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub context_window_fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub cache: Option<bool>,
+    pub cache_params: Option<WireCacheParams>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct WireCacheParams {
+    /// LiteLLM's cache backend; only a local (per Envoy) cache exists here.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Seconds an answer stays cached.
+    pub ttl: Option<f64>,
+    /// Bound on all cached answers together, bytes (ours).
+    pub max_size_bytes: Option<u64>,
+    /// Bound on one cached answer, bytes (ours).
+    pub max_entry_bytes: Option<u64>,
+    /// Cache slots (ours).
+    pub slots: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

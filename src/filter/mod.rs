@@ -53,7 +53,11 @@ struct Root {
     config: Option<Rc<Config>>,
     seeds: RefCell<Option<SplitMix64>>,
     metrics: Rc<Metrics>,
+    sweep_from: std::cell::Cell<u64>,
 }
+
+/// Cache slots each VM checks for expiry per tick (every second).
+const CACHE_SWEEP_SLOTS: u64 = 256;
 
 /// Envoy stats by name, defined once per VM on first use.
 #[derive(Default)]
@@ -132,6 +136,9 @@ impl RootContext for Root {
                     rng: SplitMix64::new(seeds.next_u64()),
                 };
                 router::precreate(&config, &mut host);
+                if config.cache.is_some() {
+                    let _ = hostcalls::set_tick_period(Duration::from_secs(1));
+                }
                 *self.seeds.borrow_mut() = Some(seeds);
                 self.config = Some(Rc::new(config));
                 true
@@ -164,6 +171,26 @@ impl RootContext for Root {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+
+    /// Free expired cache entries, a slice of the slots per tick.
+    fn on_tick(&mut self) {
+        let (Some(config), Some(seeds)) = (
+            &self.config,
+            self.seeds.borrow_mut().as_mut().map(SplitMix64::next_u64),
+        ) else {
+            return;
+        };
+        if let Some(cache) = &config.cache {
+            let mut host = WasmHost {
+                rng: SplitMix64::new(seeds),
+            };
+            let from = self.sweep_from.get();
+            crate::cache::sweep(&mut host, cache, from, CACHE_SWEEP_SLOTS);
+            let next = from + CACHE_SWEEP_SLOTS;
+            self.sweep_from
+                .set(if next >= cache.slots { 0 } else { next });
+        }
+    }
 }
 
 struct WasmHost {
@@ -185,8 +212,10 @@ impl Host for WasmHost {
         ((u128::from(a) << 64) | u128::from(b)).to_le_bytes()
     }
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        // An existing but empty value comes back as (None, Some(cas)): it exists, and its
+        // version is what a compare-and-swap needs.
         match hostcalls::get_shared_data(key) {
-            Ok((Some(value), Some(cas))) => Some((value, cas)),
+            Ok((value, Some(cas))) => Some((value.unwrap_or_default(), cas)),
             Ok((Some(value), None)) => Some((value, 0)),
             _ => None,
         }
@@ -236,6 +265,8 @@ struct Routed {
     in_flight: Option<metrics::Labels>,
     /// Final status and labels, once the answering attempt is known.
     answered: Option<(u16, usize)>,
+    /// Where to cache a successful answer, and the answer so far (`None` once too large).
+    cache: Option<(crate::cache::Plan, Option<Vec<u8>>)>,
 }
 
 struct Http {
@@ -306,6 +337,9 @@ impl Http {
     fn reply(&mut self, reply: LocalReply) -> Action {
         if let Some(error_type) = reply.error_type {
             self.metrics.count(&metrics::errors("", error_type), 1);
+        }
+        if let Some(name) = &reply.metric {
+            self.metrics.count(name, 1);
         }
         self.state = State::Replied;
         let mut headers: Vec<(&str, &str)> = vec![("content-type", reply.content_type)];
@@ -400,6 +434,7 @@ impl Http {
             first_body_ms: None,
             in_flight: Some(in_flight),
             answered: None,
+            cache: forward.cache.take().map(|p| (p, Some(Vec::new()))),
         }));
         Action::Continue
     }
@@ -774,6 +809,12 @@ impl HttpContext for Http {
             .current
             .response
             .on_headers(status, content_type.as_deref());
+        if routed.cache.is_some() {
+            set_response_header("x-llm-cache", Some("miss"));
+            if status != 200 {
+                routed.cache = None;
+            }
+        }
         match &routed.mode {
             BodyMode::PassThrough | BodyMode::Observe => Action::Continue,
             BodyMode::Stream { content_type } => {
@@ -812,6 +853,7 @@ impl HttpContext for Http {
                     hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
                 {
                     response.on_body(&chunk, end_of_stream);
+                    keep_for_cache(&self.config, &mut routed.cache, &chunk);
                 } else if end_of_stream {
                     response.on_body(&[], true);
                 }
@@ -847,6 +889,12 @@ impl HttpContext for Http {
                     _ => Vec::new(),
                 };
                 let out = response.on_body(&body, true);
+                match &out {
+                    BodyOutput::Complete {
+                        status: 200, body, ..
+                    } => keep_for_cache(&self.config, &mut routed.cache, body),
+                    _ => routed.cache = None,
+                }
                 apply_complete(out, body_size);
                 Action::Continue
             }
@@ -854,6 +902,11 @@ impl HttpContext for Http {
         if end_of_stream {
             if let Some(config) = &self.config {
                 expose_usage(config, &routed.current);
+                if let (Some(settings), Some((plan, Some(answer)))) =
+                    (&config.cache, routed.cache.take())
+                {
+                    crate::cache::put(&mut self.host, settings, &plan, &answer);
+                }
             }
         }
         action
@@ -894,6 +947,27 @@ impl HttpContext for Http {
             }
             if let Some(l) = routed.in_flight.take() {
                 self.metrics.gauge(&l.in_flight(), -1);
+            }
+        }
+    }
+}
+
+/// Keep a copy of the answer for the cache, giving up once it outgrows an entry.
+fn keep_for_cache(
+    config: &Option<Rc<Config>>,
+    cache: &mut Option<(crate::cache::Plan, Option<Vec<u8>>)>,
+    chunk: &[u8],
+) {
+    let limit = config
+        .as_ref()
+        .and_then(|c| c.cache)
+        .map_or(0, |c| c.max_entry_bytes) as usize;
+    if let Some((_, kept)) = cache {
+        if let Some(buf) = kept {
+            if buf.len() + chunk.len() > limit {
+                *kept = None;
+            } else {
+                buf.extend_from_slice(chunk);
             }
         }
     }

@@ -74,3 +74,42 @@ def test_triton_stream_tokens_are_counted(gateway_factory, triton):
     labels = 'model_group="gen",deployment="gen_0",key_alias="none"'
     assert p[f"llm_gateway_completion_tokens{{{labels}}}"] == 11  # one per streamed word
     assert p[f'llm_gateway_requests{{{labels},status_class="2xx"}}'] == 1
+
+
+def test_response_cache(gateway_factory, mock_a):
+    cfg = {"model_list": [
+        {"model_name": "chat", "litellm_params": {"model": "openai/served", "api_base": f"http://127.0.0.1:{mock_a[0]}"}},
+        {"model_name": "other", "litellm_params": {"model": "openai/o", "api_base": f"http://127.0.0.1:{mock_a[0]}"}}],
+        "litellm_settings": {"cache": True, "cache_params": {"ttl": 60}},
+        "general_settings": {"master_key": "sk-m", "virtual_keys": [
+            {"key": "sk-a", "models": ["chat"]}, {"key": "sk-b", "models": ["chat", "other"]}]}}
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+
+    def post(body, key="sk-a"):
+        return requests.post(f"{gw.url}/v1/chat/completions", data=body,
+                             headers={"Authorization": f"Bearer {key}", "content-type": "application/json"})
+
+    first = post(b'{"model":"chat","messages":[{"role":"user","content":"hi"}],"temperature":0.5}')
+    assert first.status_code == 200 and first.headers["x-llm-cache"] == "miss"
+    # The same request with other field order and whitespace is served from the cache.
+    second = post(b'{ "temperature": 0.50, "messages": [ {"content": "hi", "role": "user"} ], "model": "chat" }')
+    assert second.status_code == 200 and second.headers["x-llm-cache"] == "hit"
+    assert second.json() == first.json()
+    assert len(mock_a[1].take()) == 1, "the hit never reached the upstream"
+    # LiteLLM's per-request controls: no-cache reads nothing (and stores again), caching:false skips.
+    r = post(b'{"model":"chat","messages":[{"role":"user","content":"hi"}],"temperature":0.5,"cache":{"no-cache":true}}')
+    assert r.headers["x-llm-cache"] == "miss"
+    (seen,) = mock_a[1].take()
+    assert b"no-cache" not in seen["body"], "cache controls never reach the upstream"
+    assert "x-llm-cache" not in post(b'{"model":"chat","messages":[{"role":"user","content":"x"}],"caching":false}').headers
+    # A key with a different model list never shares answers.
+    r = post(b'{"model":"chat","messages":[{"role":"user","content":"hi"}],"temperature":0.5}', key="sk-b")
+    assert r.headers["x-llm-cache"] == "miss"
+    # Streams are not cached.
+    resp, events = stream_events(gw.url, "/v1/chat/completions",
+                                 {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+                                 {"Authorization": "Bearer sk-a"})
+    assert resp.getheader("x-llm-cache") is None
+    mock_a[1].take()
+    assert prometheus(gw)['llm_gateway_cache_hits{model_group="chat"}'] == 1
