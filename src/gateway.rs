@@ -632,6 +632,13 @@ pub fn health_report(
     LocalReply::json(200, serde_json::to_vec(&body).unwrap_or_default())
 }
 
+/// Envoy's `response.code_details` for an upstream that reset or timed out after its headers
+/// were sent on (the client's stream is cut; no filter can add to it any more).
+pub fn is_reset_after_headers(code_details: &[u8]) -> bool {
+    code_details.starts_with(b"upstream_reset_after_response_started")
+        || code_details.starts_with(b"upstream_response_timeout")
+}
+
 /// Upstream answers that count as a deployment failure (cooldown, failover): server errors,
 /// rate limiting, timeouts and connection failures; never the client's own 4xx.
 pub fn is_deployment_failure(status: u16) -> bool {
@@ -985,6 +992,17 @@ mod tests {
         // The unhealthy ones are cooled down: only `t` can be picked now.
         assert!(crate::router::pick(&c, &mut host, &c.groups[1], 0, &[]).is_err());
         assert!(crate::router::pick(&c, &mut host, &c.groups[0], 0, &[]).is_ok());
+    }
+
+    #[test]
+    fn resets_after_headers_are_recognised() {
+        assert!(is_reset_after_headers(
+            b"upstream_reset_after_response_started{protocol_error}"
+        ));
+        assert!(!is_reset_after_headers(
+            b"upstream_reset_before_response_started{connection_termination}"
+        ));
+        assert!(!is_reset_after_headers(b"via_upstream"));
     }
 
     #[test]

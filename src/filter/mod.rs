@@ -893,6 +893,9 @@ impl HttpContext for Http {
                     BodyOutput::Complete {
                         status: 200, body, ..
                     } => keep_for_cache(&self.config, &mut routed.cache, body),
+                    BodyOutput::Unchanged if routed.current.status == Some(200) => {
+                        keep_for_cache(&self.config, &mut routed.cache, &body)
+                    }
                     _ => routed.cache = None,
                 }
                 apply_complete(out, body_size);
@@ -918,6 +921,16 @@ impl HttpContext for Http {
             return;
         };
         if let State::Routed(routed) = &mut self.state {
+            // An upstream that breaks off after its headers leaves a 2xx status behind; Envoy's
+            // response details tell, and it counts as the deployment's failure.
+            let broke_off = hostcalls::get_property(vec!["response", "code_details"])
+                .ok()
+                .flatten()
+                .is_some_and(|d| gateway::is_reset_after_headers(&d));
+            if broke_off && routed.failover.is_none() {
+                routed.current.status = Some(502);
+                routed.answered = None;
+            }
             Self::settle(&config, &mut self.host, &mut routed.current);
             if let Some((_, attempt)) = routed.failover.as_mut() {
                 Self::settle(&config, &mut self.host, attempt);

@@ -52,7 +52,11 @@ impl Translator for OpenAiCompat {
         Ok(UpstreamRequest {
             path: path.clone(),
             body: Some(request.splice(&deployment.upstream_model_json, &defaults)),
-            response: Box::new(PassThroughResponse::observing(inject_usage)),
+            response: if request.stream {
+                Box::new(PassThroughResponse::observing(inject_usage))
+            } else {
+                Box::new(JsonResponse::default())
+            },
         })
     }
 }
@@ -76,8 +80,43 @@ fn json_number(v: f64) -> String {
     serde_json::Number::from_f64(v).map_or_else(|| "null".to_string(), |n| n.to_string())
 }
 
-/// Successful responses (streams included) go through as they are; errors are buffered and
-/// normalised to OpenAI's four-field shape.
+/// A non-streaming answer: held whole (its client waits for all of it anyway), checked to be
+/// JSON and its usage read, then passed on unchanged; a 200 that is not JSON becomes a 502.
+#[derive(Default)]
+pub struct JsonResponse {
+    status: u16,
+    usage: Option<Usage>,
+}
+
+impl ResponseTranslator for JsonResponse {
+    fn on_headers(&mut self, status: u16, _content_type: Option<&str>) -> BodyMode {
+        self.status = status;
+        BodyMode::Buffer
+    }
+
+    fn on_body(&mut self, body: &[u8], _end_of_stream: bool) -> BodyOutput {
+        if !is_success(self.status) {
+            return error_output(self.status, body);
+        }
+        match serde_json::from_slice::<UsageOnly>(body) {
+            Ok(parsed) => {
+                self.usage = parsed.usage.and_then(|u| u.usage());
+                BodyOutput::Unchanged
+            }
+            Err(_) => super::gateway_error_output(&GatewayError::new(
+                crate::error::ErrorKind::BadGateway,
+                "the upstream answered 200 with a body that is not a JSON object",
+            )),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// Streams and pass-through answers go through as they are (observed for usage where asked);
+/// errors are buffered and normalised to OpenAI's four-field shape.
 pub struct PassThroughResponse {
     buffered_error: Option<u16>,
     usage: Option<UsageObserver>,
@@ -365,6 +404,29 @@ mod tests {
             v["stream_options"]["include_usage"], false,
             "the client's choice stands"
         );
+    }
+
+    #[test]
+    fn non_streaming_answers_are_checked_and_counted() {
+        let mut r = JsonResponse::default();
+        assert_eq!(
+            r.on_headers(200, Some("application/json")),
+            BodyMode::Buffer
+        );
+        assert_eq!(
+            r.on_body(
+                br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+                true
+            ),
+            BodyOutput::Unchanged
+        );
+        assert_eq!(r.usage(), Some(Usage::new(1, 2)));
+        let mut r = JsonResponse::default();
+        r.on_headers(200, Some("text/html"));
+        match r.on_body(b"<html>maintenance</html>", true) {
+            BodyOutput::Complete { status, .. } => assert_eq!(status, 502),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
