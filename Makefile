@@ -7,12 +7,19 @@ PY        := $(VENV)/bin/python
 WASM      := target/wasm32-wasip1/release/llm_gateway.wasm
 TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 
-.PHONY: help build toolchain venv envoy lint unit validate integration test run clean
+.PHONY: help build toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak
+
+FUZZ_TARGETS := config sse request response keys
+# Seconds per fuzz target: short in `make test`, long in `make fuzz`.
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SECONDS ?= 600
 
 help:
 	@echo "make run    build, fetch Envoy, start the demo (Envoy + gateway, a real Triton, an OpenAI-compatible upstream)"
 	@echo "make test   lint, unit tests, Envoy config validation, integration tests on the real Envoy and Triton"
 	@echo "make build  build $(WASM)"
+	@echo "make fuzz   run every fuzz target for FUZZ_SECONDS ($(FUZZ_SECONDS)) each (nightly, cargo-fuzz)"
+	@echo "make soak   SOAK_SECONDS ($${SOAK_SECONDS:-600}) of mixed load; errors, VM restarts, memory"
 
 toolchain:
 	@rustup target list --installed --toolchain $(TOOLCHAIN) 2>/dev/null | grep -qx wasm32-wasip1 \
@@ -47,7 +54,29 @@ validate: build
 integration: build venv
 	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
-test: lint unit validate integration
+# cargo-fuzz needs nightly (installed by rustup on demand) and is installed once from crates.io.
+fuzz-tool:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked
+
+fuzz-smoke: fuzz-tool
+	@mkdir -p target
+	@for t in $(FUZZ_TARGETS); do \
+	  log=target/fuzz-$$t.log; \
+	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SMOKE_SECONDS) -print_final_stats=1 > $$log 2>&1 \
+	    || { tail -60 $$log; echo "fuzz target $$t FAILED (reproduce: cargo +nightly fuzz run $$t fuzz/artifacts/$$t/*)"; exit 1; }; \
+	  echo "fuzz $$t: $$(grep -m1 -o 'number_of_executed_units: [0-9]*' $$log) in $(FUZZ_SMOKE_SECONDS)s, no crash"; \
+	done
+
+fuzz: fuzz-tool
+	@for t in $(FUZZ_TARGETS); do \
+	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
+
+soak: build venv
+	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) scripts/soak.py
+
+test: lint unit validate integration fuzz-smoke
 
 run: build venv
 	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) scripts/demo.py

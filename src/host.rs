@@ -38,7 +38,7 @@ impl SplitMix64 {
     }
 }
 
-#[cfg(test)]
+/// An in-memory host: for tests and the fuzzers.
 pub struct FakeHost {
     pub now_ms: u64,
     pub rng: SplitMix64,
@@ -47,7 +47,6 @@ pub struct FakeHost {
     pub lose_races: u32,
 }
 
-#[cfg(test)]
 impl FakeHost {
     pub fn new(seed: u64) -> Self {
         FakeHost {
@@ -59,7 +58,6 @@ impl FakeHost {
     }
 }
 
-#[cfg(test)]
 impl Host for FakeHost {
     fn now_unix_ms(&self) -> u64 {
         self.now_ms
@@ -68,10 +66,7 @@ impl Host for FakeHost {
         self.rng.next_u64()
     }
     fn random_id(&mut self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
-        out[8..].copy_from_slice(&self.rng.next_u64().to_le_bytes());
-        out
+        ((u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64())).to_le_bytes()
     }
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         self.shared.get(key).cloned()

@@ -9,6 +9,8 @@ pub mod cache;
 
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod gateway;
 pub mod host;
 pub mod key_table;

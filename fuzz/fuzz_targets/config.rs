@@ -1,0 +1,3 @@
+#![no_main]
+// See llm_gateway::fuzz_targets::config_parse.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| llm_gateway::fuzz_targets::config_parse(data));
