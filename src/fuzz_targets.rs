@@ -181,7 +181,10 @@ pub fn response(data: &[u8]) {
     let Ok(mut up) = translator.translate_request(config, deployment, &request, ctx) else {
         return;
     };
-    let status = [200u16, 200, 200, 400, 404, 429, 500, 503][usize::from(*status_byte) % 8];
+    let status = [200u16, 200, 200, 400, 404, 429, 500, 503]
+        .get(usize::from(*status_byte) % 8)
+        .copied()
+        .unwrap_or(200);
     let content_type = if status_byte & 0x80 == 0 {
         Some("text/event-stream")
     } else {
