@@ -7,7 +7,7 @@ PY        := $(VENV)/bin/python
 WASM      := target/wasm32-wasip1/release/llm_gateway.wasm
 TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 
-.PHONY: help build toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak
+.PHONY: help build toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak bench
 
 FUZZ_TARGETS := config sse request response keys
 # Seconds per fuzz target: short in `make test`, long in `make fuzz`.
@@ -19,6 +19,7 @@ help:
 	@echo "make test   lint, unit tests, Envoy config validation, integration tests on the real Envoy and Triton"
 	@echo "make build  build $(WASM)"
 	@echo "make fuzz   run every fuzz target for FUZZ_SECONDS ($(FUZZ_SECONDS)) each (nightly, cargo-fuzz)"
+	@echo "make bench  micro-benchmarks, then plain Envoy vs the gateway under wrk (BENCH_LITELLM=1 adds LiteLLM)"
 	@echo "make soak   SOAK_SECONDS ($${SOAK_SECONDS:-600}) of mixed load; errors, VM restarts, memory"
 
 toolchain:
@@ -72,6 +73,12 @@ fuzz: fuzz-tool
 	@for t in $(FUZZ_TARGETS); do \
 	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
 	done
+
+# Micro-benchmarks of the hot pure functions, then plain Envoy against the gateway under wrk.
+bench: build venv
+	@command -v wrk >/dev/null 2>&1 || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "make bench needs wrk (Debian: apt-get install wrk)"; exit 1; }; }
+	cargo bench --bench hot_paths -- --noplot 2>&1 | grep -E '^[a-z].*|time:'
+	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) scripts/bench.py
 
 soak: build venv
 	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) scripts/soak.py
