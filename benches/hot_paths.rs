@@ -1,7 +1,12 @@
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used, clippy::indexing_slicing)]
-//! (A benchmark harness, not the filter: panicking on a broken fixture is the right outcome.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 //! Micro-benchmarks of the hot pure functions, natively, so a regression shows without Envoy:
 //! `cargo bench` (or `make bench`, which also runs the Envoy benchmark).
+//! (A benchmark harness, not the filter: panicking on a broken fixture is the right outcome.)
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use llm_gateway::config::{parse, Config};
