@@ -241,7 +241,11 @@ def main():
             e.stop()
         results["memory"] = mem
         if os.environ.get("BENCH_LITELLM") == "1":
-            results["litellm"] = litellm_row(up_port)
+            try:
+                results["litellm"] = litellm_row(up_port)
+            except Exception as e:  # noqa: BLE001 - report what was measured, say what failed
+                results["litellm_error"] = f"{type(e).__name__}: {e}"
+                print(f"LiteLLM row failed: {results['litellm_error']}", flush=True)
     finally:
         upstream.stop()
     report(results)
@@ -305,6 +309,8 @@ def report(r):
     print(f"\n{'Envoy at --concurrency 2':40} {'RSS MB':>8} {'ready ms':>9} {'req/s':>9}")
     for label, m in r["memory"].items():
         print(f"{label:40} {m['rss_mb']:8.1f} {m['startup_ms']:9.0f} {m.get('rps', 0):9.0f}")
+    if "litellm_error" in r:
+        print(f"\nLiteLLM: not measured ({r['litellm_error']})")
     if "litellm" in r:
         x = r["litellm"]
         print(f"\nLiteLLM proxy (1 worker): {x['rps']:.0f} req/s, p50 {x['p50_ms']:.2f} ms, p99 {x['p99_ms']:.2f} ms, "
