@@ -7,7 +7,7 @@ PY        := $(VENV)/bin/python
 WASM      := target/wasm32-wasip1/release/llm_gateway.wasm
 TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 
-.PHONY: help build toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak bench
+.PHONY: cli help build toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak bench
 
 FUZZ_TARGETS := config sse request response keys
 # Seconds per fuzz target: short in `make test`, long in `make fuzz`.
@@ -52,7 +52,10 @@ unit:
 validate: build
 	scripts/validate-configs.sh
 
-integration: build venv
+cli:
+	cargo build --release --bin llm-gateway
+
+integration: build cli venv
 	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 # cargo-fuzz needs nightly (installed by rustup on demand) and is installed once from crates.io.
@@ -85,8 +88,18 @@ soak: build venv
 
 test: lint unit validate integration fuzz-smoke
 
+# `make run` starts the demo; `make run CONFIG=path/to/litellm-config.yaml` renders an Envoy
+# config for that LiteLLM config (`llm-gateway render`) and runs it on :4000.
 run: build venv
+ifdef CONFIG
+	@$(MAKE) -s cli
+	@mkdir -p .run
+	target/release/llm-gateway render $(CONFIG) -o .run/envoy.yaml
+	@echo "gateway on http://127.0.0.1:4000 (admin 127.0.0.1:9901); Ctrl-C stops it"
+	$$(scripts/envoy-path.sh) -c .run/envoy.yaml --concurrency 2 -l warning
+else
 	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) scripts/demo.py
+endif
 
 clean:
 	cargo clean

@@ -117,7 +117,7 @@ class Envoy:
         path.write_text(json.dumps(config))
         self.log = open(TMP / f"{name}-{concurrency}.log", "w")
         start = time.monotonic()
-        self.proc = subprocess.Popen([envoy_bin(), "-c", str(path), "--concurrency", str(concurrency), "-l", "error",
+        self.proc = subprocess.Popen([envoy_bin(), "-c", str(path), "--concurrency", str(concurrency), "-l", os.environ.get("BENCH_LOG_LEVEL", "error"),
                                       "--base-id", str(self.admin), "--disable-hot-restart"],
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_until(lambda: requests.get(f"http://127.0.0.1:{self.admin}/ready", timeout=1).ok, 30, name)

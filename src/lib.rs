@@ -17,6 +17,7 @@ pub mod key_table;
 pub mod keys;
 pub mod metrics;
 
+pub mod render;
 pub mod request;
 pub mod router;
 pub mod select;

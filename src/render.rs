@@ -1,0 +1,268 @@
+//! `llm-gateway render`: a LiteLLM config in, a complete Envoy bootstrap out — listener, the
+//! filter with the config embedded, one cluster per upstream, the `x-llm-cluster` route,
+//! admin on loopback, stats tags. Pure: the binary does the file and YAML work.
+
+use crate::config::{Config, Url};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    pub port: u16,
+    pub admin_port: u16,
+    pub wasm_path: String,
+    /// ECDS: the filter's config comes from this file and reloads when it changes.
+    pub reloadable: Option<String>,
+}
+
+/// Environment variables the config reads (`os.environ/NAME`), passed from Envoy's own.
+fn env_names(gateway_json: &Value) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => {
+                if let Some(name) = s.strip_prefix("os.environ/") {
+                    if !out.iter().any(|n| n == name) {
+                        out.push(name.to_string());
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Object(m) => m.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(gateway_json, &mut out);
+    out
+}
+
+fn cluster(name: &str, url: &Url) -> Value {
+    let is_ip = url.host.parse::<std::net::IpAddr>().is_ok()
+        || url
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok();
+    let host = url.host.trim_start_matches('[').trim_end_matches(']');
+    let mut c = json!({
+        "name": name,
+        "type": if is_ip { "STATIC" } else { "STRICT_DNS" },
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "5s",
+        // Translated answers are held whole: room for the filter's 16 MiB bound.
+        "per_connection_buffer_limit_bytes": 16_777_216,
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "socket_address": {"address": host, "port_value": url.port}}}}]}]},
+    });
+    if url.https {
+        if let Some(map) = c.as_object_mut() {
+            map.insert(
+                "transport_socket".into(),
+                json!({"name": "envoy.transport_sockets.tls", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": host,
+                    "common_tls_context": {"validation_context": {"trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"}}}
+                }}),
+            );
+        }
+    }
+    c
+}
+
+pub fn stats_tags() -> Value {
+    let prefix = r"^wasmcustom\.llm_gateway\.";
+    json!([
+        {"tag_name": "model_group", "regex": format!(r"{prefix}(group\.([^.]+)\.)")},
+        {"tag_name": "deployment", "regex": format!(r"{prefix}group\.[^.]+\.(deployment\.([^.]+)\.)")},
+        {"tag_name": "key_alias", "regex": format!(r"{prefix}group\.[^.]+\.deployment\.[^.]+\.(key\.([^.]+)\.)")},
+        {"tag_name": "status_class", "regex": format!(r"{prefix}group\.[^.]+\.deployment\.[^.]+\.key\.[^.]+\.(status\.([^.]+)\.)")},
+        {"tag_name": "error_type", "regex": format!(r"{prefix}group\.[^.]+\.(type\.([^.]+)\.)")},
+    ])
+}
+
+/// The wasm filter's plugin config: the gateway JSON embedded, the VM's environment.
+fn plugin_config(gateway_json: &Value, wasm_path: &str) -> Value {
+    let mut vm_config = json!({
+        "vm_id": "llm_gateway",
+        "runtime": "envoy.wasm.runtime.v8",
+        "code": {"local": {"filename": wasm_path}},
+    });
+    // LiteLLM's `environment_variables` become the VM's; other names come from Envoy's own.
+    let given = gateway_json
+        .get("environment_variables")
+        .and_then(Value::as_object);
+    let key_values: serde_json::Map<String, Value> = given
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| match v {
+                    Value::String(_) => Some((k.clone(), v.clone())),
+                    Value::Number(n) => Some((k.clone(), Value::String(n.to_string()))),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let from_host: Vec<String> = env_names(gateway_json)
+        .into_iter()
+        .filter(|n| !key_values.contains_key(n))
+        .collect();
+    if !from_host.is_empty() || !key_values.is_empty() {
+        let mut vars = serde_json::Map::new();
+        if !from_host.is_empty() {
+            vars.insert("host_env_keys".into(), json!(from_host));
+        }
+        if !key_values.is_empty() {
+            vars.insert("key_values".into(), Value::Object(key_values));
+        }
+        if let Some(map) = vm_config.as_object_mut() {
+            map.insert("environment_variables".into(), Value::Object(vars));
+        }
+    }
+    json!({
+        "name": "llm_gateway",
+        "root_id": "llm_gateway",
+        "allow_on_headers_stop_iteration": true,
+        "vm_config": vm_config,
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                          "value": serde_json::to_string(gateway_json).unwrap_or_default()},
+    })
+}
+
+/// The Envoy bootstrap for a validated config (`gateway_json` is what the filter will read).
+pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptions) -> Value {
+    let mut clusters: BTreeMap<String, Value> = BTreeMap::new();
+    for d in &config.deployments {
+        if let Ok(url) = Url::parse(&d.api_base) {
+            clusters
+                .entry(d.cluster.clone())
+                .or_insert_with(|| cluster(&d.cluster, &url));
+        }
+    }
+    let plugin = plugin_config(gateway_json, &opts.wasm_path);
+    let wasm_filter = match &opts.reloadable {
+        // The filter's config is an extension config discovered from a file: editing the file
+        // (atomically, by rename) reconfigures every worker without a restart.
+        Some(path) => json!({"name": "envoy.filters.http.wasm", "config_discovery": {
+            "config_source": {"path_config_source": {"path": path, "watched_directory": {
+                "path": std::path::Path::new(path).parent().map(|p| p.display().to_string()).unwrap_or_else(|| ".".into())}},
+                "resource_api_version": "V3"},
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]}}),
+        None => json!({"name": "envoy.filters.http.wasm", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": plugin}}),
+    };
+    let log_format = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %DURATION%ms \
+                      upstream=%UPSTREAM_HOST% group=%FILTER_STATE(wasm.llm_gateway.model_group:PLAIN)% \
+                      deployment=%FILTER_STATE(wasm.llm_gateway.deployment:PLAIN)% key=%FILTER_STATE(wasm.llm_gateway.key_alias:PLAIN)% \
+                      prompt_tokens=%FILTER_STATE(wasm.llm_gateway.prompt_tokens:PLAIN)% \
+                      completion_tokens=%FILTER_STATE(wasm.llm_gateway.completion_tokens:PLAIN)% cost=%FILTER_STATE(wasm.llm_gateway.cost:PLAIN)%\n";
+    json!({
+        "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": opts.admin_port}}},
+        "stats_config": {"stats_tags": stats_tags()},
+        "static_resources": {
+            "listeners": [{
+                "name": "llm_gateway",
+                "address": {"socket_address": {"address": "0.0.0.0", "port_value": opts.port}},
+                "per_connection_buffer_limit_bytes": config.max_request_body_bytes.saturating_mul(2).max(1 << 20),
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "llm_gateway",
+                        "stream_idle_timeout": "600s",
+                        "access_log": [{"name": "envoy.access_loggers.stdout", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                            "log_format": {"text_format_source": {"inline_string": log_format}}}}],
+                        "route_config": {"name": "llm_routes", "virtual_hosts": [{
+                            "name": "llm", "domains": ["*"], "routes": [
+                                {"match": {"prefix": "/", "headers": [{"name": "x-llm-cluster", "present_match": true}]},
+                                 "route": {"cluster_header": "x-llm-cluster", "timeout": "0s"},
+                                 "request_headers_to_remove": ["x-llm-cluster"]},
+                                {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string":
+                                    r#"{"error":{"message":"no such endpoint","type":"invalid_request_error","param":null,"code":"not_found"}}"#}},
+                                 "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]}]}]},
+                        "http_filters": [wasm_filter, {"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                    }}]}],
+            }],
+            "clusters": clusters.into_values().collect::<Vec<_>>(),
+        },
+    })
+}
+
+/// The ECDS resource file for `--reloadable`: the filter's config as a discovery response.
+pub fn ecds_resource(gateway_json: &Value, wasm_path: &str) -> Value {
+    json!({
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": "envoy.filters.http.wasm",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                             "config": plugin_config(gateway_json, wasm_path)}
+        }]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    #[test]
+    fn one_cluster_per_upstream_with_tls_for_https() {
+        let gateway = json!({"model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/x", "api_base": "http://10.0.0.1:8000/v1"}},
+            {"model_name": "a", "litellm_params": {"model": "openai/y", "api_base": "http://10.0.0.1:8000"}},
+            {"model_name": "b", "litellm_params": {"model": "openai/z", "api_base": "https://api.example.com/v1",
+                                                   "api_key": "os.environ/UPSTREAM_KEY"}}]});
+        let (config, _) = parse(gateway.to_string().as_bytes(), &|_| Some("k".into()), 0).unwrap();
+        let opts = RenderOptions {
+            port: 4000,
+            admin_port: 9901,
+            wasm_path: "/x.wasm".into(),
+            reloadable: None,
+        };
+        let out = envoy_bootstrap(&gateway, &config, &opts);
+        let clusters = out["static_resources"]["clusters"].as_array().unwrap();
+        assert_eq!(clusters.len(), 2);
+        let tls = clusters
+            .iter()
+            .find(|c| c["name"] == "api.example.com:443")
+            .unwrap();
+        assert_eq!(tls["type"], "STRICT_DNS");
+        assert_eq!(
+            tls["transport_socket"]["typed_config"]["sni"],
+            "api.example.com"
+        );
+        let plain = clusters
+            .iter()
+            .find(|c| c["name"] == "10.0.0.1:8000")
+            .unwrap();
+        assert_eq!(plain["type"], "STATIC");
+        assert!(plain.get("transport_socket").is_none());
+        let hcm = &out["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        let plugin = &hcm["http_filters"][0]["typed_config"]["config"];
+        assert_eq!(plugin["allow_on_headers_stop_iteration"], true);
+        assert_eq!(
+            plugin["vm_config"]["environment_variables"]["host_env_keys"],
+            json!(["UPSTREAM_KEY"])
+        );
+        let ecds = ecds_resource(&gateway, "/x.wasm");
+        assert_eq!(
+            ecds["resources"][0]["typed_config"]["config"], *plugin,
+            "one plugin config for both forms"
+        );
+        let embedded: Value =
+            serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(embedded, gateway);
+        assert_eq!(
+            hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["timeout"],
+            "0s"
+        );
+        assert_eq!(
+            out["admin"]["address"]["socket_address"]["address"],
+            "127.0.0.1"
+        );
+    }
+}
