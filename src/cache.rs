@@ -10,7 +10,6 @@
 use crate::host::Host;
 use sha2::{Digest, Sha256};
 
-const MAX_CAS_ATTEMPTS: usize = 16;
 const HEADER_BYTES: usize = 32 + 8;
 const BYTES_KEY: &str = "llm_gateway.cache.bytes";
 
@@ -118,24 +117,21 @@ pub fn get(host: &dyn Host, settings: &CacheSettings, plan: &Plan) -> Option<Vec
 
 /// Change the shared byte count by `delta` if the result stays within `max`.
 fn add_bytes(host: &mut dyn Host, delta: i64, max: u64) -> bool {
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        let Some((bytes, cas)) = host.shared_get(BYTES_KEY) else {
-            return false;
-        };
+    let mut apply = |bytes: Option<&[u8]>| -> Result<Vec<u8>, ()> {
+        // The counter is pre-created; a missing one means the cache is not set up.
         let current = bytes
+            .ok_or(())?
             .get(..8)
             .and_then(|b| b.try_into().ok())
             .map(u64::from_le_bytes)
             .unwrap_or(0);
         let next = current.saturating_add_signed(delta);
         if delta > 0 && next > max {
-            return false;
+            return Err(());
         }
-        if host.shared_set(BYTES_KEY, &next.to_le_bytes(), Some(cas)) {
-            return true;
-        }
-    }
-    false
+        Ok(next.to_le_bytes().to_vec())
+    };
+    crate::host::update_shared(host, BYTES_KEY, &mut apply).is_ok()
 }
 
 /// Store an answer; false when it is too large or the cache is full.

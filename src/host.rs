@@ -20,6 +20,26 @@ pub trait Host {
     }
 }
 
+/// How often a worker retries a compare-and-swap another worker won before giving up.
+pub const MAX_CAS_ATTEMPTS: usize = 32;
+
+/// Read-modify-write of one shared value, atomically across workers: `f` gets the current
+/// bytes (`None` when the key does not exist) and returns the new ones or refuses; a write
+/// another worker beat is retried, a bounded number of times. `Err(None)`: it kept losing.
+pub fn update_shared<E, F>(host: &mut dyn Host, key: &str, mut f: F) -> Result<Vec<u8>, Option<E>>
+where
+    F: FnMut(Option<&[u8]>) -> Result<Vec<u8>, E>,
+{
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let current = host.shared_get(key);
+        let next = f(current.as_ref().map(|(b, _)| b.as_slice())).map_err(Some)?;
+        if host.shared_set(key, &next, current.map(|(_, cas)| cas)) {
+            return Ok(next);
+        }
+    }
+    Err(None)
+}
+
 /// SplitMix64: tiny, fast, statistically fine for load spreading (not for secrets).
 #[derive(Debug, Clone)]
 pub struct SplitMix64(u64);

@@ -10,7 +10,7 @@ use crate::state::{minute_of, DeploymentState, STATE_BYTES};
 use sha2::{Digest, Sha256};
 
 pub const BUCKETS: u64 = 64;
-const MAX_CAS_ATTEMPTS: usize = 32;
+
 const ENTRY_BYTES: usize = 8 + STATE_BYTES + 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -80,29 +80,25 @@ pub fn update<E>(
     f: &dyn Fn(KeyCounters) -> Result<KeyCounters, E>,
 ) -> Result<KeyCounters, Option<E>> {
     let hash = id_hash(id);
-    let key = bucket_key(hash);
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        let now_minute = minute_of(host.now_unix_ms());
-        let (bytes, cas) = match host.shared_get(&key) {
-            Some((b, v)) => (b, Some(v)),
-            None => (Vec::new(), None),
-        };
-        let mut entries = decode(&bytes);
+    let now_minute = minute_of(host.now_unix_ms());
+    let mut written = KeyCounters::default();
+    let mut apply = |bytes: Option<&[u8]>| -> Result<Vec<u8>, E> {
+        let mut entries = decode(bytes.unwrap_or_default());
         let current = entries
             .iter()
             .find(|(h, _)| *h == hash)
             .map(|(_, c)| *c)
             .unwrap_or_default();
-        let next = f(current).map_err(Some)?;
+        let next = f(current)?;
         entries.retain(|(h, c)| {
             *h != hash && (c.state.minute >= now_minute || c.spend > 0.0 || c.state.in_flight > 0)
         });
         entries.push((hash, next));
-        if host.shared_set(&key, &encode(&entries), cas) {
-            return Ok(next);
-        }
-    }
-    Err(None)
+        written = next;
+        Ok(encode(&entries))
+    };
+    crate::host::update_shared(host, &bucket_key(hash), &mut apply)?;
+    Ok(written)
 }
 
 #[cfg(test)]

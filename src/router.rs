@@ -11,9 +11,6 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::host::Host;
 use crate::state::{minute_of, DeploymentState, Outcome, Unusable};
 
-/// How often a worker retries a compare-and-swap another worker won before giving up.
-const MAX_CAS_ATTEMPTS: usize = 32;
-
 /// A request counted against a deployment, to be settled when it finishes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
@@ -45,20 +42,17 @@ fn update(
     key: &str,
     f: &dyn Fn(DeploymentState) -> Result<DeploymentState, Unusable>,
 ) -> Result<DeploymentState, Unusable> {
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        let (bytes, cas) = match host.shared_get(key) {
-            Some((b, v)) => (b, Some(v)),
-            None => (Vec::new(), None),
-        };
-        let next = f(DeploymentState::decode(&bytes))?;
-        if host.shared_set(key, &next.encode(), cas) {
-            return Ok(next);
-        }
+    let mut apply = |bytes: Option<&[u8]>| {
+        f(DeploymentState::decode(bytes.unwrap_or_default())).map(|s| s.encode().to_vec())
+    };
+    match crate::host::update_shared(host, key, &mut apply) {
+        Ok(bytes) => Ok(DeploymentState::decode(&bytes)),
+        Err(Some(refusal)) => Err(refusal),
+        // Never send a request we could not count: better a retry than an rpm overshoot.
+        Err(None) => Err(Unusable::RateLimited {
+            retry_after_secs: 1,
+        }),
     }
-    // Never send a request we could not count: better a retry than an rpm overshoot.
-    Err(Unusable::RateLimited {
-        retry_after_secs: 1,
-    })
 }
 
 /// Create every deployment's record once, so later writes can always compare-and-swap.
