@@ -7,7 +7,7 @@ PY        := $(VENV)/bin/python
 WASM      := target/wasm32-wasip1/release/llm_gateway.wasm
 TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 
-.PHONY: cli help build toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak bench
+.PHONY: oci cli help build toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak bench
 
 FUZZ_TARGETS := config sse request response keys
 # Seconds per fuzz target: short in `make test`, long in `make fuzz`.
@@ -54,6 +54,10 @@ validate: build
 
 cli:
 	cargo build --release --bin llm-gateway
+
+# The .wasm as an OCI image layout (target/oci) for Istio's WasmPlugin and Envoy Gateway.
+oci: build
+	python3 scripts/oci.py
 
 integration: build cli venv
 	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) -m pytest -q -p no:cacheprovider tests/integration

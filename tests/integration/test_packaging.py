@@ -59,3 +59,60 @@ def test_compose_demo_structure():
     r = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yaml"), "config", "-q"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
+
+
+def check_with_cli(tmp_path, gateway_config):
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps(gateway_config))
+    env = {"PATH": "/usr/bin:/bin", "VLLM_API_KEY": "x"}
+    r = subprocess.run([ROOT / "target" / "release" / "llm-gateway", "check", path], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+
+
+def test_istio_example(tmp_path):
+    docs = list(yaml.safe_load_all((ROOT / "examples" / "kubernetes" / "istio" / "llm-gateway.yaml").read_text()))
+    plugin = next(d for d in docs if d["kind"] == "WasmPlugin")
+    assert plugin["spec"]["url"].startswith("oci://") and plugin["spec"]["pluginName"] == "llm_gateway"
+    check_with_cli(tmp_path, plugin["spec"]["pluginConfig"])
+    filters = [d for d in docs if d["kind"] == "EnvoyFilter"]
+    merged = [p["patch"]["value"] for f in filters for p in f["spec"]["configPatches"] if p["applyTo"] == "EXTENSION_CONFIG"]
+    assert merged[0]["typed_config"]["config"]["allow_on_headers_stop_iteration"] is True
+    assert merged[0]["name"] == f"{plugin['metadata']['namespace']}.{plugin['metadata']['name']}"
+    routes = [r for f in filters for p in f["spec"]["configPatches"] if p["applyTo"] == "VIRTUAL_HOST"
+              for r in p["patch"]["value"]["routes"]]
+    assert routes[0]["route"]["cluster_header"] == "x-llm-cluster" and routes[0]["route"]["timeout"] == "0s"
+    clusters = [d["litellm_params"]["cluster"] for d in plugin["spec"]["pluginConfig"]["model_list"]]
+    assert all(c.startswith("outbound|") for c in clusters)
+
+
+def test_envoy_gateway_example(tmp_path):
+    docs = list(yaml.safe_load_all((ROOT / "examples" / "kubernetes" / "envoy-gateway" / "llm-gateway.yaml").read_text()))
+    policy = next(d for d in docs if d["kind"] == "EnvoyExtensionPolicy")
+    wasm = policy["spec"]["wasm"][0]
+    assert wasm["rootID"] == "llm_gateway" and wasm["code"]["type"] == "Image"
+    check_with_cli(tmp_path, wasm["config"])
+    patches = next(d for d in docs if d["kind"] == "EnvoyPatchPolicy")["spec"]["jsonPatches"]
+    assert any(p["operation"]["path"].endswith("allow_on_headers_stop_iteration") and p["operation"]["value"] is True
+               for p in patches)
+    route = next(p["operation"]["value"] for p in patches if "route" in p["type"].lower())
+    assert route["route"]["cluster_header"] == "x-llm-cluster"
+    http_route = next(d for d in docs if d["kind"] == "HTTPRoute")
+    rules = len(http_route["spec"]["rules"])
+    for d in wasm["config"]["model_list"]:
+        index = int(d["litellm_params"]["cluster"].rsplit("/", 1)[1])
+        assert index < rules, "each deployment names a cluster Envoy Gateway builds for the route"
+
+
+def test_oci_layout(tmp_path):
+    r = subprocess.run(["python3", ROOT / "scripts" / "oci.py", "9.9.9"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import hashlib
+    out = ROOT / "target" / "oci"
+    index = json.loads((out / "index.json").read_text())
+    entry = index["manifests"][0]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "9.9.9"
+    manifest_bytes = (out / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_bytes()
+    assert "sha256:" + hashlib.sha256(manifest_bytes).hexdigest() == entry["digest"]
+    layer = json.loads(manifest_bytes)["layers"][0]
+    wasm = (out / "blobs" / "sha256" / layer["digest"].split(":")[1]).read_bytes()
+    assert wasm.startswith(b"\0asm") and layer["mediaType"] == "application/vnd.module.wasm.content.layer.v1+wasm"
