@@ -3,10 +3,10 @@
 //! the worker's VM. `cargo test` also runs each on a fixed set of pseudo-random inputs.
 
 use crate::config::{parse, Config};
-use crate::gateway::{self, BodyAction, HeadAction, Pending, RequestHead};
+use crate::gateway::{self, BodyAction, HeadAction, RequestHead};
 use crate::host::FakeHost;
 use crate::keys::Principal;
-use crate::request::{Endpoint, Inference, InferenceBody};
+use crate::request::{Inference, InferenceBody};
 use crate::sse::SseParser;
 use crate::translate::{BodyMode, ResponseContext};
 use std::sync::OnceLock;
@@ -220,10 +220,6 @@ pub fn keys(data: &[u8]) {
     }
     let _ = crate::keys::parse_rfc3339(&text);
     let _ = crate::keys::parse_duration(&text);
-    let _ = Pending {
-        endpoint: Endpoint::NotFound,
-        principal: Principal::Open,
-    };
 }
 
 #[cfg(test)]

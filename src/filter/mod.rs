@@ -263,8 +263,8 @@ struct Routed {
     first_body_ms: Option<u64>,
     /// The deployment whose in-flight gauge this request raised.
     in_flight: Option<metrics::Labels>,
-    /// Final status and labels, once the answering attempt is known.
-    answered: Option<(u16, usize)>,
+    /// A failover attempt answered the client (its stats are already recorded).
+    failover_answered: bool,
     /// Where to cache a successful answer, and the answer so far (`None` once too large).
     cache: Option<(crate::cache::Plan, Option<Vec<u8>>)>,
 }
@@ -433,7 +433,7 @@ impl Http {
             key_label: std::mem::take(&mut forward.key_label),
             first_body_ms: None,
             in_flight: Some(in_flight),
-            answered: None,
+            failover_answered: false,
             cache: forward.cache.take().map(|p| (p, Some(Vec::new()))),
         }));
         Action::Continue
@@ -658,7 +658,7 @@ impl Context for Http {
             first_body_ms: Some(*routed.first_body_ms.get_or_insert(now)),
             now_ms: now,
         };
-        routed.answered = Some((status, attempt.deployment));
+        routed.failover_answered = true;
         expose_route(&config, attempt.deployment, &routed.key_label);
         expose_usage(&config, &attempt);
         Self::record_answer(
@@ -927,9 +927,8 @@ impl HttpContext for Http {
                 .ok()
                 .flatten()
                 .is_some_and(|d| gateway::is_reset_after_headers(&d));
-            if broke_off && routed.failover.is_none() {
+            if broke_off && !routed.failover_answered {
                 routed.current.status = Some(502);
-                routed.answered = None;
             }
             Self::settle(&config, &mut self.host, &mut routed.current);
             if let Some((_, attempt)) = routed.failover.as_mut() {
@@ -941,7 +940,7 @@ impl HttpContext for Http {
                 &mut routed.key_charge,
                 &routed.current,
             );
-            if routed.answered.is_none() {
+            if !routed.failover_answered {
                 // The upstream's own answer went to the client (no failover answered).
                 let status = routed.current.status.unwrap_or(0);
                 let timing = Timing {
