@@ -171,7 +171,7 @@ pub fn parse(
         })?
     };
     de.end().map_err(|e| err("", e.to_string()))?;
-    let mut warnings = not_yet_enforced(&wire);
+    let mut warnings = caveats(&wire);
     let config = validate(wire, env, now_unix)?;
     warnings.extend(ignored);
     Ok((config, warnings))
@@ -197,9 +197,9 @@ fn json_path(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
-/// Keys LiteLLM users set that this version accepts but does not act on yet: said once each
-/// at configure time, so nobody believes a feature is in force when it is not.
-fn not_yet_enforced(wire: &WireConfig) -> Vec<String> {
+/// LiteLLM settings accepted but honoured differently here: said once each at configure
+/// time, so nobody believes a feature works as in LiteLLM when it does not.
+fn caveats(wire: &WireConfig) -> Vec<String> {
     let mut out = Vec::new();
     let kind = wire
         .litellm_settings
