@@ -344,7 +344,10 @@ fn route(
         };
         match router::pick(config, host, group, estimated_tokens, &[]) {
             Ok(reservation) => {
-                let replay = Replay {
+                // The body is kept only when there is somewhere else to send it.
+                let elsewhere =
+                    position + 1 < groups.len() || (retries > 0 && group.deployments.len() > 1);
+                let replay = elsewhere.then(|| Replay {
                     kind: request.kind,
                     body: body.to_vec(),
                     groups: groups.clone(),
@@ -352,8 +355,8 @@ fn route(
                     tried: vec![reservation.deployment],
                     retries_left: retries,
                     estimated_tokens,
-                };
-                return attempt(config, host, request, reservation, Some(replay));
+                });
+                return attempt(config, host, request, reservation, replay);
             }
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -992,6 +995,31 @@ mod tests {
         // The unhealthy ones are cooled down: only `t` can be picked now.
         assert!(crate::router::pick(&c, &mut host, &c.groups[1], 0, &[]).is_err());
         assert!(crate::router::pick(&c, &mut host, &c.groups[0], 0, &[]).is_ok());
+    }
+
+    #[test]
+    fn the_body_is_kept_for_failover_only_when_there_is_somewhere_to_go() {
+        let c = config();
+        let mut host = FakeHost::new(1);
+        let chat = br#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#;
+        let f = forwarded(on_request_body(
+            &c,
+            &mut host,
+            &master(Endpoint::Inference(Inference::Chat)),
+            chat,
+        ));
+        assert!(f.replay.is_some(), "two deployments in the group");
+        let emb = br#"{"model":"emb","input":"x"}"#;
+        let f = forwarded(on_request_body(
+            &c,
+            &mut host,
+            &master(Endpoint::Inference(Inference::Embeddings)),
+            emb,
+        ));
+        assert!(
+            f.replay.is_none(),
+            "one deployment, no fallbacks: nothing to replay"
+        );
     }
 
     #[test]
