@@ -63,6 +63,42 @@ const CACHE_SWEEP_SLOTS: u64 = 256;
 #[derive(Default)]
 struct Metrics {
     ids: RefCell<HashMap<String, u32>>,
+    /// Per deployment of the configuration these metrics belong to (a new configuration gets
+    /// new `Metrics`): ids interned so a request formats no stat name and hashes no long one.
+    routes: RefCell<Vec<RouteStats>>,
+}
+
+#[derive(Default)]
+struct RouteStats {
+    duration: Option<u32>,
+    ttft: Option<u32>,
+    in_flight: Option<u32>,
+    by_key: HashMap<String, KeyStats>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct KeyStats {
+    requests: [Option<u32>; 5],
+    prompt_tokens: Option<u32>,
+    completion_tokens: Option<u32>,
+}
+
+#[derive(Clone, Copy)]
+enum RouteStat {
+    Duration,
+    TimeToFirstToken,
+    InFlight,
+}
+
+#[derive(Clone, Copy)]
+enum KeyStat {
+    Requests(u16),
+    PromptTokens,
+    CompletionTokens,
+}
+
+fn status_class_index(status: u16) -> usize {
+    usize::from((status / 100).clamp(1, 5) - 1)
 }
 
 impl Metrics {
@@ -75,24 +111,70 @@ impl Metrics {
         Some(id)
     }
 
+    /// A deployment's stat, defined on first use.
+    fn route_id(&self, config: &Config, deployment: usize, stat: RouteStat) -> Option<u32> {
+        let mut routes = self.routes.borrow_mut();
+        if routes.len() <= deployment {
+            routes.resize_with(deployment + 1, RouteStats::default);
+        }
+        let route = routes.get_mut(deployment)?;
+        let slot = match stat {
+            RouteStat::Duration => &mut route.duration,
+            RouteStat::TimeToFirstToken => &mut route.ttft,
+            RouteStat::InFlight => &mut route.in_flight,
+        };
+        if slot.is_none() {
+            let l = labels(config, deployment, "");
+            let (kind, name) = match stat {
+                RouteStat::Duration => (MetricType::Histogram, l.duration()),
+                RouteStat::TimeToFirstToken => (MetricType::Histogram, l.time_to_first_token()),
+                RouteStat::InFlight => (MetricType::Gauge, l.in_flight()),
+            };
+            *slot = hostcalls::define_metric(kind, &name).ok();
+        }
+        *slot
+    }
+
+    /// A (deployment, key) stat, defined on first use.
+    fn key_id(&self, config: &Config, deployment: usize, key: &str, stat: KeyStat) -> Option<u32> {
+        let mut routes = self.routes.borrow_mut();
+        if routes.len() <= deployment {
+            routes.resize_with(deployment + 1, RouteStats::default);
+        }
+        let route = routes.get_mut(deployment)?;
+        if !route.by_key.contains_key(key) {
+            route.by_key.insert(key.to_string(), KeyStats::default());
+        }
+        let stats = route.by_key.get_mut(key)?;
+        let slot = match stat {
+            KeyStat::Requests(status) => stats.requests.get_mut(status_class_index(status))?,
+            KeyStat::PromptTokens => &mut stats.prompt_tokens,
+            KeyStat::CompletionTokens => &mut stats.completion_tokens,
+        };
+        if slot.is_none() {
+            let l = labels(config, deployment, key);
+            let name = match stat {
+                KeyStat::Requests(status) => l.requests(status),
+                KeyStat::PromptTokens => l.prompt_tokens(),
+                KeyStat::CompletionTokens => l.completion_tokens(),
+            };
+            *slot = hostcalls::define_metric(MetricType::Counter, &name).ok();
+        }
+        *slot
+    }
+
     fn count(&self, name: &str, by: u64) {
         if by > 0 {
             if let Some(id) = self.id(MetricType::Counter, name) {
-                let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+                add(id, by);
             }
         }
     }
+}
 
-    fn gauge(&self, name: &str, by: i64) {
-        if let Some(id) = self.id(MetricType::Gauge, name) {
-            let _ = hostcalls::increment_metric(id, by);
-        }
-    }
-
-    fn record(&self, name: &str, value: u64) {
-        if let Some(id) = self.id(MetricType::Histogram, name) {
-            let _ = hostcalls::record_metric(id, value);
-        }
+fn add(id: u32, by: u64) {
+    if by > 0 {
+        let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
     }
 }
 
@@ -141,6 +223,8 @@ impl RootContext for Root {
                 }
                 *self.seeds.borrow_mut() = Some(seeds);
                 self.config = Some(Rc::new(config));
+                // Interned stat ids are per deployment index of one configuration.
+                self.metrics = Rc::new(Metrics::default());
                 true
             }
             Err(e) => {
@@ -165,6 +249,7 @@ impl RootContext for Root {
             state: State::Head,
             metrics: self.metrics.clone(),
             started_ms: 0,
+            client: ClientHeaders::default(),
         }))
     }
 
@@ -261,12 +346,15 @@ struct Routed {
     key_label: String,
     /// When the first response body byte passed (time to first token).
     first_body_ms: Option<u64>,
-    /// The deployment whose in-flight gauge this request raised.
-    in_flight: Option<metrics::Labels>,
+    /// The in-flight gauge (of its deployment) this request raised.
+    in_flight: Option<u32>,
     /// A failover attempt answered the client (its stats are already recorded).
     failover_answered: bool,
     /// Where to cache a successful answer, and the answer so far (`None` once too large).
     cache: Option<(crate::cache::Plan, Option<Vec<u8>>)>,
+    /// The response reached its end of stream through this filter; only a response that did
+    /// not can have been broken off by the upstream.
+    response_complete: bool,
 }
 
 struct Http {
@@ -275,6 +363,17 @@ struct Http {
     state: State,
     metrics: Rc<Metrics>,
     started_ms: u64,
+    client: ClientHeaders,
+}
+
+/// What the client's request headers held that later steps would otherwise have to ask Envoy
+/// about: every removal or overwrite of a header is a host call, so only what is there goes.
+#[derive(Default, Clone, Copy)]
+struct ClientHeaders {
+    /// Which of `gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE` were sent (bit per entry).
+    to_remove: u8,
+    /// `content-type` was exactly `application/json`, which every translated body also is.
+    json: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -393,7 +492,10 @@ impl Http {
         };
         set_request_header(":path", Some(&forward.path));
         set_request_header(":authority", Some(&deployment.authority));
-        set_request_header("authorization", deployment.authorization.as_deref());
+        // The client's own key headers were removed with its request headers.
+        if let Some(authorization) = &deployment.authorization {
+            set_request_header("authorization", Some(authorization));
+        }
         set_request_header(
             "x-envoy-upstream-rq-timeout-ms",
             Some(&forward.timeout_ms.to_string()),
@@ -407,12 +509,19 @@ impl Http {
                 Some(&forward.envoy_retries.to_string()),
             );
         }
-        for name in gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE {
-            set_request_header(name, None);
+        for (i, name) in gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE
+            .iter()
+            .enumerate()
+        {
+            if self.client.to_remove & (1 << i) != 0 {
+                set_request_header(name, None);
+            }
         }
         if let Some(body) = &forward.body {
             set_request_header("content-length", Some(&body.len().to_string()));
-            set_request_header("content-type", Some("application/json"));
+            if !self.client.json {
+                set_request_header("content-type", Some("application/json"));
+            }
             let replaced = body_size.unwrap_or(0);
             if hostcalls::set_buffer(BufferType::HttpRequestBody, 0, replaced, body).is_err() {
                 log(LogLevel::Error, "could not replace the request body");
@@ -420,8 +529,12 @@ impl Http {
         }
         set_request_header("x-llm-cluster", Some(&deployment.cluster));
         let current = attempt_of(&mut forward);
-        let in_flight = labels(config, forward.deployment, &forward.key_label);
-        self.metrics.gauge(&in_flight.in_flight(), 1);
+        let in_flight = self
+            .metrics
+            .route_id(config, forward.deployment, RouteStat::InFlight);
+        if let Some(id) = in_flight {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
         expose_route(config, forward.deployment, &forward.key_label);
         self.state = State::Routed(Box::new(Routed {
             current,
@@ -432,9 +545,10 @@ impl Http {
             key_charge: forward.key_charge.take(),
             key_label: std::mem::take(&mut forward.key_label),
             first_body_ms: None,
-            in_flight: Some(in_flight),
+            in_flight,
             failover_answered: false,
             cache: forward.cache.take().map(|p| (p, Some(Vec::new()))),
+            response_complete: false,
         }));
         Action::Continue
     }
@@ -449,17 +563,33 @@ impl Http {
         status: u16,
         t: Timing,
     ) {
-        let l = labels(config, attempt.deployment, key_label);
-        metrics.count(&l.requests(status), 1);
-        if let Some(u) = attempt.response.usage() {
-            metrics.count(&l.prompt_tokens(), u.prompt_tokens);
-            metrics.count(&l.completion_tokens(), u.completion_tokens);
+        let d = attempt.deployment;
+        let key = if key_label.is_empty() {
+            "none"
+        } else {
+            key_label
+        };
+        if let Some(id) = metrics.key_id(config, d, key, KeyStat::Requests(status)) {
+            add(id, 1);
         }
-        metrics.record(&l.duration(), t.now_ms.saturating_sub(t.started_ms));
+        if let Some(u) = attempt.response.usage() {
+            if let Some(id) = metrics.key_id(config, d, key, KeyStat::PromptTokens) {
+                add(id, u.prompt_tokens);
+            }
+            if let Some(id) = metrics.key_id(config, d, key, KeyStat::CompletionTokens) {
+                add(id, u.completion_tokens);
+            }
+        }
+        if let Some(id) = metrics.route_id(config, d, RouteStat::Duration) {
+            let _ = hostcalls::record_metric(id, t.now_ms.saturating_sub(t.started_ms));
+        }
         if let Some(first) = t.first_body_ms {
-            metrics.record(&l.time_to_first_token(), first.saturating_sub(t.started_ms));
+            if let Some(id) = metrics.route_id(config, d, RouteStat::TimeToFirstToken) {
+                let _ = hostcalls::record_metric(id, first.saturating_sub(t.started_ms));
+            }
         }
         if status >= 400 || status == 0 {
+            let l = labels(config, d, key_label);
             metrics.count(
                 &metrics::errors(&l.group, crate::error::upstream_error_type(status)),
                 1,
@@ -719,14 +849,23 @@ impl HttpContext for Http {
         let content_length = header(&headers, "content-length").and_then(|v| v.trim().parse().ok());
         // Nothing a client sends may choose the cluster, set Envoy's knobs, or carry the
         // client's key upstream.
-        for (name, _) in &headers {
-            if name.starts_with("x-envoy-") || name == "x-llm-cluster" {
+        let mut client = ClientHeaders::default();
+        for (name, value) in &headers {
+            if name.starts_with("x-envoy-")
+                || name == "x-llm-cluster"
+                || crate::auth::CLIENT_AUTH_HEADERS.contains(&name.as_str())
+            {
                 set_request_header(name, None);
+            } else if name == "content-type" {
+                client.json = value.as_slice() == b"application/json";
+            } else if let Some(i) = gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE
+                .iter()
+                .position(|h| h == name)
+            {
+                client.to_remove |= 1 << i;
             }
         }
-        for name in crate::auth::CLIENT_AUTH_HEADERS {
-            set_request_header(name, None);
-        }
+        self.client = client;
         let head = RequestHead {
             method: &method,
             path: &path,
@@ -784,6 +923,7 @@ impl HttpContext for Http {
             .unwrap_or(502);
         routed.current.status = Some(status);
         routed.current.first_byte_ms = Some(now_unix_ms());
+        routed.response_complete = end_of_stream;
         if gateway::is_deployment_failure(status) && routed.replay.is_some() {
             Self::settle(&config, &mut self.host, &mut routed.current);
             if Self::start_failover(&config, &mut self.host, routed) {
@@ -903,6 +1043,7 @@ impl HttpContext for Http {
             }
         };
         if end_of_stream {
+            routed.response_complete = true;
             if let Some(config) = &self.config {
                 expose_usage(config, &routed.current);
                 if let (Some(settings), Some((plan, Some(answer)))) =
@@ -923,10 +1064,11 @@ impl HttpContext for Http {
         if let State::Routed(routed) = &mut self.state {
             // An upstream that breaks off after its headers leaves a 2xx status behind; Envoy's
             // response details tell, and it counts as the deployment's failure.
-            let broke_off = hostcalls::get_property(vec!["response", "code_details"])
-                .ok()
-                .flatten()
-                .is_some_and(|d| gateway::is_reset_after_headers(&d));
+            let broke_off = !routed.response_complete
+                && hostcalls::get_property(vec!["response", "code_details"])
+                    .ok()
+                    .flatten()
+                    .is_some_and(|d| gateway::is_reset_after_headers(&d));
             if broke_off && !routed.failover_answered {
                 routed.current.status = Some(502);
             }
@@ -957,8 +1099,8 @@ impl HttpContext for Http {
                     timing,
                 );
             }
-            if let Some(l) = routed.in_flight.take() {
-                self.metrics.gauge(&l.in_flight(), -1);
+            if let Some(id) = routed.in_flight.take() {
+                let _ = hostcalls::increment_metric(id, -1);
             }
         }
     }
