@@ -347,6 +347,18 @@ pub fn completion_body(
 }
 
 /// Streaming chunks, as `data: …\n\n` events.
+/// A JSON string (quoted and escaped) appended to `out`.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    write_json(out, s);
+}
+
+/// A value serde writes without failing (strings, numbers, plain structs) appended to `out`.
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
 pub struct ChunkWriter<'a> {
     pub ctx: &'a ResponseContext,
     pub kind: Inference,
@@ -360,68 +372,79 @@ impl ChunkWriter<'_> {
         }
     }
 
-    fn event(&self, out: &mut Vec<u8>, choices: Value, usage: Option<Usage>) {
-        let mut chunk = serde_json::json!({
-            "id": self.ctx.id,
-            "object": self.object(),
-            "created": self.ctx.created,
-            "model": self.ctx.requested_model,
-            "choices": choices,
-        });
-        if self.ctx.include_usage {
-            if let Some(map) = chunk.as_object_mut() {
-                map.insert(
-                    "usage".into(),
-                    serde_json::to_value(usage).unwrap_or(Value::Null),
-                );
+    /// One chunk, written straight into `out`: the envelope is the same for every chunk of a
+    /// stream and `choices` is fixed JSON around the one string that varies, so no JSON tree is
+    /// built per event.
+    fn event(&self, out: &mut Vec<u8>, choices: &[&[u8]], text: &[&str], usage: Option<Usage>) {
+        out.extend_from_slice(b"data: {\"id\":");
+        write_json_str(out, &self.ctx.id);
+        out.extend_from_slice(b",\"object\":\"");
+        out.extend_from_slice(self.object().as_bytes());
+        out.extend_from_slice(b"\",\"created\":");
+        write_json(out, &self.ctx.created);
+        out.extend_from_slice(b",\"model\":");
+        write_json_str(out, &self.ctx.requested_model);
+        out.extend_from_slice(b",\"choices\":");
+        for (i, part) in choices.iter().enumerate() {
+            out.extend_from_slice(part);
+            if let Some(t) = text.get(i) {
+                write_json_str(out, t);
             }
         }
-        out.extend_from_slice(b"data: ");
-        if serde_json::to_writer(&mut *out, &chunk).is_err() {
-            out.extend_from_slice(b"{}");
+        if self.ctx.include_usage {
+            out.extend_from_slice(b",\"usage\":");
+            match usage {
+                Some(u) => write_json(out, &u),
+                None => out.extend_from_slice(b"null"),
+            }
         }
-        out.extend_from_slice(b"\n\n");
+        out.extend_from_slice(b"}\n\n");
     }
 
     /// The opening chunk: the assistant role with empty content (chat only).
     pub fn role(&self, out: &mut Vec<u8>) {
         if self.kind == Inference::Chat {
-            let choices = serde_json::json!([{
-                "index": 0, "delta": {"role": "assistant", "content": ""},
-                "logprobs": null, "finish_reason": null,
-            }]);
-            self.event(out, choices, None);
+            self.event(
+                out,
+                &[br#"[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]"#],
+                &[],
+                None,
+            );
         }
     }
 
     pub fn delta(&self, out: &mut Vec<u8>, text: &str) {
-        let choices = match self.kind {
-            Inference::Chat => serde_json::json!([{
-                "index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null,
-            }]),
-            _ => {
-                serde_json::json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": null}])
-            }
+        let around: [&[u8]; 2] = match self.kind {
+            Inference::Chat => [
+                br#"[{"index":0,"delta":{"content":"#,
+                br#"},"logprobs":null,"finish_reason":null}]"#,
+            ],
+            _ => [
+                br#"[{"index":0,"text":"#,
+                br#","logprobs":null,"finish_reason":null}]"#,
+            ],
         };
-        self.event(out, choices, None);
+        self.event(out, &around, &[text], None);
     }
 
     pub fn finish(&self, out: &mut Vec<u8>, reason: &str) {
-        let choices = match self.kind {
-            Inference::Chat => serde_json::json!([{
-                "index": 0, "delta": {}, "logprobs": null, "finish_reason": reason,
-            }]),
-            _ => {
-                serde_json::json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": reason}])
-            }
+        let around: [&[u8]; 2] = match self.kind {
+            Inference::Chat => [
+                br#"[{"index":0,"delta":{},"logprobs":null,"finish_reason":"#,
+                b"}]",
+            ],
+            _ => [
+                br#"[{"index":0,"text":"","logprobs":null,"finish_reason":"#,
+                b"}]",
+            ],
         };
-        self.event(out, choices, None);
+        self.event(out, &around, &[reason], None);
     }
 
     /// The usage chunk (`choices: []`), only when the client asked for it.
     pub fn usage(&self, out: &mut Vec<u8>, usage: Usage) {
         if self.ctx.include_usage {
-            self.event(out, serde_json::json!([]), Some(usage));
+            self.event(out, &[b"[]"], &[], Some(usage));
         }
     }
 
@@ -543,5 +566,76 @@ mod tests {
         assert_eq!(estimate_tokens(""), 0);
         assert_eq!(estimate_tokens("a"), 1);
         assert_eq!(estimate_tokens("abcdefgh"), 2);
+    }
+
+    #[test]
+    fn chunks_are_valid_json_whatever_the_text() {
+        let awkward = "say \"hi\"\n\\ \u{1F600} \u{0007} </script>";
+        for (kind, include_usage) in [
+            (Inference::Chat, false),
+            (Inference::Chat, true),
+            (Inference::Completions, true),
+        ] {
+            let ctx = ResponseContext {
+                requested_model: "my \"model\"/v1".into(),
+                id: "chatcmpl-\u{e9}".into(),
+                created: 1_700_000_000,
+                include_usage,
+            };
+            let w = ChunkWriter { ctx: &ctx, kind };
+            let mut out = Vec::new();
+            w.role(&mut out);
+            w.delta(&mut out, awkward);
+            w.finish(&mut out, "stop");
+            w.usage(&mut out, Usage::new(3, 4));
+            ChunkWriter::done(&mut out);
+            let text = String::from_utf8(out).unwrap();
+            let events: Vec<&str> = text
+                .split("\n\n")
+                .filter(|e| !e.is_empty())
+                .map(|e| e.strip_prefix("data: ").unwrap())
+                .collect();
+            assert_eq!(events.last(), Some(&"[DONE]"));
+            let chunks: Vec<Value> = events[..events.len() - 1]
+                .iter()
+                .map(|e| serde_json::from_str(e).unwrap())
+                .collect();
+            let chat = kind == Inference::Chat;
+            assert_eq!(
+                chunks.len(),
+                usize::from(chat) + 2 + usize::from(include_usage)
+            );
+            for c in &chunks {
+                assert_eq!(c["id"], ctx.id.as_str());
+                assert_eq!(c["model"], ctx.requested_model.as_str());
+                assert_eq!(c["created"], 1_700_000_000);
+                let object = if chat {
+                    "chat.completion.chunk"
+                } else {
+                    "text_completion"
+                };
+                assert_eq!(c["object"], object);
+                assert_eq!(c.get("usage").is_some(), include_usage);
+            }
+            let delta = &chunks[usize::from(chat)]["choices"][0];
+            let said = if chat {
+                &delta["delta"]["content"]
+            } else {
+                &delta["text"]
+            };
+            assert_eq!(said, awkward);
+            assert_eq!(delta["finish_reason"], Value::Null);
+            let last = &chunks[usize::from(chat) + 1]["choices"][0];
+            assert_eq!(last["finish_reason"], "stop");
+            if include_usage {
+                let u = &chunks[chunks.len() - 1];
+                assert_eq!(u["choices"], serde_json::json!([]));
+                assert_eq!(u["usage"]["total_tokens"], 7);
+                assert_eq!(chunks[0]["usage"], Value::Null);
+            }
+            if chat {
+                assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+            }
+        }
     }
 }

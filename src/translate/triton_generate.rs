@@ -155,11 +155,51 @@ pub struct GenerateOutput {
     pub error: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum OneOrMany<T> {
     One(T),
     Many(Vec<T>),
+}
+
+/// By hand rather than `#[serde(untagged)]`: untagged enums buffer every value into an
+/// intermediate tree first, which cost more than the rest of a stream event's translation.
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IntoDeserializer, SeqAccess, Visitor};
+        struct OneOrManyVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OneOrManyVisitor<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a value or an array of values")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut values = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    values.push(v);
+                }
+                Ok(OneOrMany::Many(values))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
+        }
+        d.deserialize_any(OneOrManyVisitor(std::marker::PhantomData))
+    }
 }
 
 impl OneOrMany<String> {
@@ -443,18 +483,27 @@ impl ResponseTranslator for GenerateStream {
         if !is_success(self.status) {
             return error_output(self.status, chunk);
         }
-        let mut out = Vec::with_capacity(chunk.len() * 2 + 64);
-        let mut events: Vec<Vec<u8>> = Vec::new();
-        let fed = self.parser.feed(chunk, &mut |e| events.push(e.to_vec()));
+        let mut out = Vec::with_capacity(chunk.len() * 4 + 256);
+        // The events' data, back to back, and where each ends: two buffers per chunk rather
+        // than one per event.
+        let mut data: Vec<u8> = Vec::with_capacity(chunk.len());
+        let mut ends: Vec<usize> = Vec::new();
+        let mut keep = |e: &[u8]| {
+            data.extend_from_slice(e);
+            ends.push(data.len());
+        };
+        let fed = self.parser.feed(chunk, &mut keep);
         let fed = fed.and_then(|()| {
             if end_of_stream {
-                self.parser.finish(&mut |e| events.push(e.to_vec()))
+                self.parser.finish(&mut keep)
             } else {
                 Ok(())
             }
         });
-        for e in &events {
-            self.on_event(e, &mut out);
+        let mut start = 0;
+        for &end in &ends {
+            self.on_event(data.get(start..end).unwrap_or_default(), &mut out);
+            start = end;
         }
         if fed.is_err() && !self.finished {
             self.start(&mut out);
