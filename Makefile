@@ -85,6 +85,7 @@ fuzz: fuzz-tool
 bench: build venv
 	@command -v wrk >/dev/null 2>&1 || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "make bench needs wrk (Debian: apt-get install wrk)"; exit 1; }; }
 	cargo bench --bench hot_paths -- --noplot 2>&1 | grep -E '^[a-z].*|time:'
+	cargo build --release --target wasm32-wasip1 --manifest-path benches/floor_filter/Cargo.toml
 	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) scripts/bench.py
 
 soak: build venv

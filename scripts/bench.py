@@ -195,6 +195,85 @@ def run_scenario(name, plain, gateway, plain_path, plain_body, gw_path, gw_body)
     return name, summary
 
 
+FLOOR_WASM = ROOT / "benches" / "floor_filter" / "target" / "wasm32-wasip1" / "release" / "floor_filter.wasm"
+COUNTED = int(os.environ.get("BENCH_COUNTED", "200"))
+
+
+def floor_config(port, admin, upstream_port):
+    """Plain Envoy plus the floor filter: a raw-ABI wasm filter that only holds both bodies."""
+    cfg = plain_config(port, admin, upstream_port)
+    wasm = gateway_config(port, admin, upstream_port)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]["http_filters"][0]
+    wasm["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(FLOOR_WASM)
+    wasm["typed_config"]["config"]["configuration"]["value"] = "{}"
+    cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].insert(0, wasm)
+    return cfg
+
+
+def count_instructions(label, config, requests_by_scenario):
+    """Instructions per request of one Envoy (all threads) under callgrind: a meter that does
+    not move with the machine's load, so a change of a few percent is visible. Envoy starts
+    once; each scenario is warmed up, then its counters are zeroed, COUNTED requests sent one
+    at a time, and the counters dumped."""
+    admin = config["admin"]["address"]["socket_address"]["port_value"]
+    port = config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
+    path = TMP / f"cg-{label}.json"
+    path.write_text(json.dumps(config))
+    out = TMP / f"cg-{label}.out"
+    log = open(TMP / f"cg-{label}.log", "w")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--smc-check=all",
+                             "--vex-iropt-register-updates=allregs-at-mem-access", "--trace-children=yes",
+                             envoy_bin(), "-c", str(path), "--concurrency", "1", "-l", "error", "--base-id", str(admin),
+                             "--disable-hot-restart"], stdout=log, stderr=subprocess.STDOUT)
+    counts = {}
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{admin}/ready", timeout=5).ok, 300, f"{label} under callgrind")
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {MASTER}", "Content-Type": "application/json"}
+        for scenario, (url_path, body) in requests_by_scenario.items():
+            def send(n):
+                for _ in range(n):
+                    r = session.post(f"http://127.0.0.1:{port}{url_path}", data=body, headers=headers, timeout=60)
+                    if r.status_code != 200:
+                        raise SystemExit(f"{label} {scenario}: {r.status_code} {r.text[:200]}")
+            send(50)
+            subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, timeout=60)
+            send(COUNTED)
+            before = set(TMP.glob(f"cg-{label}.out*"))
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, timeout=60)
+            wait_until(lambda: set(TMP.glob(f"cg-{label}.out*")) - before, 60, f"{label} callgrind dump")
+            dump = max(set(TMP.glob(f"cg-{label}.out*")) - before, key=lambda f: f.stat().st_mtime)
+            wait_until(lambda: "totals:" in dump.read_text(errors="replace") or "summary:" in dump.read_text(errors="replace"),
+                       60, f"{label} callgrind dump complete")
+            total = next(int(line.split()[1]) for line in dump.read_text(errors="replace").splitlines()
+                         if line.startswith(("totals:", "summary:")))
+            counts[scenario] = total / COUNTED
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    return counts
+
+
+def instruction_rows(up_port):
+    """plain, floor and gateway under callgrind, two at a time (each is one busy thread)."""
+    plain_paths = {"chat": ("/v1/chat/completions", chat_body("m")), "generate": ("/v2/models/m/generate", triton_body()),
+                   "stream": ("/v2/models/m/generate_stream", triton_body())}
+    gateway_paths = {"chat": ("/v1/chat/completions", chat_body("chat")), "generate": ("/v1/chat/completions", chat_body("gen")),
+                     "stream": ("/v1/chat/completions", chat_body("gen", stream=True))}
+    jobs = [("gateway", lambda p, a: gateway_config(p, a, up_port), gateway_paths),
+            ("plain", lambda p, a: plain_config(p, a, up_port), plain_paths),
+            ("floor", lambda p, a: floor_config(p, a, up_port), plain_paths)]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        futures = {label: pool.submit(count_instructions, label, make(free_port(), free_port()), paths)
+                   for label, make, paths in jobs}
+        return {label: f.result() for label, f in futures.items()}
+
+
 def main():
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -240,6 +319,10 @@ def main():
                 mem[label]["rps"] = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", chat_body("chat"), 16, False)["rps"]
             e.stop()
         results["memory"] = mem
+        if shutil.which("valgrind") and FLOOR_WASM.exists():
+            results["instructions"] = instruction_rows(up_port)
+        else:
+            print("instructions per request: skipped (needs valgrind and the floor filter: make bench builds it)")
         if os.environ.get("BENCH_LITELLM") == "1":
             try:
                 results["litellm"] = litellm_row(up_port)
@@ -309,6 +392,14 @@ def report(r):
     print(f"\n{'Envoy at --concurrency 2':40} {'RSS MB':>8} {'ready ms':>9} {'req/s':>9}")
     for label, m in r["memory"].items():
         print(f"{label:40} {m['rss_mb']:8.1f} {m['startup_ms']:9.0f} {m.get('rps', 0):9.0f}")
+    if "instructions" in r:
+        ins = r["instructions"]
+        print(f"\nInstructions per request under callgrind (deterministic; {COUNTED} sequential requests each, "
+              f"the whole Envoy process)")
+        print(f"{'scenario':12} {'plain':>9} {'floor':>9} {'gateway':>9} {'floor +':>9} {'gateway +':>10}")
+        for scenario in ins["plain"]:
+            p, f, g = ins["plain"][scenario], ins["floor"][scenario], ins["gateway"][scenario]
+            print(f"{scenario:12} {p:9.0f} {f:9.0f} {g:9.0f} {f - p:9.0f} {g - p:10.0f}")
     if "litellm_error" in r:
         print(f"\nLiteLLM: not measured ({r['litellm_error']})")
     if "litellm" in r:
