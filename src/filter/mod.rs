@@ -355,6 +355,8 @@ struct Routed {
     /// The response reached its end of stream through this filter; only a response that did
     /// not can have been broken off by the upstream.
     response_complete: bool,
+    /// The upstream's `content-type`, kept when its body may be replaced whole.
+    upstream_content_type: Option<String>,
 }
 
 struct Http {
@@ -549,6 +551,7 @@ impl Http {
             failover_answered: false,
             cache: forward.cache.take().map(|p| (p, Some(Vec::new()))),
             response_complete: false,
+            upstream_content_type: None,
         }));
         Action::Continue
     }
@@ -957,16 +960,23 @@ impl HttpContext for Http {
         }
         match &routed.mode {
             BodyMode::PassThrough | BodyMode::Observe => Action::Continue,
-            BodyMode::Stream { content_type } => {
+            BodyMode::Stream {
+                content_type: stream_type,
+            } => {
                 set_response_header("content-length", None);
                 set_response_header("content-encoding", None);
-                set_response_header("content-type", Some(content_type));
+                if content_type.as_deref() != Some(*stream_type) {
+                    set_response_header("content-type", Some(stream_type));
+                }
                 Action::Continue
             }
             // A response without a body has no buffer to replace (and the SDK's set_buffer
             // panics when the host refuses): it passes as it is.
             BodyMode::Buffer if end_of_stream => Action::Continue,
-            BodyMode::Buffer => Action::Pause,
+            BodyMode::Buffer => {
+                routed.upstream_content_type = content_type;
+                Action::Pause
+            }
         }
     }
 
@@ -1017,7 +1027,14 @@ impl HttpContext for Http {
             BodyMode::Buffer => {
                 if body_size > MAX_BUFFERED_RESPONSE_BYTES {
                     let out = response.on_overflow();
-                    apply_complete(out, body_size);
+                    apply_complete(
+                        out,
+                        body_size,
+                        (
+                            routed.current.status,
+                            routed.upstream_content_type.as_deref(),
+                        ),
+                    );
                     routed.discarding = !end_of_stream;
                     return Action::Continue;
                 }
@@ -1038,7 +1055,14 @@ impl HttpContext for Http {
                     }
                     _ => routed.cache = None,
                 }
-                apply_complete(out, body_size);
+                apply_complete(
+                    out,
+                    body_size,
+                    (
+                        routed.current.status,
+                        routed.upstream_content_type.as_deref(),
+                    ),
+                );
                 Action::Continue
             }
         };
@@ -1163,15 +1187,21 @@ fn expose_usage(config: &Config, attempt: &Attempt) {
 }
 
 /// Replace a held response: status, content type, length and body together.
-fn apply_complete(out: BodyOutput, replaced: usize) {
+/// `upstream` is the status and content type the upstream sent: what is already right is
+/// not written again.
+fn apply_complete(out: BodyOutput, replaced: usize, upstream: (Option<u16>, Option<&str>)) {
     match out {
         BodyOutput::Complete {
             status,
             content_type,
             body,
         } => {
-            set_response_header(":status", Some(&status.to_string()));
-            set_response_header("content-type", Some(content_type));
+            if upstream.0 != Some(status) {
+                set_response_header(":status", Some(&status.to_string()));
+            }
+            if upstream.1 != Some(content_type) {
+                set_response_header("content-type", Some(content_type));
+            }
             set_response_header("content-length", Some(&body.len().to_string()));
             set_response_header("content-encoding", None);
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);

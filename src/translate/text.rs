@@ -324,29 +324,55 @@ pub fn completion_body(
     finish_reason: &str,
     usage: Usage,
 ) -> Vec<u8> {
-    let choice = match kind {
-        Inference::Chat => serde_json::json!({
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "logprobs": null,
-            "finish_reason": finish_reason,
-        }),
-        _ => serde_json::json!({
-            "index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason,
-        }),
+    let chat = kind == Inference::Chat;
+    let body = CompletionBody {
+        id: &ctx.id,
+        object: kind.object_name(),
+        created: ctx.created,
+        model: &ctx.requested_model,
+        choices: [CompletionChoice {
+            index: 0,
+            message: chat.then_some(AssistantMessage {
+                role: "assistant",
+                content: text,
+            }),
+            text: (!chat).then_some(text),
+            logprobs: None,
+            finish_reason,
+        }],
+        usage,
     };
-    serde_json::to_vec(&serde_json::json!({
-        "id": ctx.id,
-        "object": kind.object_name(),
-        "created": ctx.created,
-        "model": ctx.requested_model,
-        "choices": [choice],
-        "usage": usage,
-    }))
-    .unwrap_or_default()
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// Streaming chunks, as `data: …\n\n` events.
+/// A `chat.completion` / `text_completion` body, serialised from borrowed fields (no JSON tree).
+#[derive(Serialize)]
+struct CompletionBody<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [CompletionChoice<'a>; 1],
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct CompletionChoice<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<AssistantMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    logprobs: Option<()>,
+    finish_reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct AssistantMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
 /// A JSON string (quoted and escaped) appended to `out`.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
     write_json(out, s);
@@ -359,6 +385,7 @@ fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     }
 }
 
+/// Streaming chunks, as `data: …\n\n` events.
 pub struct ChunkWriter<'a> {
     pub ctx: &'a ResponseContext,
     pub kind: Inference,
