@@ -84,7 +84,10 @@ fuzz: fuzz-tool
 # Micro-benchmarks of the hot pure functions, then plain Envoy against the gateway under wrk.
 bench: build venv
 	@command -v wrk >/dev/null 2>&1 || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "make bench needs wrk (Debian: apt-get install wrk)"; exit 1; }; }
-	cargo bench --bench hot_paths -- --noplot 2>&1 | grep -E '^[a-z].*|time:'
+	@# Benches need unwinding; the release profile aborts on panic (for the .wasm), and the
+	@# llm-gateway binary built alongside would otherwise link the library both ways.
+	cargo bench --bench hot_paths --config 'profile.release.panic="unwind"' -- --noplot > target/criterion.txt 2>&1 || { cat target/criterion.txt; exit 1; }
+	@grep -E '^[a-z].*|time:' target/criterion.txt
 	cargo build --release --target wasm32-wasip1 --manifest-path benches/floor_filter/Cargo.toml
 	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) scripts/bench.py
 
