@@ -934,11 +934,14 @@ impl HttpContext for Http {
                 return Action::Pause;
             }
         }
-        let content_type =
+        let content_type = if routed.current.response.reads_content_type() {
             hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "content-type")
                 .ok()
                 .flatten()
-                .and_then(|v| String::from_utf8(v).ok());
+                .and_then(|v| String::from_utf8(v).ok())
+        } else {
+            None
+        };
         if let Some(d) = config.deployment(routed.current.deployment) {
             let group = config
                 .groups

@@ -68,6 +68,11 @@ pub enum BodyOutput {
 }
 
 pub trait ResponseTranslator {
+    /// Whether `on_headers` looks at the upstream's content type (otherwise it gets `None`):
+    /// reading a header copies it into the filter's memory, which costs more than writing one.
+    fn reads_content_type(&self) -> bool {
+        false
+    }
     fn on_headers(&mut self, status: u16, content_type: Option<&str>) -> BodyMode;
     /// For `Stream`: each chunk, in order; the last call has `end_of_stream` (its chunk may be
     /// empty). For `Buffer`: one call with the whole body.

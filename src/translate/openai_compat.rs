@@ -252,6 +252,10 @@ impl Default for PassThroughResponse {
 }
 
 impl ResponseTranslator for PassThroughResponse {
+    fn reads_content_type(&self) -> bool {
+        true
+    }
+
     fn on_headers(&mut self, status: u16, content_type: Option<&str>) -> BodyMode {
         if !is_success(status) {
             self.buffered_error = Some(status);
