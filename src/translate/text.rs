@@ -386,16 +386,34 @@ fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 }
 
 /// Streaming chunks, as `data: …\n\n` events.
-pub struct ChunkWriter<'a> {
-    pub ctx: &'a ResponseContext,
-    pub kind: Inference,
+pub struct ChunkWriter {
+    /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":`: the same for every chunk
+    /// of a stream, so escaped and written once.
+    envelope: Vec<u8>,
+    kind: Inference,
+    include_usage: bool,
 }
 
-impl ChunkWriter<'_> {
-    fn object(&self) -> &'static str {
-        match self.kind {
+impl ChunkWriter {
+    pub fn new(ctx: &ResponseContext, kind: Inference) -> Self {
+        let object = match kind {
             Inference::Chat => "chat.completion.chunk",
             _ => "text_completion",
+        };
+        let mut envelope = Vec::with_capacity(96 + ctx.id.len() + ctx.requested_model.len());
+        envelope.extend_from_slice(b"data: {\"id\":");
+        write_json_str(&mut envelope, &ctx.id);
+        envelope.extend_from_slice(b",\"object\":\"");
+        envelope.extend_from_slice(object.as_bytes());
+        envelope.extend_from_slice(b"\",\"created\":");
+        write_json(&mut envelope, &ctx.created);
+        envelope.extend_from_slice(b",\"model\":");
+        write_json_str(&mut envelope, &ctx.requested_model);
+        envelope.extend_from_slice(b",\"choices\":");
+        ChunkWriter {
+            envelope,
+            kind,
+            include_usage: ctx.include_usage,
         }
     }
 
@@ -403,22 +421,14 @@ impl ChunkWriter<'_> {
     /// stream and `choices` is fixed JSON around the one string that varies, so no JSON tree is
     /// built per event.
     fn event(&self, out: &mut Vec<u8>, choices: &[&[u8]], text: &[&str], usage: Option<Usage>) {
-        out.extend_from_slice(b"data: {\"id\":");
-        write_json_str(out, &self.ctx.id);
-        out.extend_from_slice(b",\"object\":\"");
-        out.extend_from_slice(self.object().as_bytes());
-        out.extend_from_slice(b"\",\"created\":");
-        write_json(out, &self.ctx.created);
-        out.extend_from_slice(b",\"model\":");
-        write_json_str(out, &self.ctx.requested_model);
-        out.extend_from_slice(b",\"choices\":");
+        out.extend_from_slice(&self.envelope);
         for (i, part) in choices.iter().enumerate() {
             out.extend_from_slice(part);
             if let Some(t) = text.get(i) {
                 write_json_str(out, t);
             }
         }
-        if self.ctx.include_usage {
+        if self.include_usage {
             out.extend_from_slice(b",\"usage\":");
             match usage {
                 Some(u) => write_json(out, &u),
@@ -470,7 +480,7 @@ impl ChunkWriter<'_> {
 
     /// The usage chunk (`choices: []`), only when the client asked for it.
     pub fn usage(&self, out: &mut Vec<u8>, usage: Usage) {
-        if self.ctx.include_usage {
+        if self.include_usage {
             self.event(out, &[b"[]"], &[], Some(usage));
         }
     }
@@ -510,21 +520,24 @@ impl StopScanner {
         self.stopped
     }
 
-    /// Text that can be released now.
-    pub fn push(&mut self, delta: &str) -> String {
+    /// Text that can be released now (without stop sequences, the delta itself).
+    pub fn push<'a>(&mut self, delta: &'a str) -> std::borrow::Cow<'a, str> {
         if self.stopped {
-            return String::new();
+            return std::borrow::Cow::Borrowed("");
+        }
+        if self.stops.is_empty() {
+            return std::borrow::Cow::Borrowed(delta);
         }
         self.pending.push_str(delta);
         if let Some(cut) = self.first_stop() {
             self.stopped = true;
             let mut out = std::mem::take(&mut self.pending);
             out.truncate(cut);
-            return out;
+            return std::borrow::Cow::Owned(out);
         }
         let keep_from = self.pending.len() - self.held_suffix();
         let rest = self.pending.split_off(keep_from);
-        std::mem::replace(&mut self.pending, rest)
+        std::borrow::Cow::Owned(std::mem::replace(&mut self.pending, rest))
     }
 
     /// The longest end of `pending` that could be the start of a stop sequence: only that
@@ -609,7 +622,7 @@ mod tests {
                 created: 1_700_000_000,
                 include_usage,
             };
-            let w = ChunkWriter { ctx: &ctx, kind };
+            let w = ChunkWriter::new(&ctx, kind);
             let mut out = Vec::new();
             w.role(&mut out);
             w.delta(&mut out, awkward);

@@ -279,7 +279,7 @@ impl ResponseTranslator for GenerateResponse {
                 "Triton response has no text_output",
             ));
         };
-        let mut text = self.scanner.push(&raw);
+        let mut text = self.scanner.push(&raw).into_owned();
         text.push_str(&self.scanner.finish());
         let completion = out
             .num_output_tokens
@@ -318,8 +318,7 @@ impl ResponseTranslator for GenerateResponse {
 /// `/generate_stream` SSE → OpenAI chunks. Triton sends no `[DONE]`: we add it at the end
 /// of the upstream body, after the finish (and usage) chunks.
 pub struct GenerateStream {
-    ctx: ResponseContext,
-    kind: Inference,
+    writer: ChunkWriter,
     max_tokens: u32,
     prompt_estimate: u64,
     scanner: StopScanner,
@@ -344,8 +343,7 @@ impl GenerateStream {
         scanner: StopScanner,
     ) -> Self {
         GenerateStream {
-            ctx,
-            kind,
+            writer: ChunkWriter::new(&ctx, kind),
             max_tokens,
             prompt_estimate,
             scanner,
@@ -362,17 +360,10 @@ impl GenerateStream {
         }
     }
 
-    fn writer(&self) -> ChunkWriter<'_> {
-        ChunkWriter {
-            ctx: &self.ctx,
-            kind: self.kind,
-        }
-    }
-
     fn start(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
-            self.writer().role(out);
+            self.writer.role(out);
         }
     }
 
@@ -422,7 +413,7 @@ impl GenerateStream {
     fn emit(&mut self, out: &mut Vec<u8>, text: &str) {
         if !text.is_empty() {
             self.text_bytes += text.len();
-            self.writer().delta(out, text);
+            self.writer.delta(out, text);
         }
     }
 
@@ -456,13 +447,13 @@ impl GenerateStream {
                     "stop"
                 })
         };
-        self.writer().finish(out, reason);
+        self.writer.finish(out, reason);
         let usage = Usage::new(
             self.prompt_tokens.unwrap_or(self.prompt_estimate),
             completion,
         );
         self.usage = Some(usage);
-        self.writer().usage(out, usage);
+        self.writer.usage(out, usage);
         ChunkWriter::done(out);
         self.finished = true;
     }

@@ -262,7 +262,7 @@ impl InferTextResponse {
             leaves(&t.data, &mut v);
             v.first().and_then(Value::as_u64)
         };
-        let mut text = self.scanner.push(&raw);
+        let mut text = self.scanner.push(&raw).into_owned();
         text.push_str(&self.scanner.finish());
         let completion = scalar("num_output_tokens").unwrap_or_else(|| estimate_tokens(&text));
         let prompt = scalar("num_input_tokens").unwrap_or(self.prompt_estimate);
@@ -299,10 +299,7 @@ impl ResponseTranslator for InferTextResponse {
                 body: completion_body(&self.ctx, self.kind, &text, reason, usage),
             };
         }
-        let writer = ChunkWriter {
-            ctx: &self.ctx,
-            kind: self.kind,
-        };
+        let writer = ChunkWriter::new(&self.ctx, self.kind);
         let mut out = Vec::with_capacity(text.len() + 512);
         writer.role(&mut out);
         if !text.is_empty() {
