@@ -400,10 +400,10 @@ fn labels(config: &Config, deployment: usize, key: &str) -> metrics::Labels {
     }
 }
 
-fn header(map: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+fn header<'a>(map: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
     map.iter()
         .find(|(k, _)| k == name)
-        .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
 /// A value for Envoy's access log: filter state `wasm.<name>`.
@@ -763,7 +763,7 @@ impl Context for Http {
             Vec::new()
         };
         let content_type = header(&headers, "content-type");
-        let mode = attempt.response.on_headers(status, content_type.as_deref());
+        let mode = attempt.response.on_headers(status, content_type);
         let (status, content_type, body) = match attempt.response.on_body(&body, true) {
             BodyOutput::Complete {
                 status,
@@ -773,13 +773,13 @@ impl Context for Http {
             BodyOutput::Replace(out) => {
                 let ct = match mode {
                     BodyMode::Stream { content_type } => content_type.to_string(),
-                    _ => content_type.unwrap_or_else(|| "application/json".into()),
+                    _ => content_type.unwrap_or("application/json").to_string(),
                 };
                 (status, ct, out)
             }
             BodyOutput::Unchanged => (
                 status,
-                content_type.unwrap_or_else(|| "application/json".into()),
+                content_type.unwrap_or("application/json").to_string(),
                 body,
             ),
         };
@@ -870,13 +870,9 @@ impl HttpContext for Http {
         }
         self.client = client;
         let head = RequestHead {
-            method: &method,
-            path: &path,
-            key: presented_key(
-                authorization.as_deref(),
-                api_key.as_deref(),
-                x_api_key.as_deref(),
-            ),
+            method,
+            path,
+            key: presented_key(authorization, api_key, x_api_key),
             content_length,
             end_of_stream,
         };
