@@ -19,7 +19,7 @@ help:
 	@echo "make test   lint, unit tests, Envoy config validation, integration tests on the real Envoy and Triton"
 	@echo "make build  build $(WASM)"
 	@echo "make fuzz   run every fuzz target for FUZZ_SECONDS ($(FUZZ_SECONDS)) each (nightly, cargo-fuzz)"
-	@echo "make bench  micro-benchmarks, then plain Envoy vs the gateway under wrk (BENCH_LITELLM=1 adds LiteLLM)"
+	@echo "make bench  micro-benchmarks; plain Envoy vs the gateway under wrk, and instructions per request under callgrind (BENCH_LITELLM=1 adds LiteLLM)"
 	@echo "make soak   SOAK_SECONDS ($${SOAK_SECONDS:-600}) of mixed load; errors, VM restarts, memory"
 
 toolchain:
@@ -81,9 +81,11 @@ fuzz: fuzz-tool
 	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
 	done
 
-# Micro-benchmarks of the hot pure functions, then plain Envoy against the gateway under wrk.
+# Micro-benchmarks of the hot pure functions, then plain Envoy against the gateway under wrk
+# and under callgrind (instructions per request, with a floor filter to compare against).
 bench: build venv
 	@command -v wrk >/dev/null 2>&1 || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "make bench needs wrk (Debian: apt-get install wrk)"; exit 1; }; }
+	@command -v valgrind >/dev/null 2>&1 || apt-get install -y -qq valgrind >/dev/null 2>&1 || echo "no valgrind: the instruction counts will be skipped"
 	@# Benches need unwinding; the release profile aborts on panic (for the .wasm), and the
 	@# llm-gateway binary built alongside would otherwise link the library both ways.
 	cargo bench --bench hot_paths --config 'profile.release.panic="unwind"' -- --noplot > target/criterion.txt 2>&1 || { cat target/criterion.txt; exit 1; }
