@@ -31,6 +31,7 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "6"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TMP = Path(tempfile.mkdtemp(prefix="llm-bench-"))
 MASTER = "sk-bench"
+VIRTUAL_KEY = "sk-bench-virtual"
 
 CHAT_TEXT = "Summarise the following paragraph in one sentence. " * 14
 CHAT_ANSWER = json.dumps({
@@ -100,7 +101,11 @@ def gateway_json(upstream_port, extra_deployments=0):
     ]
     for i in range(extra_deployments):
         models.append({"model_name": f"g{i % 250}", "litellm_params": {"model": f"openai/m{i}", "api_base": base}})
-    return {"model_list": models, "general_settings": {"master_key": MASTER}}
+    # A virtual key with limits, as production traffic carries: only the instruction count uses
+    # it (its rpm limit is far above what the benchmark sends).
+    return {"model_list": models, "general_settings": {"master_key": MASTER, "virtual_keys": [
+        {"key": VIRTUAL_KEY, "key_alias": "bench", "models": ["chat", "gen"], "rpm_limit": 1000000000,
+         "tpm_limit": 1000000000000}]}}
 
 
 def gateway_config(port, admin, upstream_port, extra=0):
@@ -230,10 +235,13 @@ def count_instructions(label, config, requests_by_scenario):
         wait_until(lambda: requests.get(f"http://127.0.0.1:{admin}/ready", timeout=5).ok, 300, f"{label} under callgrind")
         session = requests.Session()
         headers = {"Authorization": f"Bearer {MASTER}", "Content-Type": "application/json"}
-        for scenario, (url_path, body) in requests_by_scenario.items():
+        for scenario, (url_path, body, *key) in requests_by_scenario.items():
+            scenario_headers = {**headers, "Authorization": f"Bearer {key[0]}"} if key else headers
+
             def send(n):
                 for _ in range(n):
-                    r = session.post(f"http://127.0.0.1:{port}{url_path}", data=body, headers=headers, timeout=60)
+                    r = session.post(f"http://127.0.0.1:{port}{url_path}", data=body, headers=scenario_headers,
+                                     timeout=60)
                     if r.status_code != 200:
                         raise SystemExit(f"{label} {scenario}: {r.status_code} {r.text[:200]}")
             send(50)
@@ -263,7 +271,8 @@ def instruction_rows(up_port):
     plain_paths = {"chat": ("/v1/chat/completions", chat_body("m")), "generate": ("/v2/models/m/generate", triton_body()),
                    "stream": ("/v2/models/m/generate_stream", triton_body())}
     gateway_paths = {"chat": ("/v1/chat/completions", chat_body("chat")), "generate": ("/v1/chat/completions", chat_body("gen")),
-                     "stream": ("/v1/chat/completions", chat_body("gen", stream=True))}
+                     "stream": ("/v1/chat/completions", chat_body("gen", stream=True)),
+                     "chat, virtual key": ("/v1/chat/completions", chat_body("chat"), VIRTUAL_KEY)}
     jobs = [("gateway", lambda p, a: gateway_config(p, a, up_port), gateway_paths),
             ("plain", lambda p, a: plain_config(p, a, up_port), plain_paths),
             ("floor", lambda p, a: floor_config(p, a, up_port), plain_paths)]
@@ -396,10 +405,12 @@ def report(r):
         ins = r["instructions"]
         print(f"\nInstructions per request under callgrind (deterministic; {COUNTED} sequential requests each, "
               f"the whole Envoy process)")
-        print(f"{'scenario':12} {'plain':>9} {'floor':>9} {'gateway':>9} {'floor +':>9} {'gateway +':>10}")
-        for scenario in ins["plain"]:
-            p, f, g = ins["plain"][scenario], ins["floor"][scenario], ins["gateway"][scenario]
-            print(f"{scenario:12} {p:9.0f} {f:9.0f} {g:9.0f} {f - p:9.0f} {g - p:10.0f}")
+        print(f"{'scenario':18} {'plain':>9} {'floor':>9} {'gateway':>9} {'floor +':>9} {'gateway +':>10}")
+        for scenario in ins["gateway"]:
+            # The plain and floor Envoys take no key: a keyed scenario compares with their unkeyed one.
+            base = scenario.split(",")[0]
+            p, f, g = ins["plain"][base], ins["floor"][base], ins["gateway"][scenario]
+            print(f"{scenario:18} {p:9.0f} {f:9.0f} {g:9.0f} {f - p:9.0f} {g - p:10.0f}")
     if "litellm_error" in r:
         print(f"\nLiteLLM: not measured ({r['litellm_error']})")
     if "litellm" in r:
