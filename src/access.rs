@@ -96,6 +96,8 @@ pub struct KeyCharge {
     pub id: String,
     pub alias: Option<String>,
     pub tracked: bool,
+    /// A tpm limit counts tokens: only then does settling with the real count matter.
+    pub tokens_tracked: bool,
     pub reserved_tokens: u64,
     pub minute: u64,
     pub count_spend: bool,
@@ -147,6 +149,7 @@ pub fn charge(
         id: grant.id.clone(),
         alias: grant.alias.clone(),
         tracked,
+        tokens_tracked: grant.tpm.is_some(),
         reserved_tokens: if tracked { estimated_tokens } else { 0 },
         minute: minute_of(now),
         count_spend: grant.budget.is_some(),
@@ -169,7 +172,8 @@ pub fn settle(
         }
         _ => 0.0,
     };
-    if !charge.tracked && cost <= 0.0 {
+    // An rpm-only key was counted when charged; its record needs no second write.
+    if !charge.tokens_tracked && cost <= 0.0 {
         return;
     }
     let outcome = Outcome {
@@ -182,7 +186,7 @@ pub fn settle(
         allowed_fails: u64::MAX,
         cooldown_ms: 0,
     };
-    let tracked = charge.tracked;
+    let tracked = charge.tokens_tracked;
     let _ = key_table::update::<()>(host, &charge.id, &|mut c| {
         if tracked {
             c.state = c.state.finish(now, &outcome, &policy);
@@ -440,6 +444,32 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
         assert!((v["info"]["spend"].as_f64().unwrap() - 0.01).abs() < 1e-12);
         assert!(!String::from_utf8(info.body).unwrap().contains(&minted));
+    }
+
+    #[test]
+    fn rpm_only_keys_are_written_once_tpm_keys_settle_tokens() {
+        let c = config();
+        let mut h = FakeHost::new(1);
+        key_table::precreate(&mut h);
+        let team = key(&c, "sk-team");
+        let ch = charge(&mut h, &team, 50).unwrap().unwrap();
+        let charged = h.shared.clone();
+        settle(&mut h, &ch, Some(Usage::new(4, 3)), c.deployments.get(1));
+        assert_eq!(h.shared, charged, "rpm only, no price: nothing to settle");
+        // Its rpm limit still holds: 2 per minute.
+        assert!(charge(&mut h, &team, 0).is_ok());
+        assert_eq!(charge(&mut h, &team, 0).unwrap_err().status(), 429);
+
+        let minted = {
+            let reply = generate(&c, &mut h, br#"{"tpm_limit":100}"#).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            v["key"].as_str().unwrap().to_string()
+        };
+        let p = c.keys.authenticate(Some(&minted), h.now_ms / 1000).unwrap();
+        let ch = charge(&mut h, &p, 90).unwrap().unwrap();
+        // The estimate (90) is replaced by the real count (7): 93 tokens are left this minute.
+        settle(&mut h, &ch, Some(Usage::new(4, 3)), c.deployments.get(1));
+        assert!(charge(&mut h, &p, 90).is_ok());
     }
 
     #[test]
