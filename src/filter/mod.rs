@@ -370,12 +370,14 @@ struct Http {
 
 /// What the client's request headers held that later steps would otherwise have to ask Envoy
 /// about: every removal or overwrite of a header is a host call, so only what is there goes.
-#[derive(Default, Clone, Copy)]
+#[derive(Default)]
 struct ClientHeaders {
     /// Which of `gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE` were sent (bit per entry).
     to_remove: u8,
     /// `content-type` was exactly `application/json`, which every translated body also is.
     json: bool,
+    /// The client's `:path`: an OpenAI-compatible upstream often takes the very same one.
+    path: String,
 }
 
 #[derive(Clone, Copy)]
@@ -492,7 +494,9 @@ impl Http {
                 .into(),
             );
         };
-        set_request_header(":path", Some(&forward.path));
+        if forward.path != self.client.path {
+            set_request_header(":path", Some(&forward.path));
+        }
         set_request_header(":authority", Some(&deployment.authority));
         // The client's own key headers were removed with its request headers.
         if let Some(authorization) = &deployment.authorization {
@@ -852,7 +856,10 @@ impl HttpContext for Http {
         let content_length = header(&headers, "content-length").and_then(|v| v.trim().parse().ok());
         // Nothing a client sends may choose the cluster, set Envoy's knobs, or carry the
         // client's key upstream.
-        let mut client = ClientHeaders::default();
+        let mut client = ClientHeaders {
+            path: path.to_string(),
+            ..ClientHeaders::default()
+        };
         for (name, value) in &headers {
             if name.starts_with("x-envoy-")
                 || name == "x-llm-cluster"
