@@ -355,8 +355,6 @@ struct Routed {
     /// The response reached its end of stream through this filter; only a response that did
     /// not can have been broken off by the upstream.
     response_complete: bool,
-    /// The upstream's `content-type`, kept when its body may be replaced whole.
-    upstream_content_type: Option<String>,
 }
 
 struct Http {
@@ -555,7 +553,6 @@ impl Http {
             failover_answered: false,
             cache: forward.cache.take().map(|p| (p, Some(Vec::new()))),
             response_complete: false,
-            upstream_content_type: None,
         }));
         Action::Continue
     }
@@ -979,10 +976,7 @@ impl HttpContext for Http {
             // A response without a body has no buffer to replace (and the SDK's set_buffer
             // panics when the host refuses): it passes as it is.
             BodyMode::Buffer if end_of_stream => Action::Continue,
-            BodyMode::Buffer => {
-                routed.upstream_content_type = content_type;
-                Action::Pause
-            }
+            BodyMode::Buffer => Action::Pause,
         }
     }
 
@@ -1033,14 +1027,7 @@ impl HttpContext for Http {
             BodyMode::Buffer => {
                 if body_size > MAX_BUFFERED_RESPONSE_BYTES {
                     let out = response.on_overflow();
-                    apply_complete(
-                        out,
-                        body_size,
-                        (
-                            routed.current.status,
-                            routed.upstream_content_type.as_deref(),
-                        ),
-                    );
+                    apply_complete(out, body_size, routed.current.status);
                     routed.discarding = !end_of_stream;
                     return Action::Continue;
                 }
@@ -1061,14 +1048,7 @@ impl HttpContext for Http {
                     }
                     _ => routed.cache = None,
                 }
-                apply_complete(
-                    out,
-                    body_size,
-                    (
-                        routed.current.status,
-                        routed.upstream_content_type.as_deref(),
-                    ),
-                );
+                apply_complete(out, body_size, routed.current.status);
                 Action::Continue
             }
         };
@@ -1193,21 +1173,19 @@ fn expose_usage(config: &Config, attempt: &Attempt) {
 }
 
 /// Replace a held response: status, content type, length and body together.
-/// `upstream` is the status and content type the upstream sent: what is already right is
-/// not written again.
-fn apply_complete(out: BodyOutput, replaced: usize, upstream: (Option<u16>, Option<&str>)) {
+/// `upstream_status` is what the upstream sent: a status already right is not written again.
+/// (The content type is written: reading the upstream's to compare would cost more.)
+fn apply_complete(out: BodyOutput, replaced: usize, upstream_status: Option<u16>) {
     match out {
         BodyOutput::Complete {
             status,
             content_type,
             body,
         } => {
-            if upstream.0 != Some(status) {
+            if upstream_status != Some(status) {
                 set_response_header(":status", Some(&status.to_string()));
             }
-            if upstream.1 != Some(content_type) {
-                set_response_header("content-type", Some(content_type));
-            }
+            set_response_header("content-type", Some(content_type));
             set_response_header("content-length", Some(&body.len().to_string()));
             set_response_header("content-encoding", None);
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);
