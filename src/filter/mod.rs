@@ -2,6 +2,9 @@
 //!
 //! Only `proxy_wasm::hostcalls` are used (they return `Result`); the SDK's convenience
 //! methods unwrap host errors, and `get_map_value` unwraps UTF-8, which a client controls.
+//! `get_map_bytes` still unwraps UTF-8 in header *names*; Envoy's codecs answer 400 to a
+//! name that is not an RFC 9110 token before any filter runs (checked on 1.40 with raw
+//! `\xff` and `\xc3\xa9` names), so only values, which stay bytes, can be arbitrary.
 
 use crate::access::{self, KeyCharge};
 use crate::auth::presented_key;
