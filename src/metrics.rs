@@ -100,6 +100,54 @@ pub fn errors(group: &str, error_type: &str) -> String {
     )
 }
 
+/// The access-log record of one routed request: a JSON object that the filter sets as the one
+/// filter-state value `wasm.llm_gateway` (read with `%FILTER_STATE(wasm.llm_gateway:PLAIN)%`,
+/// as Higress's `wasm.ai_log`). One value, not one per field: each value set costs Envoy
+/// ~5k instructions, six of them were 12 % of the gateway's cost per request.
+/// Tokens and cost appear once the answer's usage is known.
+pub fn access_record(
+    config: &crate::config::Config,
+    deployment: usize,
+    key_label: &str,
+    usage: Option<crate::translate::text::Usage>,
+) -> String {
+    #[derive(serde::Serialize)]
+    struct Record<'a> {
+        model_group: &'a str,
+        deployment: &'a str,
+        key_alias: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prompt_tokens: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        completion_tokens: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cost: Option<f64>,
+    }
+    let d = config.deployment(deployment);
+    let cost = match (d, usage) {
+        (Some(d), Some(u)) => Some(
+            u.prompt_tokens as f64 * d.input_cost_per_token.unwrap_or(0.0)
+                + u.completion_tokens as f64 * d.output_cost_per_token.unwrap_or(0.0),
+        ),
+        _ => None,
+    };
+    let record = Record {
+        model_group: d
+            .and_then(|d| config.groups.get(d.group))
+            .map_or("", |g| g.header_name.as_str()),
+        deployment: d.map_or("", |d| d.header_id.as_str()),
+        key_alias: if key_label.is_empty() {
+            "none"
+        } else {
+            key_label
+        },
+        prompt_tokens: usage.map(|u| u.prompt_tokens),
+        completion_tokens: usage.map(|u| u.completion_tokens),
+        cost,
+    };
+    serde_json::to_string(&record).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +184,33 @@ mod tests {
             errors("", "rate_limit_error"),
             "llm_gateway.group.none.type.rate_limit_error.errors"
         );
+    }
+
+    #[test]
+    fn access_record_is_one_json_object() {
+        let (config, _) = crate::config::parse(
+            br#"{"model_list": [{"model_name": "chat \"x\"", "litellm_params": {
+                "model": "openai/m", "api_base": "http://127.0.0.1:1"},
+                "model_info": {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002}}]}"#,
+            &|_| None,
+            0,
+        )
+        .unwrap();
+        let routed: serde_json::Value =
+            serde_json::from_str(&access_record(&config, 0, "", None)).unwrap();
+        assert_eq!(
+            routed,
+            serde_json::json!({"model_group": config.groups[0].header_name,
+                "deployment": config.deployments[0].header_id, "key_alias": "none"})
+        );
+        let usage = crate::translate::text::Usage::new(5, 6);
+        let done: serde_json::Value =
+            serde_json::from_str(&access_record(&config, 0, "team_a", Some(usage))).unwrap();
+        assert_eq!(done["key_alias"], "team_a");
+        assert_eq!(done["prompt_tokens"], 5);
+        assert_eq!(done["completion_tokens"], 6);
+        assert!((done["cost"].as_f64().unwrap() - 0.017).abs() < 1e-12);
+        // A deployment index from nowhere still makes a record, not a panic.
+        assert!(access_record(&config, 99, "k", Some(usage)).contains("\"model_group\":\"\""));
     }
 }

@@ -152,10 +152,7 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": plugin}}),
     };
     let log_format = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %DURATION%ms \
-                      upstream=%UPSTREAM_HOST% group=%FILTER_STATE(wasm.llm_gateway.model_group:PLAIN)% \
-                      deployment=%FILTER_STATE(wasm.llm_gateway.deployment:PLAIN)% key=%FILTER_STATE(wasm.llm_gateway.key_alias:PLAIN)% \
-                      prompt_tokens=%FILTER_STATE(wasm.llm_gateway.prompt_tokens:PLAIN)% \
-                      completion_tokens=%FILTER_STATE(wasm.llm_gateway.completion_tokens:PLAIN)% cost=%FILTER_STATE(wasm.llm_gateway.cost:PLAIN)%\n";
+                      upstream=%UPSTREAM_HOST% llm=%FILTER_STATE(wasm.llm_gateway:PLAIN)%\n";
     json!({
         "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": opts.admin_port}}},

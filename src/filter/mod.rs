@@ -409,11 +409,6 @@ fn header<'a>(map: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
-/// A value for Envoy's access log: filter state `wasm.<name>`.
-fn expose(name: &str, value: &str) {
-    let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
-}
-
 fn set_request_header(name: &str, value: Option<&str>) {
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
 }
@@ -542,7 +537,6 @@ impl Http {
         if let Some(id) = in_flight {
             let _ = hostcalls::increment_metric(id, 1);
         }
-        expose_route(config, forward.deployment, &forward.key_label);
         self.state = State::Routed(Box::new(Routed {
             current,
             mode: BodyMode::PassThrough,
@@ -796,8 +790,7 @@ impl Context for Http {
             now_ms: now,
         };
         routed.failover_answered = true;
-        expose_route(&config, attempt.deployment, &routed.key_label);
-        expose_usage(&config, &attempt);
+        expose_record(&config, &attempt, &routed.key_label);
         Self::record_answer(
             &self.metrics,
             &config,
@@ -1058,7 +1051,6 @@ impl HttpContext for Http {
         if end_of_stream {
             routed.response_complete = true;
             if let Some(config) = &self.config {
-                expose_usage(config, &routed.current);
                 if let (Some(settings), Some((plan, Some(answer)))) =
                     (&config.cache, routed.cache.take())
                 {
@@ -1097,6 +1089,8 @@ impl HttpContext for Http {
             );
             if !routed.failover_answered {
                 // The upstream's own answer went to the client (no failover answered).
+                // Envoy's access loggers run after this callback and see the record.
+                expose_record(&config, &routed.current, &routed.key_label);
                 let status = routed.current.status.unwrap_or(0);
                 let timing = Timing {
                     started_ms: self.started_ms,
@@ -1140,39 +1134,15 @@ fn keep_for_cache(
     }
 }
 
-/// Access-log fields known once a deployment is chosen.
-fn expose_route(config: &Config, deployment: usize, key_label: &str) {
-    if let Some(d) = config.deployment(deployment) {
-        if let Some(g) = config.groups.get(d.group) {
-            expose("llm_gateway.model_group", &g.header_name);
-        }
-        expose("llm_gateway.deployment", &d.header_id);
-    }
-    expose(
-        "llm_gateway.key_alias",
-        if key_label.is_empty() {
-            "none"
-        } else {
-            key_label
-        },
+/// The request's access-log record (filter state `wasm.llm_gateway`), set once per request.
+fn expose_record(config: &Config, attempt: &Attempt, key_label: &str) {
+    let record = metrics::access_record(
+        config,
+        attempt.deployment,
+        key_label,
+        attempt.response.usage(),
     );
-}
-
-/// Access-log fields known once the answer is complete: tokens and cost.
-fn expose_usage(config: &Config, attempt: &Attempt) {
-    let Some(u) = attempt.response.usage() else {
-        return;
-    };
-    expose("llm_gateway.prompt_tokens", &u.prompt_tokens.to_string());
-    expose(
-        "llm_gateway.completion_tokens",
-        &u.completion_tokens.to_string(),
-    );
-    if let Some(d) = config.deployment(attempt.deployment) {
-        let cost = u.prompt_tokens as f64 * d.input_cost_per_token.unwrap_or(0.0)
-            + u.completion_tokens as f64 * d.output_cost_per_token.unwrap_or(0.0);
-        expose("llm_gateway.cost", &format!("{cost:.8}"));
-    }
+    let _ = hostcalls::set_property(vec!["llm_gateway"], Some(record.as_bytes()));
 }
 
 /// Replace a held response: status, content type, length and body together.

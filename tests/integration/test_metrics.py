@@ -4,6 +4,7 @@ the injected usage chunk stripped again, errors by type, histograms, access-log 
 import json
 import time
 
+import pytest
 import requests
 
 from conftest import stream_events
@@ -59,7 +60,15 @@ def test_counters_tokens_errors_and_access_log(gateway_factory, mock_a):
     assert p['llm_gateway_ttft_ms_count{model_group="chat",deployment="chat_0"}'] == 5
     assert p['llm_gateway_in_flight{model_group="chat",deployment="chat_0"}'] == 0
     log = gw.logs()
-    assert "group=chat deployment=chat/0 key=team_a_b prompt_tokens=5 completion_tokens=6 cost=0.01700000" in log
+    fields = [line.split(" llm=", 1)[1] for line in log.splitlines() if " llm=" in line]
+    assert "-" in fields, "a request the gateway answered itself has no record"
+    records = [json.loads(f) for f in fields if f != "-"]
+    team_records = [r for r in records if r["key_alias"] == "team_a_b"]
+    assert len(team_records) == 3
+    assert team_records[0] == {"model_group": "chat", "deployment": "chat/0", "key_alias": "team_a_b",
+                               "prompt_tokens": 5, "completion_tokens": 6, "cost": pytest.approx(0.017)}
+    streamed = [r for r in records if r["key_alias"] == "master"]
+    assert len(streamed) == 2 and all(r["completion_tokens"] == 5 for r in streamed)
     assert "sk-team" not in log and "sk-m " not in log
 
 
