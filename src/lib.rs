@@ -12,6 +12,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod gateway;
+pub mod header_map;
 pub mod host;
 pub mod key_table;
 pub mod keys;

@@ -18,7 +18,7 @@ use crate::router::{self, Reservation};
 use crate::translate::{BodyMode, BodyOutput, ResponseTranslator};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -400,6 +400,31 @@ fn labels(config: &Config, deployment: usize, key: &str) -> metrics::Labels {
         } else {
             key.to_string()
         },
+    }
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// The request's header map as Envoy serialised it, read by `header_map::pairs` in place
+/// (the SDK's `get_map_bytes` copies each name and value, and panics on an unexpected status).
+fn request_header_map() -> Vec<u8> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer it allocated through the SDK's
+    // `proxy_on_memory_allocate` (a `Vec<u8>` of capacity `size`, forgotten) and its size;
+    // ownership passes to us, exactly as in the SDK's own `get_map_bytes`.
+    unsafe {
+        match proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
+            Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -840,34 +865,46 @@ impl HttpContext for Http {
                 .into(),
             );
         };
-        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        let method = header(&headers, ":method").unwrap_or_default();
-        let path = header(&headers, ":path").unwrap_or_default();
-        let authorization = header(&headers, "authorization");
-        let api_key = header(&headers, "api-key");
-        let x_api_key = header(&headers, "x-api-key");
-        let content_length = header(&headers, "content-length").and_then(|v| v.trim().parse().ok());
-        // Nothing a client sends may choose the cluster, set Envoy's knobs, or carry the
-        // client's key upstream.
-        let mut client = ClientHeaders {
-            path: path.to_string(),
-            ..ClientHeaders::default()
-        };
-        for (name, value) in &headers {
+        let headers = request_header_map();
+        fn text(v: &[u8]) -> Option<&str> {
+            std::str::from_utf8(v).ok()
+        }
+        let (mut method, mut path) = ("", "");
+        let (mut authorization, mut api_key, mut x_api_key) = (None, None, None);
+        let mut content_length = None;
+        let mut client = ClientHeaders::default();
+        // One pass over the client's headers. Nothing a client sends may choose the cluster,
+        // set Envoy's knobs, or carry the client's key upstream.
+        for (name, value) in crate::header_map::pairs(&headers) {
+            match name {
+                ":method" => method = text(value).unwrap_or_default(),
+                ":path" => path = text(value).unwrap_or_default(),
+                "content-length" => {
+                    content_length = text(value).and_then(|v| v.trim().parse().ok());
+                }
+                "content-type" => client.json = value == b"application/json",
+                _ => {}
+            }
             if name.starts_with("x-envoy-")
                 || name == "x-llm-cluster"
-                || crate::auth::CLIENT_AUTH_HEADERS.contains(&name.as_str())
+                || crate::auth::CLIENT_AUTH_HEADERS.contains(&name)
             {
+                match name {
+                    // The first of repeated key headers counts, as before.
+                    "authorization" => authorization = authorization.or(text(value)),
+                    "api-key" => api_key = api_key.or(text(value)),
+                    "x-api-key" => x_api_key = x_api_key.or(text(value)),
+                    _ => {}
+                }
                 set_request_header(name, None);
-            } else if name == "content-type" {
-                client.json = value.as_slice() == b"application/json";
             } else if let Some(i) = gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE
                 .iter()
-                .position(|h| h == name)
+                .position(|h| *h == name)
             {
                 client.to_remove |= 1 << i;
             }
         }
+        client.path = path.to_string();
         self.client = client;
         let head = RequestHead {
             method,
