@@ -654,16 +654,26 @@ fn response_context(host: &mut dyn Host, kind: Inference, model: &str) -> Respon
         Inference::Completions => "cmpl-",
         Inference::Embeddings => "embd-",
     };
+    // 24 hex digits after the prefix, written without `format!` (this runs for every request).
+    let (high, low) = (host.random_u64(), host.random_u64() as u32);
+    let mut id = String::with_capacity(prefix.len() + 24);
+    id.push_str(prefix);
+    for shift in (0..16).rev() {
+        id.push(hex_digit(high >> (shift * 4)));
+    }
+    for shift in (0..8).rev() {
+        id.push(hex_digit(u64::from(low) >> (shift * 4)));
+    }
     ResponseContext {
         requested_model: model.to_string(),
-        id: format!(
-            "{prefix}{:016x}{:08x}",
-            host.random_u64(),
-            host.random_u64() as u32
-        ),
+        id,
         created: host.now_unix_ms() / 1000,
         include_usage: false,
     }
+}
+
+fn hex_digit(v: u64) -> char {
+    char::from_digit((v & 0xf) as u32, 16).unwrap_or('0')
 }
 
 fn translator_for(deployment: &Deployment) -> &'static dyn Translator {
@@ -840,6 +850,25 @@ mod tests {
 
     fn json(r: &LocalReply) -> serde_json::Value {
         serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn response_ids_are_prefix_and_24_hex_digits() {
+        let mut a = FakeHost::new(9);
+        let mut b = FakeHost::new(9);
+        let ctx = response_context(&mut a, Inference::Chat, "m");
+        let expected = format!(
+            "chatcmpl-{:016x}{:08x}",
+            b.random_u64(),
+            b.random_u64() as u32
+        );
+        assert_eq!(ctx.id, expected);
+        assert_eq!(
+            response_context(&mut a, Inference::Embeddings, "m")
+                .id
+                .len(),
+            5 + 24
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod fuzz_targets;
 pub mod gateway;
 pub mod header_map;
 pub mod host;
+pub mod json;
 pub mod key_table;
 pub mod keys;
 pub mod metrics;

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 /// One chat message reduced to its text, roles normalised (`developer` → `system`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct TextMessage {
+pub struct TextMessage<'a> {
     pub role: Role,
-    pub content: String,
+    /// Borrowed from the request body unless JSON escapes had to be decoded.
+    pub content: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +101,7 @@ impl PromptTemplate {
         }
     }
 
-    pub fn render(&self, messages: &[TextMessage]) -> String {
+    pub fn render(&self, messages: &[TextMessage<'_>]) -> String {
         let capacity = messages.iter().map(|m| m.content.len() + 32).sum::<usize>() + 64;
         let mut out = String::with_capacity(capacity);
         match self {
@@ -115,7 +116,7 @@ impl PromptTemplate {
     }
 }
 
-fn render_llama3(messages: &[TextMessage], out: &mut String) {
+fn render_llama3(messages: &[TextMessage<'_>], out: &mut String) {
     out.push_str("<|begin_of_text|>");
     for m in messages {
         let role = match m.role {
@@ -133,7 +134,7 @@ fn render_llama3(messages: &[TextMessage], out: &mut String) {
 
 /// System text is merged into the first user turn; each user turn opens `[INST]`, each
 /// assistant turn closes with `</s>`.
-fn render_llama2(messages: &[TextMessage], out: &mut String) {
+fn render_llama2(messages: &[TextMessage<'_>], out: &mut String) {
     let system: Vec<&str> = messages
         .iter()
         .filter(|m| m.role == Role::System)
@@ -173,7 +174,7 @@ fn render_llama2(messages: &[TextMessage], out: &mut String) {
 
 /// Mistral has no system role: as its own chat template does, the system text goes before
 /// the last user message, separated by a blank line.
-fn render_mistral(messages: &[TextMessage], out: &mut String) {
+fn render_mistral(messages: &[TextMessage<'_>], out: &mut String) {
     let system: Vec<&str> = messages
         .iter()
         .filter(|m| m.role == Role::System)
@@ -209,7 +210,7 @@ fn render_mistral(messages: &[TextMessage], out: &mut String) {
     }
 }
 
-fn render_chatml(messages: &[TextMessage], out: &mut String) {
+fn render_chatml(messages: &[TextMessage<'_>], out: &mut String) {
     for m in messages {
         out.push_str("<|im_start|>");
         out.push_str(m.role.name());
@@ -220,7 +221,7 @@ fn render_chatml(messages: &[TextMessage], out: &mut String) {
     out.push_str("<|im_start|>assistant\n");
 }
 
-fn render_custom(t: &CustomTemplate, messages: &[TextMessage], out: &mut String) {
+fn render_custom(t: &CustomTemplate, messages: &[TextMessage<'_>], out: &mut String) {
     out.push_str(&t.bos_token);
     out.push_str(&t.initial_prompt_value);
     for m in messages {
@@ -239,7 +240,7 @@ fn render_custom(t: &CustomTemplate, messages: &[TextMessage], out: &mut String)
     out.push_str(&t.final_prompt_value);
 }
 
-fn render_transcript(messages: &[TextMessage], out: &mut String) {
+fn render_transcript(messages: &[TextMessage<'_>], out: &mut String) {
     for m in messages {
         let label = match m.role {
             Role::System => "System",
@@ -259,14 +260,14 @@ fn render_transcript(messages: &[TextMessage], out: &mut String) {
 mod tests {
     use super::*;
 
-    fn msg(role: Role, content: &str) -> TextMessage {
+    fn msg(role: Role, content: &str) -> TextMessage<'_> {
         TextMessage {
             role,
-            content: content.to_string(),
+            content: content.into(),
         }
     }
 
-    fn conversation() -> Vec<TextMessage> {
+    fn conversation() -> Vec<TextMessage<'static>> {
         vec![
             msg(Role::System, "Be brief."),
             msg(Role::User, "Hi"),

@@ -4,10 +4,12 @@
 use super::ResponseContext;
 use crate::config::{Config, Deployment, Provider, DEFAULT_TRITON_MAX_TOKENS};
 use crate::error::GatewayError;
+use crate::json::{write as write_json, write_str as write_json_str};
 use crate::request::{Inference, InferenceBody};
 use crate::template::{PromptTemplate, Role, TextMessage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// The request as a text backend needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,17 +66,49 @@ struct TextParams {
 }
 
 #[derive(Deserialize)]
-struct ChatMessage {
-    role: String,
-    #[serde(default)]
-    content: Option<Content>,
+struct ChatMessage<'a> {
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    #[serde(default, borrow)]
+    content: Option<Content<'a>>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
+enum Content<'a> {
+    Text(Cow<'a, str>),
     Parts(Vec<Part>),
+}
+
+/// By hand rather than `#[serde(untagged)]`, which buffers the whole content (most of a
+/// request) into an intermediate tree and copies it twice; a string without escapes is
+/// borrowed from the body.
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, SeqAccess, Visitor};
+        struct ContentVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ContentVisitor<'a> {
+            type Value = Content<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Content::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Content::Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Content::Text(Cow::Owned(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(part) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(Content::Parts(parts))
+            }
+        }
+        d.deserialize_any(ContentVisitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -184,7 +218,7 @@ pub fn parse_text_request(
         Inference::Chat => {
             let messages: Vec<ChatMessage> = serde_json::from_str(request.payload.get())
                 .map_err(|e| invalid(format!("invalid messages: {e}")).with_param("messages"))?;
-            let texts = messages_to_text(&messages, config.drop_params)?;
+            let texts = messages_to_text(messages, config.drop_params)?;
             template.render(&texts)
         }
         Inference::Completions => prompt_text(request.payload.get())?,
@@ -226,19 +260,19 @@ pub fn parse_text_request(
 }
 
 fn messages_to_text(
-    messages: &[ChatMessage],
+    messages: Vec<ChatMessage<'_>>,
     drop_params: bool,
-) -> Result<Vec<TextMessage>, GatewayError> {
+) -> Result<Vec<TextMessage<'_>>, GatewayError> {
     messages
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, m)| {
             let role = Role::parse(&m.role).ok_or_else(|| {
                 invalid(format!("messages[{i}].role: unknown role \"{}\"", m.role)).with_param("messages")
             })?;
-            let content = match &m.content {
-                None => String::new(),
-                Some(Content::Text(t)) => t.clone(),
+            let content = match m.content {
+                None => Cow::Borrowed(""),
+                Some(Content::Text(t)) => t,
                 Some(Content::Parts(parts)) => {
                     let mut text = String::new();
                     for (j, part) in parts.iter().enumerate() {
@@ -253,7 +287,7 @@ fn messages_to_text(
                             }
                         }
                     }
-                    text
+                    Cow::Owned(text)
                 }
             };
             Ok(TextMessage { role, content })
@@ -324,6 +358,41 @@ pub fn completion_body(
     finish_reason: &str,
     usage: Usage,
 ) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + ctx.id.len() + ctx.requested_model.len() + 224);
+    out.extend_from_slice(b"{\"id\":");
+    write_json_str(&mut out, &ctx.id);
+    out.extend_from_slice(b",\"object\":\"");
+    out.extend_from_slice(kind.object_name().as_bytes());
+    out.extend_from_slice(b"\",\"created\":");
+    write_json(&mut out, &ctx.created);
+    out.extend_from_slice(b",\"model\":");
+    write_json_str(&mut out, &ctx.requested_model);
+    out.extend_from_slice(if kind == Inference::Chat {
+        b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+    } else {
+        b",\"choices\":[{\"index\":0,\"text\":"
+    });
+    write_json_str(&mut out, text);
+    if kind == Inference::Chat {
+        out.push(b'}');
+    }
+    out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+    write_json_str(&mut out, finish_reason);
+    out.extend_from_slice(b"}],\"usage\":");
+    write_json(&mut out, &usage);
+    out.push(b'}');
+    out
+}
+
+/// What `completion_body` writes, as serde would: the tests' oracle.
+#[cfg(test)]
+fn completion_body_by_serde(
+    ctx: &ResponseContext,
+    kind: Inference,
+    text: &str,
+    finish_reason: &str,
+    usage: Usage,
+) -> Vec<u8> {
     let chat = kind == Inference::Chat;
     let body = CompletionBody {
         id: &ctx.id,
@@ -346,6 +415,7 @@ pub fn completion_body(
 }
 
 /// A `chat.completion` / `text_completion` body, serialised from borrowed fields (no JSON tree).
+#[cfg(test)]
 #[derive(Serialize)]
 struct CompletionBody<'a> {
     id: &'a str,
@@ -356,6 +426,7 @@ struct CompletionBody<'a> {
     usage: Usage,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct CompletionChoice<'a> {
     index: u32,
@@ -367,22 +438,11 @@ struct CompletionChoice<'a> {
     finish_reason: &'a str,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct AssistantMessage<'a> {
     role: &'static str,
     content: &'a str,
-}
-
-/// A JSON string (quoted and escaped) appended to `out`.
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    write_json(out, s);
-}
-
-/// A value serde writes without failing (strings, numbers, plain structs) appended to `out`.
-fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    if serde_json::to_writer(&mut *out, value).is_err() {
-        out.extend_from_slice(b"null");
-    }
 }
 
 /// Streaming chunks, as `data: …\n\n` events.
@@ -599,6 +659,35 @@ mod tests {
         assert_eq!(s.push("hello wor"), "hello wor");
         assert_eq!(s.push("ld <|im"), "ld ");
         assert_eq!(s.push("_start"), "<|im_start");
+    }
+
+    #[test]
+    fn completion_body_is_what_serde_would_write() {
+        for (model, id, text, finish) in [
+            ("m", "chatcmpl-1", "plain", "stop"),
+            (
+                "my \"model\"\n",
+                "id\u{1}",
+                "say \"hi\"\n\\ \u{1F600} \u{7} é",
+                "length",
+            ),
+            ("", "", "", ""),
+        ] {
+            let ctx = ResponseContext {
+                requested_model: model.into(),
+                id: id.into(),
+                created: 1_700_000_000,
+                include_usage: false,
+            };
+            for kind in [Inference::Chat, Inference::Completions] {
+                let usage = Usage::new(3, 4);
+                assert_eq!(
+                    String::from_utf8(completion_body(&ctx, kind, text, finish, usage)).unwrap(),
+                    String::from_utf8(completion_body_by_serde(&ctx, kind, text, finish, usage))
+                        .unwrap()
+                );
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::config::{Config, Deployment, Provider};
 use crate::error::{ErrorKind, GatewayError};
+use crate::json;
 use crate::request::{Inference, InferenceBody};
 use crate::sse::SseParser;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,8 @@ const MAX_EVENT_BYTES: usize = 1 << 20;
 
 pub struct TritonGenerate;
 
+/// The body `generate_body` writes, field for field; serde's rendering is the tests' oracle.
+#[cfg(test)]
 #[derive(Serialize)]
 struct GenerateBody<'a> {
     text_input: &'a str,
@@ -56,28 +59,48 @@ struct SamplingParameters<'a> {
     stop: &'a [String],
 }
 
+/// Written field by field: the prompt is most of the body, and `json::write_str` escapes it
+/// several times faster than serde_json.
 pub fn generate_body(text: &TextRequest) -> Vec<u8> {
-    let sampling = SamplingParameters {
+    let sampling = serde_json::to_string(&SamplingParameters {
         max_tokens: text.max_tokens,
         temperature: text.temperature,
         top_p: text.top_p,
         seed: text.seed,
         stop: &text.stop,
-    };
-    let body = GenerateBody {
-        text_input: &text.prompt,
-        max_tokens: text.max_tokens,
-        temperature: text.temperature,
-        top_p: text.top_p,
-        seed: text.seed,
-        stream: text.stream,
-        exclude_input_in_output: true,
-        return_finish_reason: true,
-        return_num_input_tokens: true,
-        return_num_output_tokens: true,
-        sampling_parameters: serde_json::to_string(&sampling).unwrap_or_default(),
-    };
-    serde_json::to_vec(&body).unwrap_or_default()
+    })
+    .unwrap_or_default();
+    let mut out = Vec::with_capacity(text.prompt.len() + 2 * sampling.len() + 224);
+    out.extend_from_slice(b"{\"text_input\":");
+    json::write_str(&mut out, &text.prompt);
+    out.extend_from_slice(b",\"max_tokens\":");
+    json::write(&mut out, &text.max_tokens);
+    for (name, value) in [
+        (&b",\"temperature\":"[..], text.temperature),
+        (b",\"top_p\":", text.top_p),
+    ] {
+        if let Some(v) = value {
+            out.extend_from_slice(name);
+            json::write(&mut out, &v);
+        }
+    }
+    if let Some(seed) = text.seed {
+        out.extend_from_slice(b",\"seed\":");
+        json::write(&mut out, &seed);
+    }
+    out.extend_from_slice(if text.stream {
+        b",\"stream\":true"
+    } else {
+        b",\"stream\":false"
+    });
+    out.extend_from_slice(
+        b",\"exclude_input_in_output\":true,\"return_finish_reason\":true,\
+          \"return_num_input_tokens\":true,\"return_num_output_tokens\":true,\
+          \"sampling_parameters\":",
+    );
+    json::write_str(&mut out, &sampling);
+    out.push(b'}');
+    out
 }
 
 impl Translator for TritonGenerate {
@@ -526,6 +549,68 @@ mod tests {
         parse(json.as_bytes(), &|_| None, 0).unwrap().0
     }
 
+    #[test]
+    fn generate_body_is_what_serde_would_write() {
+        let cases = [
+            TextRequest {
+                prompt: "<s>[INST] a \"quoted\" line\nand a tab\t, é and \u{1} [/INST]".into(),
+                max_tokens: 64,
+                temperature: Some(0.2),
+                top_p: Some(1.0),
+                seed: Some(7),
+                stop: vec!["</s>".into(), "\n\n".into()],
+                stream: true,
+                include_usage: false,
+            },
+            TextRequest {
+                prompt: String::new(),
+                max_tokens: 16,
+                temperature: None,
+                top_p: None,
+                seed: None,
+                stop: Vec::new(),
+                stream: false,
+                include_usage: true,
+            },
+            TextRequest {
+                prompt: "x".repeat(1000),
+                max_tokens: 1,
+                temperature: Some(f64::NAN),
+                top_p: None,
+                seed: None,
+                stop: Vec::new(),
+                stream: false,
+                include_usage: false,
+            },
+        ];
+        for text in &cases {
+            let sampling = SamplingParameters {
+                max_tokens: text.max_tokens,
+                temperature: text.temperature,
+                top_p: text.top_p,
+                seed: text.seed,
+                stop: &text.stop,
+            };
+            let oracle = GenerateBody {
+                text_input: &text.prompt,
+                max_tokens: text.max_tokens,
+                temperature: text.temperature,
+                top_p: text.top_p,
+                seed: text.seed,
+                stream: text.stream,
+                exclude_input_in_output: true,
+                return_finish_reason: true,
+                return_num_input_tokens: true,
+                return_num_output_tokens: true,
+                sampling_parameters: serde_json::to_string(&sampling).unwrap(),
+            };
+            assert_eq!(
+                String::from_utf8(generate_body(text)).unwrap(),
+                serde_json::to_string(&oracle).unwrap()
+            );
+        }
+    }
+
     fn ctx() -> ResponseContext {
         ResponseContext {
             requested_model: "llama".into(),
@@ -570,6 +655,29 @@ mod tests {
         let sp: serde_json::Value =
             serde_json::from_str(v["sampling_parameters"].as_str().unwrap()).unwrap();
         assert_eq!(sp["stop"], serde_json::json!(["END", "<|eot_id|>"]));
+    }
+
+    #[test]
+    fn message_contents_borrowed_decoded_joined_or_refused() {
+        let c = config(r#","chat_template":"chatml""#);
+        let prompt = |body: &[u8]| {
+            let up = translate(&c, Inference::Chat, body).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&up.body.unwrap()).unwrap();
+            v["text_input"].as_str().unwrap().to_string()
+        };
+        let p = prompt(
+            br#"{"model":"llama","messages":[{"role":"system","content":null},{"role":"user","content":"a \"q\"\n\u00e9"},{"role":"assistant","content":[{"type":"text","text":"x"},{"type":"text","text":"y"}]}]}"#,
+        );
+        assert!(p.contains("a \"q\"\né"), "{p}");
+        assert!(p.contains("xy"), "{p}");
+        let err = translate(
+            &c,
+            Inference::Chat,
+            br#"{"model":"llama","messages":[{"role":"user","content":5}]}"#,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.kind, ErrorKind::InvalidRequest);
     }
 
     #[test]
