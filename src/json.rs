@@ -16,12 +16,14 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let mut i = 0;
     loop {
         // Eight bytes at a time while none needs escaping.
-        while let Some(word) = bytes.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
-            if any_needs_escape(u64::from_le_bytes(*word)) {
-                break;
-            }
-            i += 8;
-        }
+        i += 8 * bytes
+            .get(i..)
+            .unwrap_or_default()
+            .chunks_exact(8)
+            .take_while(|word| {
+                <[u8; 8]>::try_from(*word).is_ok_and(|w| !any_needs_escape(u64::from_le_bytes(w)))
+            })
+            .count();
         // Then byte by byte through the word that does (or the tail).
         let end = (i + 8).min(bytes.len());
         if i >= end {

@@ -200,6 +200,8 @@ pub struct RouterOverrides {
 #[derive(Debug)]
 pub struct InferenceBody<'a> {
     pub body: &'a [u8],
+    /// `body`, known to be UTF-8 (checked once, when parsed).
+    pub text: &'a str,
     pub kind: Inference,
     pub model: String,
     /// Byte range of the `model` value (quotes included) inside `body`.
@@ -231,7 +233,12 @@ impl<'a> InferenceBody<'a> {
                 "request body must be a JSON object",
             ));
         }
-        let env: Envelope<'a> = serde_json::from_slice(body).map_err(|e| {
+        // UTF-8 checked once for the whole body: parsing from `str` then borrows every raw
+        // member without validating it again (from bytes, serde_json re-checks each one).
+        let text = std::str::from_utf8(body).map_err(|e| {
+            GatewayError::invalid_request(format!("request body is not valid UTF-8: {e}"))
+        })?;
+        let env: Envelope<'a> = serde_json::from_str(text).map_err(|e| {
             GatewayError::invalid_request(format!("request body is not valid JSON: {e}"))
         })?;
         let raw_model = env.model.ok_or_else(|| {
@@ -304,6 +311,7 @@ impl<'a> InferenceBody<'a> {
         };
         Ok(InferenceBody {
             body,
+            text,
             kind,
             model,
             model_span: (start, end),

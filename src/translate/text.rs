@@ -7,6 +7,7 @@ use crate::error::GatewayError;
 use crate::json::{write as write_json, write_str as write_json_str};
 use crate::request::{Inference, InferenceBody};
 use crate::template::{PromptTemplate, Role, TextMessage};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -40,8 +41,10 @@ struct StreamOptions {
 
 /// The sampling fields we map, plus those a text backend cannot honour (kept as `Value` so
 /// we can tell "absent" from "set").
+/// `M`: the chat messages, read in the same pass (`Vec<ChatMessage>`), or `IgnoredAny`.
 #[derive(Deserialize)]
-struct TextParams {
+struct TextParams<M> {
+    messages: Option<M>,
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     temperature: Option<f64>,
@@ -124,7 +127,7 @@ fn invalid(message: impl Into<String>) -> GatewayError {
 }
 
 /// Parameters a text backend cannot honour: refused by name, or dropped with `drop_params`.
-fn unsupported_params(p: &TextParams) -> Vec<&'static str> {
+fn unsupported_params<M>(p: &TextParams<M>) -> Vec<&'static str> {
     let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
     let falsy = |v: &Option<Value>| {
         v.as_ref()
@@ -200,7 +203,32 @@ pub fn parse_text_request(
     deployment: &Deployment,
     request: &InferenceBody<'_>,
 ) -> Result<TextRequest, GatewayError> {
-    let params: TextParams = serde_json::from_slice(request.body)
+    let template = match &deployment.provider {
+        Provider::Triton { template, .. } => template,
+        Provider::OpenAiCompatible { .. } => &PromptTemplate::Transcript,
+    };
+    // One pass over the body for the parameters and, for chat, the messages.
+    match request.kind {
+        Inference::Chat => {
+            let mut params: TextParams<Vec<ChatMessage>> = parse_params(config, request)?;
+            let messages = params.messages.take().unwrap_or_default();
+            let prompt = template.render(&messages_to_text(messages, config.drop_params)?);
+            finish_text_request(deployment, request, template, params, prompt)
+        }
+        Inference::Completions => {
+            let params: TextParams<IgnoredAny> = parse_params(config, request)?;
+            let prompt = prompt_text(request.payload.get())?;
+            finish_text_request(deployment, request, template, params, prompt)
+        }
+        Inference::Embeddings => Err(invalid("embeddings are not a text generation request")),
+    }
+}
+
+fn parse_params<'a, M: Deserialize<'a>>(
+    config: &Config,
+    request: &InferenceBody<'a>,
+) -> Result<TextParams<M>, GatewayError> {
+    let params: TextParams<M> = serde_json::from_str(request.text)
         .map_err(|e| invalid(format!("invalid request parameters: {e}")))?;
     let unsupported = unsupported_params(&params);
     if !unsupported.is_empty() && !config.drop_params {
@@ -210,22 +238,16 @@ pub fn parse_text_request(
         ))
         .with_param(unsupported.first().copied().unwrap_or_default()));
     }
-    let template = match &deployment.provider {
-        Provider::Triton { template, .. } => template,
-        Provider::OpenAiCompatible { .. } => &PromptTemplate::Transcript,
-    };
-    let prompt = match request.kind {
-        Inference::Chat => {
-            let messages: Vec<ChatMessage> = serde_json::from_str(request.payload.get())
-                .map_err(|e| invalid(format!("invalid messages: {e}")).with_param("messages"))?;
-            let texts = messages_to_text(messages, config.drop_params)?;
-            template.render(&texts)
-        }
-        Inference::Completions => prompt_text(request.payload.get())?,
-        Inference::Embeddings => {
-            return Err(invalid("embeddings are not a text generation request"))
-        }
-    };
+    Ok(params)
+}
+
+fn finish_text_request<M>(
+    deployment: &Deployment,
+    request: &InferenceBody<'_>,
+    template: &PromptTemplate,
+    params: TextParams<M>,
+    prompt: String,
+) -> Result<TextRequest, GatewayError> {
     let mut stop: Vec<String> = match params.stop {
         Some(StopField::One(s)) => vec![s],
         Some(StopField::Many(v)) => v,

@@ -131,10 +131,9 @@ impl Translator for TritonInfer {
         };
         match request.kind {
             Inference::Embeddings => {
-                let params: EmbeddingParams =
-                    serde_json::from_slice(request.body).map_err(|e| {
-                        GatewayError::invalid_request(format!("invalid request parameters: {e}"))
-                    })?;
+                let params: EmbeddingParams = serde_json::from_str(request.text).map_err(|e| {
+                    GatewayError::invalid_request(format!("invalid request parameters: {e}"))
+                })?;
                 if params.dimensions.as_ref().is_some_and(|d| !d.is_null()) && !config.drop_params {
                     return Err(GatewayError::invalid_request(
                         "dimensions not supported by this model's backend; remove it or set litellm_settings.drop_params: true",

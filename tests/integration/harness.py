@@ -84,6 +84,22 @@ def envoy_config(gateway_config, upstream_ports, listen_port, admin_port, env=No
 
 class Gateway:
     def __init__(self, gateway_config, upstream_ports, concurrency=2, env=None, stats_flush_ms=None):
+        # A port found free can be taken by another process before Envoy binds it: start
+        # again on fresh ports when that is why Envoy exited.
+        for attempt in range(3):
+            self._start(gateway_config, upstream_ports, concurrency, env, stats_flush_ms)
+            try:
+                wait_until(self._ready, 20, "envoy")
+                break
+            except TimeoutError:
+                log = open(self.log_path).read()[-4000:]
+                self.stop()
+                if "Address already in use" not in log or attempt == 2:
+                    raise RuntimeError("envoy did not start:\n" + log)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+
+    def _start(self, gateway_config, upstream_ports, concurrency, env, stats_flush_ms):
         self.port = free_port()
         self.admin_port = free_port()
         self.dir = tempfile.mkdtemp(prefix="llm-gw-")
@@ -97,13 +113,6 @@ class Gateway:
             [envoy_bin(), "-c", self.config_path, "--concurrency", str(concurrency), "-l", "warning",
              "--base-id", str(self.port), "--disable-hot-restart", "--file-flush-interval-msec", "50"],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-        try:
-            wait_until(self._ready, 20, "envoy")
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError("envoy did not start:\n" + open(self.log_path).read()[-4000:])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.admin = f"http://127.0.0.1:{self.admin_port}"
 
     def _ready(self):
         if self.proc.poll() is not None:
