@@ -103,6 +103,12 @@ pub struct KeyCharge {
     pub count_spend: bool,
 }
 
+/// Why a key's reservation was refused.
+enum KeyRefusal {
+    Budget(f64),
+    Limited(Unusable),
+}
+
 fn spend_of(host: &dyn Host, id: &str) -> f64 {
     key_table::read(host, id).spend
 }
@@ -116,33 +122,52 @@ pub fn charge(
     let Principal::Key(grant) = principal else {
         return Ok(None);
     };
-    if let Some(budget) = grant.budget {
-        let spent = spend_of(host, &grant.id);
-        if spent >= budget {
-            return Err(GatewayError::new(
-                ErrorKind::RateLimited,
-                format!("this key has spent its budget ({spent:.6} of {budget:.6} USD)"),
-            )
-            .with_code("budget_exceeded"));
-        }
-    }
+    let over_budget = |spent: f64| {
+        GatewayError::new(
+            ErrorKind::RateLimited,
+            format!(
+                "this key has spent its budget ({spent:.6} of {:.6} USD)",
+                grant.budget.unwrap_or_default()
+            ),
+        )
+        .with_code("budget_exceeded")
+    };
     let now = host.now_unix_ms();
     let tracked = grant.rpm.is_some() || grant.tpm.is_some();
     if tracked {
-        let reserve = |mut c: KeyCounters| -> Result<KeyCounters, Unusable> {
+        // The budget is checked inside the same compare-and-swap as the reservation: one
+        // read of the key's record, not two.
+        let reserve = |mut c: KeyCounters| -> Result<KeyCounters, KeyRefusal> {
+            if grant.budget.is_some_and(|budget| c.spend >= budget) {
+                return Err(KeyRefusal::Budget(c.spend));
+            }
             c.state = c
                 .state
-                .reserve(now, grant.rpm, grant.tpm, estimated_tokens, false)?;
+                .reserve(now, grant.rpm, grant.tpm, estimated_tokens, false)
+                .map_err(KeyRefusal::Limited)?;
             Ok(c)
         };
-        if let Err(refusal) = key_table::update(host, &grant.id, &reserve) {
-            let mut e = GatewayError::new(
-                ErrorKind::RateLimited,
-                "this key is over its rate limit for this minute (rpm_limit/tpm_limit)",
-            )
-            .with_code("rate_limit_exceeded");
-            e.retry_after = Some(refusal.map_or(1, Unusable::retry_after_secs));
-            return Err(e);
+        match key_table::update(host, &grant.id, &reserve) {
+            Ok(_) => {}
+            Err(Some(KeyRefusal::Budget(spent))) => return Err(over_budget(spent)),
+            Err(refusal) => {
+                let retry_after = match refusal {
+                    Some(KeyRefusal::Limited(u)) => u.retry_after_secs(),
+                    _ => 1,
+                };
+                let mut e = GatewayError::new(
+                    ErrorKind::RateLimited,
+                    "this key is over its rate limit for this minute (rpm_limit/tpm_limit)",
+                )
+                .with_code("rate_limit_exceeded");
+                e.retry_after = Some(retry_after);
+                return Err(e);
+            }
+        }
+    } else if let Some(budget) = grant.budget {
+        let spent = spend_of(host, &grant.id);
+        if spent >= budget {
+            return Err(over_budget(spent));
         }
     }
     Ok(Some(KeyCharge {
@@ -444,6 +469,37 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
         assert!((v["info"]["spend"].as_f64().unwrap() - 0.01).abs() < 1e-12);
         assert!(!String::from_utf8(info.body).unwrap().contains(&minted));
+    }
+
+    #[test]
+    fn a_key_with_budget_and_limits_is_refused_on_either() {
+        let c = config();
+        let mut h = FakeHost::new(1);
+        key_table::precreate(&mut h);
+        let reply = generate(
+            &c,
+            &mut h,
+            br#"{"models":["chat"],"max_budget":0.01,"rpm_limit":3,"tpm_limit":1000}"#,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let p = c
+            .keys
+            .authenticate(v["key"].as_str(), h.now_ms / 1000)
+            .unwrap();
+        let first = charge(&mut h, &p, 10).unwrap().unwrap();
+        settle(
+            &mut h,
+            &first,
+            Some(Usage::new(4, 3)),
+            c.deployments.first(),
+        );
+        // The budget is spent: refused as such, and the refusal reserves nothing.
+        let e = charge(&mut h, &p, 10).unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("budget_exceeded"));
+        let counters = key_table::read(&h, &first.id);
+        assert_eq!(counters.state.requests, 1);
+        assert_eq!(counters.state.tokens, 7, "settled on the real usage");
     }
 
     #[test]
