@@ -65,6 +65,8 @@ pub struct FakeHost {
     pub shared: std::collections::HashMap<String, (Vec<u8>, u32)>,
     /// Make the next N conditional writes fail, as if another worker won the race.
     pub lose_races: u32,
+    /// Shared-data reads so far: each is a host call that returns data, the dearest kind.
+    pub reads: std::cell::Cell<u32>,
 }
 
 impl FakeHost {
@@ -74,6 +76,7 @@ impl FakeHost {
             rng: SplitMix64::new(seed),
             shared: std::collections::HashMap::new(),
             lose_races: 0,
+            reads: std::cell::Cell::new(0),
         }
     }
 }
@@ -89,6 +92,7 @@ impl Host for FakeHost {
         ((u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64())).to_le_bytes()
     }
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.reads.set(self.reads.get() + 1);
         self.shared.get(key).cloned()
     }
     fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {

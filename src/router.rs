@@ -70,6 +70,9 @@ pub fn precreate(config: &Config, host: &mut dyn Host) {
 
 /// Whether any deployment could take a request now (readiness).
 pub fn any_usable(config: &Config, host: &dyn Host) -> bool {
+    if !config.router.cooldowns {
+        return !config.deployments.is_empty();
+    }
     let now = host.now_unix_ms();
     config
         .deployments
@@ -136,7 +139,7 @@ pub fn pick(
             let Some(d) = config.deployment(index) else {
                 break;
             };
-            match reserve(host, d, index, strategy, estimated_tokens, now) {
+            match reserve(config, host, d, index, estimated_tokens, now) {
                 Ok(r) => return Ok(r),
                 Err(u) => {
                     refusals.push(u);
@@ -149,19 +152,19 @@ pub fn pick(
 }
 
 fn reserve(
+    config: &Config,
     host: &mut dyn Host,
     d: &Deployment,
     index: usize,
-    strategy: Strategy,
     tokens: u64,
     now: u64,
 ) -> Result<Reservation, Unusable> {
-    let (tracked, in_flight) = tracking(strategy, d);
+    let (tracked, in_flight) = tracking(config.router.strategy, d);
     if tracked {
         update(host, &d.state_key, &|s| {
             s.reserve(now, d.rpm, d.tpm, tokens, in_flight)
         })?;
-    } else {
+    } else if config.router.cooldowns {
         read_state(host, d).check(now, None, None, 0)?;
     }
     Ok(Reservation {
@@ -302,7 +305,7 @@ pub fn settle(
         return;
     };
     let latency_matters = matches!(config.router.strategy, Strategy::LatencyBased { .. });
-    if !(r.tracked || failed || latency_matters) {
+    if !(r.tracked || (failed && config.router.cooldowns) || latency_matters) {
         return;
     }
     let now = host.now_unix_ms();
@@ -324,7 +327,10 @@ pub fn settle(
 
 /// A deployment that failed its health probe is cooled down at once.
 pub fn cool_down(config: &Config, host: &mut dyn Host, deployment: usize) {
-    let Some(d) = config.deployment(deployment) else {
+    let Some(d) = config
+        .deployment(deployment)
+        .filter(|_| config.router.cooldowns)
+    else {
         return;
     };
     let now = host.now_unix_ms();
@@ -559,6 +565,36 @@ mod tests {
     }
 
     #[test]
+    fn disable_cooldowns_keeps_failing_deployments_and_reads_nothing() {
+        let json = format!(
+            r#"{{"model_list":[{}],"router_settings":{{"allowed_fails":1,"cooldown_time":10,"disable_cooldowns":true}}}}"#,
+            [member("a", ""), member("b", "")].join(",")
+        );
+        let (c, warnings) = parse(json.as_bytes(), &|_| None, 0).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let mut h = host(&c);
+        let before = h.shared.clone();
+        let a = Reservation {
+            deployment: 0,
+            tracked: false,
+            in_flight: false,
+            reserved_tokens: 0,
+            minute: 0,
+            started_ms: 0,
+        };
+        for _ in 0..5 {
+            settle(&c, &mut h, &a, true, None, None);
+        }
+        cool_down(&c, &mut h, 0);
+        assert_eq!(h.shared, before, "failures and probes write nothing");
+        h.reads.set(0);
+        let picks: Vec<String> = (0..50).map(|_| pick_id(&c, &mut h, 0).unwrap()).collect();
+        assert!(picks.iter().any(|p| p == "a") && picks.iter().any(|p| p == "b"));
+        assert_eq!(h.reads.get(), 0, "no deployment record is read");
+        assert!(any_usable(&c, &h));
+    }
+
+    #[test]
     fn default_path_writes_nothing_on_success() {
         let c = config(
             "simple-shuffle",
@@ -566,8 +602,14 @@ mod tests {
         );
         let mut h = host(&c);
         let before = h.shared.clone();
+        h.reads.set(0);
         let r = pick(&c, &mut h, &c.groups[0], 0, &[]).unwrap();
         settle(&c, &mut h, &r, false, Some(10), Some(10));
         assert_eq!(h.shared, before);
+        assert_eq!(
+            h.reads.get(),
+            1,
+            "one read: the chosen deployment's cooldown"
+        );
     }
 }

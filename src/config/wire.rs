@@ -80,6 +80,8 @@ pub struct WireRouterSettings {
     pub fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub context_window_fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub routing_strategy_args: Option<WireStrategyArgs>,
+    /// LiteLLM's `disable_cooldowns`: never take a deployment out of rotation.
+    pub disable_cooldowns: Option<bool>,
 }
 
 /// LiteLLM's `routing_strategy_args` for latency-based routing.
