@@ -88,6 +88,14 @@ fn push_escape(out: &mut Vec<u8>, byte: u8, escape: u8) {
     }
 }
 
+/// JSON read from bytes with UTF-8 checked once for the whole input: serde_json's byte reader
+/// checks every string it reads, keys included — three checks per small stream event.
+pub fn from_bytes<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
+    let text =
+        std::str::from_utf8(bytes).map_err(<serde_json::Error as serde::de::Error>::custom)?;
+    serde_json::from_str(text)
+}
+
 /// A value serde writes without failing (numbers, plain structs) appended to `out`.
 pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     if serde_json::to_writer(&mut *out, value).is_err() {
@@ -107,6 +115,14 @@ mod tests {
             serde_json::to_string(s).unwrap(),
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn from_bytes_reads_json_and_refuses_bad_utf8() {
+        let v: serde_json::Value = from_bytes(br#"{"a":"\u00e9","b":[1]}"#).unwrap();
+        assert_eq!(v["a"], "é");
+        assert!(from_bytes::<serde_json::Value>(b"{\"a\":\"\xff\"}").is_err());
+        assert!(from_bytes::<serde_json::Value>(b"{").is_err());
     }
 
     #[test]

@@ -16,6 +16,31 @@ pub struct SseParser {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SseOverflow;
 
+/// The first `\n` or `\r` in `bytes`: eight bytes at a time, then the word that has one.
+fn line_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has = |w: u64, b: u8| {
+        let x = w ^ (ONES * u64::from(b));
+        x.wrapping_sub(ONES) & !x & HIGH != 0
+    };
+    let words = bytes
+        .chunks_exact(8)
+        .take_while(|word| {
+            <[u8; 8]>::try_from(*word).is_ok_and(|w| {
+                let w = u64::from_le_bytes(w);
+                !has(w, b'\n') && !has(w, b'\r')
+            })
+        })
+        .count();
+    let start = words * 8;
+    bytes
+        .get(start..)?
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+        .map(|i| start + i)
+}
+
 impl SseParser {
     /// `max_event_bytes` bounds what one event may hold, so a stream never grows memory
     /// without limit.
@@ -40,7 +65,7 @@ impl SseParser {
             }
         }
         while !rest.is_empty() {
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            match line_end(rest) {
                 Some(i) => {
                     let (part, tail) = rest.split_at(i);
                     let (&terminator, mut tail) = match tail.split_first() {
@@ -162,6 +187,30 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect()
+    }
+
+    #[test]
+    fn line_end_finds_the_first_terminator_anywhere() {
+        for len in 0..24 {
+            for at in 0..=len {
+                for t in [b'\n', b'\r'] {
+                    let mut v = vec![b'x'; len];
+                    if at < len {
+                        v[at] = t;
+                        // A later terminator never wins over the first.
+                        if at + 3 < len {
+                            v[at + 3] = b'\n';
+                        }
+                    }
+                    let expected = v.iter().position(|&b| b == b'\n' || b == b'\r');
+                    assert_eq!(line_end(&v), expected, "len {len} at {at}");
+                }
+            }
+        }
+        assert_eq!(
+            line_end(&[0x8a, 0x8d, 0x0b, 0x0c, 0xff, 0, 0x0e, 0x09, 0x0d]),
+            Some(8)
+        );
     }
 
     #[test]

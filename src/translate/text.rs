@@ -577,6 +577,9 @@ impl ChunkWriter {
 #[derive(Debug, Default)]
 pub struct StopScanner {
     stops: Vec<String>,
+    /// The distinct first bytes of the stops: a delta without any of them, with nothing
+    /// held back, can neither hold a stop nor begin one, and passes without a search or copy.
+    first_bytes: Vec<u8>,
     pending: String,
     hold: usize,
     stopped: bool,
@@ -590,8 +593,12 @@ impl StopScanner {
             .max()
             .unwrap_or(1)
             .saturating_sub(1);
+        let mut first_bytes: Vec<u8> = stops.iter().filter_map(|s| s.bytes().next()).collect();
+        first_bytes.sort_unstable();
+        first_bytes.dedup();
         StopScanner {
             stops,
+            first_bytes,
             pending: String::new(),
             hold,
             stopped: false,
@@ -607,7 +614,9 @@ impl StopScanner {
         if self.stopped {
             return std::borrow::Cow::Borrowed("");
         }
-        if self.stops.is_empty() {
+        if self.stops.is_empty()
+            || (self.pending.is_empty() && !delta.bytes().any(|b| self.first_bytes.contains(&b)))
+        {
             return std::borrow::Cow::Borrowed(delta);
         }
         self.pending.push_str(delta);
@@ -708,6 +717,43 @@ mod tests {
                     String::from_utf8(completion_body_by_serde(&ctx, kind, text, finish, usage))
                         .unwrap()
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn stop_scanner_matches_a_plain_search_however_the_text_is_split() {
+        let stops = vec!["<|eot_id|>".to_string(), "\n\nUser:".to_string()];
+        let reference = |text: &str| {
+            let cut = stops.iter().filter_map(|s| text.find(s.as_str())).min();
+            cut.map_or(text, |c| &text[..c]).to_string()
+        };
+        for text in [
+            "plain words with no stop at all",
+            "an answer<|eot_id|> and what follows",
+            "a < b and c <| d <|eot_i e",
+            "two lines\n\nUser: next turn",
+            "é<|eot_id|>",
+            "<|eot_id|>",
+            "\n\nUse\n\nUser:",
+        ] {
+            let chars: Vec<usize> = text
+                .char_indices()
+                .map(|(i, _)| i)
+                .chain([text.len()])
+                .collect();
+            for &a in &chars {
+                for &b in chars.iter().filter(|&&b| b >= a) {
+                    let mut scanner = StopScanner::new(stops.clone());
+                    let mut out = String::new();
+                    for piece in [&text[..a], &text[a..b], &text[b..]] {
+                        out.push_str(&scanner.push(piece));
+                    }
+                    if !scanner.stopped() {
+                        out.push_str(&scanner.finish());
+                    }
+                    assert_eq!(out, reference(text), "{text:?} split at {a}, {b}");
+                }
             }
         }
     }

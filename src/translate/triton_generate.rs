@@ -287,7 +287,7 @@ impl ResponseTranslator for GenerateResponse {
         if !is_success(self.status) {
             return error_output(self.status, body);
         }
-        let Ok(out) = serde_json::from_slice::<GenerateOutput>(body) else {
+        let Ok(out) = crate::json::from_bytes::<GenerateOutput>(body) else {
             return gateway_error_output(&GatewayError::new(
                 ErrorKind::BadGateway,
                 "Triton answered with a body that is not a generate response",
@@ -395,7 +395,7 @@ impl GenerateStream {
             return;
         }
         self.start(out);
-        let event: GenerateOutput = match serde_json::from_slice(data) {
+        let event: GenerateOutput = match crate::json::from_bytes(data) {
             Ok(e) => e,
             Err(_) => {
                 self.fail(
