@@ -191,6 +191,25 @@ impl UsageTotals {
     }
 }
 
+/// Whether an event could carry a usage object: `"usage"`, then `:` and `{` (whitespace
+/// allowed). Content chunks (no usage, or OpenAI's `"usage":null` on every chunk when usage
+/// was asked for) are then not parsed at all. Inside a JSON string quotes are escaped, so
+/// only a key matches; a nested `usage` key only costs the parse. A usage key spelled with
+/// `\u` escapes would be missed.
+fn may_hold_usage(event: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"usage\"";
+    let mut rest = event;
+    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
+        let after = rest.get(at + KEY.len()..).unwrap_or_default();
+        let mut value = after.iter().skip_while(|b| b.is_ascii_whitespace());
+        if value.next() == Some(&b':') && value.find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            return true;
+        }
+        rest = after;
+    }
+    false
+}
+
 impl UsageObserver {
     fn start(&mut self, content_type: Option<&str>) {
         if content_type.is_some_and(|c| c.starts_with("text/event-stream")) {
@@ -205,7 +224,7 @@ impl UsageObserver {
         let mut out = Vec::with_capacity(if strip { chunk.len() + 16 } else { 0 });
         let mut take = |event: &[u8]| {
             let mut usage_only = false;
-            if event != b"[DONE]" {
+            if event != b"[DONE]" && may_hold_usage(event) {
                 if let Ok(UsageOnly {
                     usage: Some(u),
                     choices,
@@ -310,6 +329,30 @@ mod tests {
             created: 0,
             include_usage: false,
         }
+    }
+
+    #[test]
+    fn only_events_that_may_hold_usage_are_parsed() {
+        assert!(may_hold_usage(
+            br#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(may_hold_usage(b"{\"usage\" :\n {\"total_tokens\":2}}"));
+        assert!(!may_hold_usage(
+            br#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#
+        ));
+        assert!(!may_hold_usage(
+            br#"{"choices":[{"delta":{"content":"hi"}}]}"#
+        ));
+        assert!(!may_hold_usage(br#"{"usage""#));
+        // Inside a string the quotes are escaped, so the words never match a key.
+        assert!(!may_hold_usage(
+            br#"{"choices":[{"delta":{"content":"\"usage\": {"}}]}"#
+        ));
+        // A nested object with a `usage` key matches: parsed, and found to hold nothing.
+        assert!(may_hold_usage(br#"{"x":{"usage":{}}}"#));
+        assert!(may_hold_usage(
+            br#"{"a":"usage","usage":{"total_tokens":3}}"#
+        ));
     }
 
     #[test]
