@@ -110,42 +110,40 @@ pub fn access_record(
     deployment: usize,
     key_label: &str,
     usage: Option<crate::translate::text::Usage>,
-) -> String {
-    #[derive(serde::Serialize)]
-    struct Record<'a> {
-        model_group: &'a str,
-        deployment: &'a str,
-        key_alias: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        prompt_tokens: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        completion_tokens: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        cost: Option<f64>,
-    }
+) -> Vec<u8> {
+    use crate::json::{write, write_str};
     let d = config.deployment(deployment);
-    let cost = match (d, usage) {
-        (Some(d), Some(u)) => Some(
-            u.prompt_tokens as f64 * d.input_cost_per_token.unwrap_or(0.0)
-                + u.completion_tokens as f64 * d.output_cost_per_token.unwrap_or(0.0),
-        ),
-        _ => None,
-    };
-    let record = Record {
-        model_group: d
-            .and_then(|d| config.groups.get(d.group))
-            .map_or("", |g| g.header_name.as_str()),
-        deployment: d.map_or("", |d| d.header_id.as_str()),
-        key_alias: if key_label.is_empty() {
+    let group = d
+        .and_then(|d| config.groups.get(d.group))
+        .map_or("", |g| g.header_name.as_str());
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"{\"model_group\":");
+    write_str(&mut out, group);
+    out.extend_from_slice(b",\"deployment\":");
+    write_str(&mut out, d.map_or("", |d| d.header_id.as_str()));
+    out.extend_from_slice(b",\"key_alias\":");
+    write_str(
+        &mut out,
+        if key_label.is_empty() {
             "none"
         } else {
             key_label
         },
-        prompt_tokens: usage.map(|u| u.prompt_tokens),
-        completion_tokens: usage.map(|u| u.completion_tokens),
-        cost,
-    };
-    serde_json::to_string(&record).unwrap_or_default()
+    );
+    if let Some(u) = usage {
+        out.extend_from_slice(b",\"prompt_tokens\":");
+        write(&mut out, &u.prompt_tokens);
+        out.extend_from_slice(b",\"completion_tokens\":");
+        write(&mut out, &u.completion_tokens);
+        if let Some(d) = d {
+            let cost = u.prompt_tokens as f64 * d.input_cost_per_token.unwrap_or(0.0)
+                + u.completion_tokens as f64 * d.output_cost_per_token.unwrap_or(0.0);
+            out.extend_from_slice(b",\"cost\":");
+            write(&mut out, &cost);
+        }
+    }
+    out.push(b'}');
+    out
 }
 
 #[cfg(test)]
@@ -197,7 +195,7 @@ mod tests {
         )
         .unwrap();
         let routed: serde_json::Value =
-            serde_json::from_str(&access_record(&config, 0, "", None)).unwrap();
+            serde_json::from_slice(&access_record(&config, 0, "", None)).unwrap();
         assert_eq!(
             routed,
             serde_json::json!({"model_group": config.groups[0].header_name,
@@ -205,12 +203,15 @@ mod tests {
         );
         let usage = crate::translate::text::Usage::new(5, 6);
         let done: serde_json::Value =
-            serde_json::from_str(&access_record(&config, 0, "team_a", Some(usage))).unwrap();
+            serde_json::from_slice(&access_record(&config, 0, "team_a", Some(usage))).unwrap();
         assert_eq!(done["key_alias"], "team_a");
         assert_eq!(done["prompt_tokens"], 5);
         assert_eq!(done["completion_tokens"], 6);
         assert!((done["cost"].as_f64().unwrap() - 0.017).abs() < 1e-12);
         // A deployment index from nowhere still makes a record, not a panic.
-        assert!(access_record(&config, 99, "k", Some(usage)).contains("\"model_group\":\"\""));
+        let nowhere: serde_json::Value =
+            serde_json::from_slice(&access_record(&config, 99, "k", Some(usage))).unwrap();
+        assert_eq!(nowhere["model_group"], "");
+        assert!(nowhere.get("cost").is_none());
     }
 }

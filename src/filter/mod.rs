@@ -1179,7 +1179,7 @@ fn expose_record(config: &Config, attempt: &Attempt, key_label: &str) {
         key_label,
         attempt.response.usage(),
     );
-    let _ = hostcalls::set_property(vec!["llm_gateway"], Some(record.as_bytes()));
+    let _ = hostcalls::set_property(vec!["llm_gateway"], Some(&record));
 }
 
 /// Replace a held response: status, content type, length and body together.
