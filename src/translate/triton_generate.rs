@@ -18,7 +18,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::json;
 use crate::request::{Inference, InferenceBody};
 use crate::sse::SseParser;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Bound on one upstream SSE event we will hold while reassembling it.
 const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -27,7 +27,7 @@ pub struct TritonGenerate;
 
 /// The body `generate_body` writes, field for field; serde's rendering is the tests' oracle.
 #[cfg(test)]
-#[derive(Serialize)]
+#[derive(serde::Serialize)]
 struct GenerateBody<'a> {
     text_input: &'a str,
     max_tokens: u32,
@@ -46,7 +46,8 @@ struct GenerateBody<'a> {
     sampling_parameters: String,
 }
 
-#[derive(Serialize)]
+#[cfg(test)]
+#[derive(serde::Serialize)]
 struct SamplingParameters<'a> {
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,14 +63,7 @@ struct SamplingParameters<'a> {
 /// Written field by field: the prompt is most of the body, and `json::write_str` escapes it
 /// several times faster than serde_json.
 pub fn generate_body(text: &TextRequest) -> Vec<u8> {
-    let sampling = serde_json::to_string(&SamplingParameters {
-        max_tokens: text.max_tokens,
-        temperature: text.temperature,
-        top_p: text.top_p,
-        seed: text.seed,
-        stop: &text.stop,
-    })
-    .unwrap_or_default();
+    let sampling = sampling_parameters(text);
     let mut out = Vec::with_capacity(text.prompt.len() + 2 * sampling.len() + 224);
     out.extend_from_slice(b"{\"text_input\":");
     json::write_str(&mut out, &text.prompt);
@@ -101,6 +95,38 @@ pub fn generate_body(text: &TextRequest) -> Vec<u8> {
     json::write_str(&mut out, &sampling);
     out.push(b'}');
     out
+}
+
+/// vLLM's `sampling_parameters`, the JSON text that rides in one string field.
+fn sampling_parameters(text: &TextRequest) -> String {
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(b"{\"max_tokens\":");
+    json::write(&mut out, &text.max_tokens);
+    for (name, value) in [
+        (&b",\"temperature\":"[..], text.temperature),
+        (b",\"top_p\":", text.top_p),
+    ] {
+        if let Some(v) = value {
+            out.extend_from_slice(name);
+            json::write(&mut out, &v);
+        }
+    }
+    if let Some(seed) = text.seed {
+        out.extend_from_slice(b",\"seed\":");
+        json::write(&mut out, &seed);
+    }
+    if !text.stop.is_empty() {
+        out.extend_from_slice(b",\"stop\":[");
+        for (i, stop) in text.stop.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::write_str(&mut out, stop);
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl Translator for TritonGenerate {
