@@ -93,8 +93,7 @@ pub fn models_list(config: &Config, principal: &Principal) -> Vec<u8> {
 /// What a request was charged to its key, settled when it finishes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyCharge {
-    pub id: String,
-    pub alias: Option<String>,
+    pub grant: std::sync::Arc<KeyGrant>,
     pub tracked: bool,
     /// A tpm limit counts tokens: only then does settling with the real count matter.
     pub tokens_tracked: bool,
@@ -171,8 +170,7 @@ pub fn charge(
         }
     }
     Ok(Some(KeyCharge {
-        id: grant.id.clone(),
-        alias: grant.alias.clone(),
+        grant: std::sync::Arc::clone(grant),
         tracked,
         tokens_tracked: grant.tpm.is_some(),
         reserved_tokens: if tracked { estimated_tokens } else { 0 },
@@ -212,7 +210,7 @@ pub fn settle(
         cooldown_ms: 0,
     };
     let tracked = charge.tokens_tracked;
-    let _ = key_table::update::<()>(host, &charge.id, &|mut c| {
+    let _ = key_table::update::<()>(host, &charge.grant.id, &|mut c| {
         if tracked {
             c.state = c.state.finish(now, &outcome, &policy);
         }
@@ -228,7 +226,7 @@ pub fn refund(host: &mut dyn Host, charge: &KeyCharge) {
     }
     let minute = charge.minute;
     let tokens = charge.reserved_tokens;
-    let _ = key_table::update::<()>(host, &charge.id, &|mut c| {
+    let _ = key_table::update::<()>(host, &charge.grant.id, &|mut c| {
         if c.state.minute == minute {
             c.state.requests = c.state.requests.saturating_sub(1);
             c.state.tokens = c.state.tokens.saturating_sub(tokens);
@@ -332,7 +330,7 @@ pub fn info(
     let now = host.now_unix_ms() / 1000;
     let grant: KeyGrant = match (principal, queried) {
         (Principal::Master, Some(key)) => match config.keys.authenticate(Some(key), now)? {
-            Principal::Key(g) => *g,
+            Principal::Key(g) => (*g).clone(),
             _ => {
                 return Err(GatewayError::invalid_request(
                     "that is the master key, not a virtual key",
@@ -497,7 +495,7 @@ mod tests {
         // The budget is spent: refused as such, and the refusal reserves nothing.
         let e = charge(&mut h, &p, 10).unwrap_err();
         assert_eq!(e.code.as_deref(), Some("budget_exceeded"));
-        let counters = key_table::read(&h, &first.id);
+        let counters = key_table::read(&h, &first.grant.id);
         assert_eq!(counters.state.requests, 1);
         assert_eq!(counters.state.tokens, 7, "settled on the real usage");
     }

@@ -15,6 +15,7 @@ use hmac::{Mac, SimpleHmac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 type HmacSha256 = SimpleHmac<Sha256>;
 
@@ -63,7 +64,9 @@ pub enum Principal {
     /// No master key and no virtual keys are configured: the gateway is open.
     Open,
     Master,
-    Key(Box<KeyGrant>),
+    /// Shared with the configuration for static keys: a request clones a pointer, not the
+    /// grant's strings.
+    Key(Arc<KeyGrant>),
 }
 
 /// The key material of a configuration, prepared once.
@@ -71,7 +74,7 @@ pub enum Principal {
 pub struct KeyRing {
     pub master: Option<KeyDigest>,
     signing: Option<Vec<u8>>,
-    statics: HashMap<[u8; 32], KeyGrant>,
+    statics: HashMap<[u8; 32], Arc<KeyGrant>>,
     revoked: HashSet<String>,
 }
 
@@ -92,7 +95,10 @@ impl KeyRing {
         KeyRing {
             master: master.map(KeyDigest::of),
             signing,
-            statics: statics.into_iter().collect(),
+            statics: statics
+                .into_iter()
+                .map(|(digest, grant)| (digest, Arc::new(grant)))
+                .collect(),
             revoked: revoked.into_iter().collect(),
         }
     }
@@ -128,7 +134,7 @@ impl KeyRing {
             if grant.expires.is_some_and(|e| e <= now_secs) {
                 return Err(unauthorized("API key expired."));
             }
-            return Ok(Principal::Key(Box::new(grant.clone())));
+            return Ok(Principal::Key(Arc::clone(grant)));
         }
         if let Some(token) = key.strip_prefix(MINTED_PREFIX) {
             let claims = self.verify(token)?;
@@ -138,7 +144,7 @@ impl KeyRing {
             if claims.exp <= now_secs {
                 return Err(unauthorized("API key expired."));
             }
-            return Ok(Principal::Key(Box::new(KeyGrant {
+            return Ok(Principal::Key(Arc::new(KeyGrant {
                 id: claims.kid.clone(),
                 alias: claims.alias.clone(),
                 models: claims.models.clone(),
