@@ -19,7 +19,7 @@ use crate::translate::{BodyMode, BodyOutput, ResponseTranslator};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -217,9 +217,7 @@ impl RootContext for Root {
                 // must come from the host's entropy (WASI random_get, through std's
                 // RandomState) or workers would pick in lockstep and mint the same ids.
                 let mut seeds = SplitMix64::new(entropy() ^ now_ms);
-                let mut host = WasmHost {
-                    rng: SplitMix64::new(seeds.next_u64()),
-                };
+                let mut host = WasmHost::new(SplitMix64::new(seeds.next_u64()));
                 router::precreate(&config, &mut host);
                 if config.cache.is_some() {
                     let _ = hostcalls::set_tick_period(Duration::from_secs(1));
@@ -246,9 +244,7 @@ impl RootContext for Root {
             .unwrap_or(u64::from(context_id));
         Some(Box::new(Http {
             config: self.config.clone(),
-            host: WasmHost {
-                rng: SplitMix64::new(seed ^ u64::from(context_id)),
-            },
+            host: WasmHost::new(SplitMix64::new(seed ^ u64::from(context_id))),
             state: State::Head,
             metrics: self.metrics.clone(),
             started_ms: 0,
@@ -269,9 +265,7 @@ impl RootContext for Root {
             return;
         };
         if let Some(cache) = &config.cache {
-            let mut host = WasmHost {
-                rng: SplitMix64::new(seeds),
-            };
+            let mut host = WasmHost::new(SplitMix64::new(seeds));
             let from = self.sweep_from.get();
             crate::cache::sweep(&mut host, cache, from, CACHE_SWEEP_SLOTS);
             let next = from + CACHE_SWEEP_SLOTS;
@@ -283,11 +277,34 @@ impl RootContext for Root {
 
 struct WasmHost {
     rng: SplitMix64,
+    /// The clock, read at most once per Envoy callback: the core asks for `now` several
+    /// times while handling one (authorise, select, stamp the response) and each read is a
+    /// host call. `callback` clears it as each callback starts.
+    now_ms: Cell<Option<u64>>,
+}
+
+impl WasmHost {
+    fn new(rng: SplitMix64) -> Self {
+        WasmHost {
+            rng,
+            now_ms: Cell::new(None),
+        }
+    }
+
+    /// A new Envoy callback: time has moved on.
+    fn callback(&self) {
+        self.now_ms.set(None);
+    }
 }
 
 impl Host for WasmHost {
     fn now_unix_ms(&self) -> u64 {
-        now_unix_ms()
+        if let Some(now) = self.now_ms.get() {
+            return now;
+        }
+        let now = now_unix_ms();
+        self.now_ms.set(Some(now));
+        now
     }
     fn random_u64(&mut self) -> u64 {
         self.rng.next_u64()
@@ -732,6 +749,7 @@ impl Context for Http {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        self.host.callback();
         let Some(config) = self.config.clone() else {
             return;
         };
@@ -770,7 +788,7 @@ impl Context for Http {
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(503);
         attempt.status = Some(status);
-        attempt.first_byte_ms = Some(now_unix_ms());
+        attempt.first_byte_ms = Some(self.host.now_unix_ms());
         if gateway::is_deployment_failure(status) {
             Self::settle(&config, &mut self.host, &mut attempt);
             if Self::start_failover(&config, &mut self.host, routed) {
@@ -808,7 +826,7 @@ impl Context for Http {
         };
         Self::settle(&config, &mut self.host, &mut attempt);
         Self::settle_key(&config, &mut self.host, &mut routed.key_charge, &attempt);
-        let now = now_unix_ms();
+        let now = self.host.now_unix_ms();
         let timing = Timing {
             started_ms: self.started_ms,
             first_body_ms: Some(*routed.first_body_ms.get_or_insert(now)),
@@ -855,7 +873,8 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.started_ms = now_unix_ms();
+        self.host.callback();
+        self.started_ms = self.host.now_unix_ms();
         let Some(config) = self.config.clone() else {
             return self.reply(
                 crate::error::GatewayError::new(
@@ -925,6 +944,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.host.callback();
         let (Some(config), State::AwaitBody(pending)) = (self.config.clone(), &self.state) else {
             return Action::Continue;
         };
@@ -946,6 +966,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.host.callback();
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
@@ -958,7 +979,7 @@ impl HttpContext for Http {
             .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u16>().ok())
             .unwrap_or(502);
         routed.current.status = Some(status);
-        routed.current.first_byte_ms = Some(now_unix_ms());
+        routed.current.first_byte_ms = Some(self.host.now_unix_ms());
         routed.response_complete = end_of_stream;
         if gateway::is_deployment_failure(status) && routed.replay.is_some() {
             Self::settle(&config, &mut self.host, &mut routed.current);
@@ -1014,6 +1035,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.host.callback();
         let State::Routed(routed) = &mut self.state else {
             return Action::Continue;
         };
@@ -1026,7 +1048,7 @@ impl HttpContext for Http {
             return Action::Continue;
         }
         if body_size > 0 && routed.first_body_ms.is_none() {
-            routed.first_body_ms = Some(now_unix_ms());
+            routed.first_body_ms = Some(self.host.now_unix_ms());
         }
         let response = &mut routed.current.response;
         let action = match routed.mode {
@@ -1100,6 +1122,7 @@ impl HttpContext for Http {
 
     /// The stream is over (answered, failed, or abandoned): settle what is not yet settled.
     fn on_log(&mut self) {
+        self.host.callback();
         let Some(config) = self.config.clone() else {
             return;
         };
@@ -1132,7 +1155,7 @@ impl HttpContext for Http {
                 let timing = Timing {
                     started_ms: self.started_ms,
                     first_body_ms: routed.first_body_ms,
-                    now_ms: now_unix_ms(),
+                    now_ms: self.host.now_unix_ms(),
                 };
                 Self::record_answer(
                     &self.metrics,
