@@ -494,8 +494,13 @@ fn attempt(
             "deployment missing",
         ));
     };
-    let ctx = response_context(host, request.kind, &request.model);
-    match translator_for(deployment).translate_request(config, deployment, request, ctx) {
+    let translator = translator_for(deployment);
+    let ctx = if translator.writes_responses() {
+        response_context(host, request.kind, &request.model)
+    } else {
+        ResponseContext::default()
+    };
+    match translator.translate_request(config, deployment, request, ctx) {
         Ok(upstream) => Ok(Forward {
             deployment: reservation.deployment,
             path: upstream.path,

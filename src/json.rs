@@ -88,6 +88,22 @@ fn push_escape(out: &mut Vec<u8>, byte: u8, escape: u8) {
     }
 }
 
+/// `n` in decimal, written into `buf` (no allocation: header values on the hot path).
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(digit) = buf.get_mut(at) {
+            *digit = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(buf.get(at..).unwrap_or_default()).unwrap_or_default()
+}
+
 /// JSON read from bytes with UTF-8 checked once for the whole input: serde_json's byte reader
 /// checks every string it reads, keys included — three checks per small stream event.
 pub fn from_bytes<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
@@ -115,6 +131,14 @@ mod tests {
             serde_json::to_string(s).unwrap(),
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn decimal_writes_any_u64() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 99, 600_000, 1_234_567_890_123, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string());
+        }
     }
 
     #[test]

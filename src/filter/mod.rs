@@ -459,15 +459,15 @@ fn set_response_header(name: &str, value: Option<&str>) {
     let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
 }
 
-fn attempt_of(forward: &mut Forward) -> Attempt {
-    let response = std::mem::replace(
-        &mut forward.response,
-        Box::new(crate::translate::openai_compat::PassThroughResponse::new()),
-    );
+fn attempt_of(
+    response: Box<dyn ResponseTranslator>,
+    deployment: usize,
+    reservation: Option<Reservation>,
+) -> Attempt {
     Attempt {
         response,
-        deployment: forward.deployment,
-        reservation: forward.reservation.take(),
+        deployment,
+        reservation,
         status: None,
         first_byte_ms: None,
         settled: false,
@@ -517,12 +517,7 @@ impl Http {
     }
 
     /// Point the request at the chosen deployment; the route matches on `x-llm-cluster`.
-    fn forward(
-        &mut self,
-        config: &Config,
-        mut forward: Forward,
-        body_size: Option<usize>,
-    ) -> Action {
+    fn forward(&mut self, config: &Config, forward: Forward, body_size: Option<usize>) -> Action {
         let Some(deployment) = config.deployment(forward.deployment) else {
             return self.reply(
                 crate::error::GatewayError::new(
@@ -540,9 +535,10 @@ impl Http {
         if let Some(authorization) = &deployment.authorization {
             set_request_header("authorization", Some(authorization));
         }
+        let mut digits = [0u8; 20];
         set_request_header(
             "x-envoy-upstream-rq-timeout-ms",
-            Some(&forward.timeout_ms.to_string()),
+            Some(crate::json::decimal(forward.timeout_ms, &mut digits)),
         );
         if forward.envoy_retries > 0 {
             // Envoy retries what is safe to repeat on the same deployment; moving to another
@@ -550,7 +546,10 @@ impl Http {
             set_request_header("x-envoy-retry-on", Some(gateway::ENVOY_RETRY_ON));
             set_request_header(
                 "x-envoy-max-retries",
-                Some(&forward.envoy_retries.to_string()),
+                Some(crate::json::decimal(
+                    u64::from(forward.envoy_retries),
+                    &mut digits,
+                )),
             );
         }
         for (i, name) in gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE
@@ -562,7 +561,10 @@ impl Http {
             }
         }
         if let Some(body) = &forward.body {
-            set_request_header("content-length", Some(&body.len().to_string()));
+            set_request_header(
+                "content-length",
+                Some(crate::json::decimal(body.len() as u64, &mut digits)),
+            );
             if !self.client.json {
                 set_request_header("content-type", Some("application/json"));
             }
@@ -572,25 +574,32 @@ impl Http {
             }
         }
         set_request_header("x-llm-cluster", Some(&deployment.cluster));
-        let current = attempt_of(&mut forward);
-        let in_flight = self
-            .metrics
-            .route_id(config, forward.deployment, RouteStat::InFlight);
+        let Forward {
+            deployment: index,
+            response,
+            reservation,
+            replay,
+            key_charge,
+            key_label,
+            cache,
+            ..
+        } = forward;
+        let in_flight = self.metrics.route_id(config, index, RouteStat::InFlight);
         if let Some(id) = in_flight {
             let _ = hostcalls::increment_metric(id, 1);
         }
         self.state = State::Routed(Box::new(Routed {
-            current,
+            current: attempt_of(response, index, reservation),
             mode: BodyMode::PassThrough,
             discarding: false,
-            replay: forward.replay.take(),
+            replay,
             failover: None,
-            key_charge: forward.key_charge.take(),
-            key_label: std::mem::take(&mut forward.key_label),
+            key_charge,
+            key_label,
             first_body_ms: None,
             in_flight,
             failover_answered: false,
-            cache: forward.cache.take().map(|p| (p, Some(Vec::new()))),
+            cache: cache.map(|p| (p, Some(Vec::new()))),
             response_complete: false,
         }));
         Action::Continue
@@ -704,13 +713,14 @@ impl Http {
             let Some(d) = config.deployment(forward.deployment) else {
                 continue;
             };
-            let timeout = forward.timeout_ms.to_string();
+            let mut digits = [0u8; 20];
+            let timeout = crate::json::decimal(forward.timeout_ms, &mut digits);
             let mut headers: Vec<(&str, &str)> = vec![
                 (":method", "POST"),
                 (":path", &forward.path),
                 (":authority", &d.authority),
                 ("content-type", "application/json"),
-                ("x-envoy-upstream-rq-timeout-ms", &timeout),
+                ("x-envoy-upstream-rq-timeout-ms", timeout),
             ];
             if let Some(auth) = d.authorization.as_deref() {
                 headers.push(("authorization", auth));
@@ -723,7 +733,7 @@ impl Http {
                 vec![],
                 Duration::from_millis(forward.timeout_ms),
             );
-            let mut attempt = attempt_of(&mut forward);
+            let mut attempt = attempt_of(forward.response, forward.deployment, forward.reservation);
             match call {
                 Ok(token) => {
                     attempt.first_byte_ms = None;
@@ -1209,6 +1219,7 @@ fn expose_record(config: &Config, attempt: &Attempt, key_label: &str) {
 /// `upstream_status` is what the upstream sent: a status already right is not written again.
 /// (The content type is written: reading the upstream's to compare would cost more.)
 fn apply_complete(out: BodyOutput, replaced: usize, upstream_status: Option<u16>) {
+    let mut digits = [0u8; 20];
     match out {
         BodyOutput::Complete {
             status,
@@ -1216,16 +1227,21 @@ fn apply_complete(out: BodyOutput, replaced: usize, upstream_status: Option<u16>
             body,
         } => {
             if upstream_status != Some(status) {
-                set_response_header(":status", Some(&status.to_string()));
+                set_response_header(
+                    ":status",
+                    Some(crate::json::decimal(u64::from(status), &mut digits)),
+                );
             }
             set_response_header("content-type", Some(content_type));
-            set_response_header("content-length", Some(&body.len().to_string()));
+            let length = crate::json::decimal(body.len() as u64, &mut digits);
+            set_response_header("content-length", Some(length));
             set_response_header("content-encoding", None);
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);
         }
         BodyOutput::Replace(body) => {
             set_response_header("content-encoding", None);
-            set_response_header("content-length", Some(&body.len().to_string()));
+            let length = crate::json::decimal(body.len() as u64, &mut digits);
+            set_response_header("content-length", Some(length));
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);
         }
         BodyOutput::Unchanged => {}

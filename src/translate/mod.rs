@@ -12,7 +12,7 @@ use crate::error::GatewayError;
 use crate::request::InferenceBody;
 
 /// Facts about the request a response translator needs, owned so it outlives the body.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ResponseContext {
     /// The model name the client asked for: what OpenAI responses report as `model`.
     pub requested_model: String,
@@ -31,6 +31,12 @@ pub struct UpstreamRequest {
 }
 
 pub trait Translator {
+    /// Whether its answers are written by the gateway and so need `ResponseContext`'s id and
+    /// model; a pass-through translator gets an empty one (no id drawn, nothing copied).
+    fn writes_responses(&self) -> bool {
+        true
+    }
+
     fn translate_request(
         &self,
         config: &Config,

@@ -13,6 +13,10 @@ use crate::translate::text::Usage;
 pub struct OpenAiCompat;
 
 impl Translator for OpenAiCompat {
+    fn writes_responses(&self) -> bool {
+        false
+    }
+
     fn translate_request(
         &self,
         _config: &Config,
@@ -160,7 +164,33 @@ struct UsageOnly {
     #[serde(default)]
     usage: Option<UsageTotals>,
     #[serde(default)]
-    choices: Option<Vec<serde::de::IgnoredAny>>,
+    choices: Option<ChoiceCount>,
+}
+
+/// How many `choices` there are, counted without keeping them (no allocation).
+struct ChoiceCount(usize);
+
+impl<'de> serde::Deserialize<'de> for ChoiceCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Counter;
+        impl<'de> serde::de::Visitor<'de> for Counter {
+            type Value = ChoiceCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(ChoiceCount(n))
+            }
+        }
+        d.deserialize_seq(Counter)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -231,7 +261,7 @@ impl UsageObserver {
                 }) = serde_json::from_slice(event)
                 {
                     found = u.usage().or(found);
-                    usage_only = choices.is_some_and(|c| c.is_empty());
+                    usage_only = choices.is_some_and(|c| c.0 == 0);
                 }
             }
             if strip && !usage_only {
