@@ -363,6 +363,18 @@ mod tests {
         h
     }
 
+    /// A reservation on a deployment without rpm/tpm tracking, as simple-shuffle makes.
+    fn untracked(deployment: usize) -> Reservation {
+        Reservation {
+            deployment,
+            tracked: false,
+            in_flight: false,
+            reserved_tokens: 0,
+            minute: 0,
+            started_ms: 0,
+        }
+    }
+
     fn pick_id(c: &Config, h: &mut FakeHost, tokens: u64) -> Result<String, GatewayError> {
         let g = &c.groups[0];
         pick(c, h, g, tokens, &[]).map(|r| c.deployments[r.deployment].id.clone())
@@ -421,14 +433,7 @@ mod tests {
         );
         let mut h = host(&c);
         // allowed_fails 1: the second failure in a minute cools `a` down for 10 s.
-        let a = Reservation {
-            deployment: 0,
-            tracked: false,
-            in_flight: false,
-            reserved_tokens: 0,
-            minute: 0,
-            started_ms: 0,
-        };
+        let a = untracked(0);
         settle(&c, &mut h, &a, true, None, None);
         settle(&c, &mut h, &a, true, None, None);
         for _ in 0..50 {
@@ -441,10 +446,7 @@ mod tests {
             "a is back after cooldown_time"
         );
         // Everything cooling down: 503.
-        let b = Reservation {
-            deployment: 1,
-            ..a.clone()
-        };
+        let b = untracked(1);
         for r in [&a, &a, &b, &b] {
             settle(&c, &mut h, r, true, None, None);
         }
@@ -574,14 +576,7 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         let mut h = host(&c);
         let before = h.shared.clone();
-        let a = Reservation {
-            deployment: 0,
-            tracked: false,
-            in_flight: false,
-            reserved_tokens: 0,
-            minute: 0,
-            started_ms: 0,
-        };
+        let a = untracked(0);
         for _ in 0..5 {
             settle(&c, &mut h, &a, true, None, None);
         }

@@ -67,21 +67,8 @@ pub fn generate_body(text: &TextRequest) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.prompt.len() + 2 * sampling.len() + 224);
     out.extend_from_slice(b"{\"text_input\":");
     json::write_str(&mut out, &text.prompt);
-    out.extend_from_slice(b",\"max_tokens\":");
-    json::write(&mut out, &text.max_tokens);
-    for (name, value) in [
-        (&b",\"temperature\":"[..], text.temperature),
-        (b",\"top_p\":", text.top_p),
-    ] {
-        if let Some(v) = value {
-            out.extend_from_slice(name);
-            json::write(&mut out, &v);
-        }
-    }
-    if let Some(seed) = text.seed {
-        out.extend_from_slice(b",\"seed\":");
-        json::write(&mut out, &seed);
-    }
+    out.push(b',');
+    write_scalars(&mut out, text);
     out.extend_from_slice(if text.stream {
         b",\"stream\":true"
     } else {
@@ -97,24 +84,31 @@ pub fn generate_body(text: &TextRequest) -> Vec<u8> {
     out
 }
 
-/// vLLM's `sampling_parameters`, the JSON text that rides in one string field.
-fn sampling_parameters(text: &TextRequest) -> String {
-    let mut out = Vec::with_capacity(96);
-    out.extend_from_slice(b"{\"max_tokens\":");
-    json::write(&mut out, &text.max_tokens);
+/// `"max_tokens":…` and whichever of temperature, top_p and seed are set, in the order both
+/// bodies use.
+fn write_scalars(out: &mut Vec<u8>, text: &TextRequest) {
+    out.extend_from_slice(b"\"max_tokens\":");
+    json::write(out, &text.max_tokens);
     for (name, value) in [
         (&b",\"temperature\":"[..], text.temperature),
         (b",\"top_p\":", text.top_p),
     ] {
         if let Some(v) = value {
             out.extend_from_slice(name);
-            json::write(&mut out, &v);
+            json::write(out, &v);
         }
     }
     if let Some(seed) = text.seed {
         out.extend_from_slice(b",\"seed\":");
-        json::write(&mut out, &seed);
+        json::write(out, &seed);
     }
+}
+
+/// vLLM's `sampling_parameters`, the JSON text that rides in one string field.
+fn sampling_parameters(text: &TextRequest) -> String {
+    let mut out = Vec::with_capacity(96);
+    out.push(b'{');
+    write_scalars(&mut out, text);
     if !text.stop.is_empty() {
         out.extend_from_slice(b",\"stop\":[");
         for (i, stop) in text.stop.iter().enumerate() {
