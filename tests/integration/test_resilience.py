@@ -1,6 +1,7 @@
 """Selection and resilience on the real Envoy at --concurrency 2: rpm limits shared by both
 workers, 429s, cooldowns, failover to a sibling, fallback groups, context-window fallbacks."""
 
+import json
 import time
 
 import requests
@@ -82,6 +83,11 @@ def test_fallback_group_answers_when_primary_is_down(gateway_factory, mock_b):
     assert r.headers["x-llm-model-group"] == "backup"
     (seen,) = mock_b[1].take()
     assert b'"backup-model"' in seen["body"]
+    # The answer came from the failover call: the access log names the deployment that gave it.
+    time.sleep(0.2)
+    records = [json.loads(line.split(" llm=", 1)[1]) for line in gw.logs().splitlines() if " llm={" in line]
+    assert records and records[-1]["model_group"] == "backup", records
+    assert records[-1]["deployment"] == r.headers["x-llm-deployment"], records
     # Per request, LiteLLM style; the knob itself never reaches the upstream.
     cfg = {"model_list": [deployment("primary", dead), deployment("other", mock_b[0])]}
     gw = gateway_factory(cfg, [dead, mock_b[0]])
