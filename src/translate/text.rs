@@ -381,18 +381,11 @@ pub fn completion_body(
     usage: Usage,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + ctx.id.len() + ctx.requested_model.len() + 224);
-    out.extend_from_slice(b"{\"id\":");
-    write_json_str(&mut out, &ctx.id);
-    out.extend_from_slice(b",\"object\":\"");
-    out.extend_from_slice(kind.object_name().as_bytes());
-    out.extend_from_slice(b"\",\"created\":");
-    write_json(&mut out, &ctx.created);
-    out.extend_from_slice(b",\"model\":");
-    write_json_str(&mut out, &ctx.requested_model);
+    write_envelope(&mut out, ctx, kind.object_name());
     out.extend_from_slice(if kind == Inference::Chat {
-        b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+        b"[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
     } else {
-        b",\"choices\":[{\"index\":0,\"text\":"
+        b"[{\"index\":0,\"text\":"
     });
     write_json_str(&mut out, text);
     if kind == Inference::Chat {
@@ -404,6 +397,20 @@ pub fn completion_body(
     write_json(&mut out, &usage);
     out.push(b'}');
     out
+}
+
+/// `{"id":…,"object":…,"created":…,"model":…,"choices":`: what every answer and every
+/// stream chunk starts with.
+fn write_envelope(out: &mut Vec<u8>, ctx: &ResponseContext, object: &str) {
+    out.extend_from_slice(b"{\"id\":");
+    write_json_str(out, &ctx.id);
+    out.extend_from_slice(b",\"object\":\"");
+    out.extend_from_slice(object.as_bytes());
+    out.extend_from_slice(b"\",\"created\":");
+    write_json(out, &ctx.created);
+    out.extend_from_slice(b",\"model\":");
+    write_json_str(out, &ctx.requested_model);
+    out.extend_from_slice(b",\"choices\":");
 }
 
 /// What `completion_body` writes, as serde would: the tests' oracle.
@@ -483,15 +490,8 @@ impl ChunkWriter {
             _ => "text_completion",
         };
         let mut envelope = Vec::with_capacity(96 + ctx.id.len() + ctx.requested_model.len());
-        envelope.extend_from_slice(b"data: {\"id\":");
-        write_json_str(&mut envelope, &ctx.id);
-        envelope.extend_from_slice(b",\"object\":\"");
-        envelope.extend_from_slice(object.as_bytes());
-        envelope.extend_from_slice(b"\",\"created\":");
-        write_json(&mut envelope, &ctx.created);
-        envelope.extend_from_slice(b",\"model\":");
-        write_json_str(&mut envelope, &ctx.requested_model);
-        envelope.extend_from_slice(b",\"choices\":");
+        envelope.extend_from_slice(b"data: ");
+        write_envelope(&mut envelope, ctx, object);
         ChunkWriter {
             envelope,
             kind,
