@@ -205,10 +205,7 @@ pub fn settle(
         reserved_minute: charge.minute,
         ..Default::default()
     };
-    let policy = Policy {
-        allowed_fails: u64::MAX,
-        cooldown_ms: 0,
-    };
+    let policy = Policy::NEVER;
     let tracked = charge.tokens_tracked;
     let _ = key_table::update::<()>(host, &charge.grant.id, &|mut c| {
         if tracked {

@@ -70,7 +70,7 @@ pub fn precreate(config: &Config, host: &mut dyn Host) {
 
 /// Whether any deployment could take a request now (readiness).
 pub fn any_usable(config: &Config, host: &dyn Host) -> bool {
-    if !config.router.cooldowns {
+    if !config.router.policy.cools_down() {
         return !config.deployments.is_empty();
     }
     let now = host.now_unix_ms();
@@ -164,7 +164,7 @@ fn reserve(
         update(host, &d.state_key, &|s| {
             s.reserve(now, d.rpm, d.tpm, tokens, in_flight)
         })?;
-    } else if config.router.cooldowns {
+    } else if config.router.policy.cools_down() {
         read_state(host, d).check(now, None, None, 0)?;
     }
     Ok(Reservation {
@@ -305,7 +305,7 @@ pub fn settle(
         return;
     };
     let latency_matters = matches!(config.router.strategy, Strategy::LatencyBased { .. });
-    if !(r.tracked || (failed && config.router.cooldowns) || latency_matters) {
+    if !(r.tracked || (failed && config.router.policy.cools_down()) || latency_matters) {
         return;
     }
     let now = host.now_unix_ms();
@@ -329,7 +329,7 @@ pub fn settle(
 pub fn cool_down(config: &Config, host: &mut dyn Host, deployment: usize) {
     let Some(d) = config
         .deployment(deployment)
-        .filter(|_| config.router.cooldowns)
+        .filter(|_| config.router.policy.cools_down())
     else {
         return;
     };

@@ -63,6 +63,20 @@ pub struct Policy {
     pub cooldown_ms: u64,
 }
 
+impl Policy {
+    /// Failures never take anything out of rotation (`disable_cooldowns`; per-key records).
+    pub const NEVER: Policy = Policy {
+        allowed_fails: u64::MAX,
+        cooldown_ms: 0,
+    };
+
+    /// Whether failures can ever cool a deployment down; if not, nothing need read or write
+    /// a deployment's record for cooldowns.
+    pub fn cools_down(&self) -> bool {
+        *self != Policy::NEVER
+    }
+}
+
 pub fn minute_of(now_ms: u64) -> u64 {
     now_ms / 60_000
 }

@@ -463,9 +463,6 @@ pub const MAX_FALLBACKS: usize = 5;
 pub struct RouterSettings {
     pub strategy: Strategy,
     pub policy: crate::state::Policy,
-    /// `false` with `disable_cooldowns`: no deployment is ever cooled down, so selection
-    /// need not read a deployment's shared record unless it tracks rpm/tpm or load.
-    pub cooldowns: bool,
     pub num_retries: u32,
     /// Group → groups to try when it fails, in order.
     pub fallbacks: HashMap<usize, Vec<usize>>,
@@ -513,21 +510,18 @@ fn router_settings(
             .or(l.context_window_fallbacks.as_ref()),
         index,
     )?;
-    let cooldowns = !r.disable_cooldowns.unwrap_or(false);
     Ok(RouterSettings {
         strategy,
-        policy: if cooldowns {
+        // `disable_cooldowns`: selection then need not read a deployment's shared record
+        // unless it tracks rpm/tpm or load (see `Policy::cools_down`).
+        policy: if r.disable_cooldowns.unwrap_or(false) {
+            crate::state::Policy::NEVER
+        } else {
             crate::state::Policy {
                 allowed_fails: u64::from(r.allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS)),
                 cooldown_ms: (cooldown * 1000.0) as u64,
             }
-        } else {
-            crate::state::Policy {
-                allowed_fails: u64::MAX,
-                cooldown_ms: 0,
-            }
         },
-        cooldowns,
         num_retries: r
             .num_retries
             .or(l.num_retries)
