@@ -2,9 +2,8 @@
 //!
 //! Only `proxy_wasm::hostcalls` are used (they return `Result`); the SDK's convenience
 //! methods unwrap host errors, and `get_map_value` unwraps UTF-8, which a client controls.
-//! `get_map_bytes` still unwraps UTF-8 in header *names*; Envoy's codecs answer 400 to a
-//! name that is not an RFC 9110 token before any filter runs (checked on 1.40 with raw
-//! `\xff` and `\xc3\xa9` names), so only values, which stay bytes, can be arbitrary.
+//! Header maps are read with the raw ABI call and parsed in place (`header_map`): the SDK's
+//! `get_map_bytes` unwraps UTF-8 in header *names* and panics on an unexpected status.
 
 use crate::access::{self, KeyCharge};
 use crate::auth::presented_key;
@@ -429,25 +428,26 @@ extern "C" {
     ) -> Status;
 }
 
-/// The request's header map as Envoy serialised it, read by `header_map::pairs` in place
-/// (the SDK's `get_map_bytes` copies each name and value, and panics on an unexpected status).
-fn request_header_map() -> Vec<u8> {
+/// A header map as Envoy serialised it, read by `header_map::pairs` in place (the SDK's
+/// `get_map_bytes` copies each name and value, and panics on an unexpected status).
+fn header_map(map_type: MapType) -> Vec<u8> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the host writes a pointer it allocated through the SDK's
     // `proxy_on_memory_allocate` (a `Vec<u8>` of capacity `size`, forgotten) and its size;
     // ownership passes to us, exactly as in the SDK's own `get_map_bytes`.
     unsafe {
-        match proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
+        match proxy_get_header_map_pairs(map_type, &mut data, &mut size) {
             Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
             _ => Vec::new(),
         }
     }
 }
 
-fn header<'a>(map: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
-    map.iter()
-        .find(|(k, _)| k == name)
+/// The first value of `name` in a serialised map, if it is text.
+fn header<'a>(map: &'a [u8], name: &str) -> Option<&'a str> {
+    crate::header_map::pairs(map)
+        .find(|(k, _)| *k == name)
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
@@ -768,8 +768,7 @@ impl Context for Http {
                 return;
             };
             let (_, deployment) = pending.swap_remove(at);
-            let headers =
-                hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+            let headers = header_map(MapType::HttpCallResponseHeaders);
             let result = header(&headers, ":status")
                 .and_then(|s| s.parse::<u16>().ok())
                 .ok_or_else(|| "no answer (connection failed or timed out)".to_string());
@@ -791,8 +790,7 @@ impl Context for Http {
             routed.failover = Some((token, attempt));
             return;
         }
-        let headers =
-            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+        let headers = header_map(MapType::HttpCallResponseHeaders);
         // No headers at all: the call failed (connection refused, reset, timeout).
         let status = header(&headers, ":status")
             .and_then(|s| s.parse::<u16>().ok())
@@ -894,7 +892,7 @@ impl HttpContext for Http {
                 .into(),
             );
         };
-        let headers = request_header_map();
+        let headers = header_map(MapType::HttpRequestHeaders);
         fn text(v: &[u8]) -> Option<&str> {
             std::str::from_utf8(v).ok()
         }
