@@ -467,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn a_key_with_budget_and_limits_is_refused_on_either() {
+    fn a_key_with_budget_and_limits_is_refused_once_its_budget_is_spent() {
         let c = config();
         let mut h = FakeHost::new(1);
         key_table::precreate(&mut h);

@@ -66,7 +66,7 @@ impl<'a> Iterator for Pairs<'a> {
 }
 
 #[cfg(test)]
-pub fn serialise(map: &[(&[u8], &[u8])]) -> Vec<u8> {
+fn serialise(map: &[(&[u8], &[u8])]) -> Vec<u8> {
     let mut out = (map.len() as u32).to_le_bytes().to_vec();
     for (k, v) in map {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
