@@ -3,7 +3,8 @@
 //! serde_json escapes a string one byte at a time (~16 instructions a byte natively, more in
 //! wasm); a prompt of a few kilobytes made that the largest single cost of a Triton request.
 //! `write_str` skips eight bytes at a time while none needs escaping and writes exactly what
-//! serde_json writes.
+//! serde_json writes. `decimal` formats a number on the stack (JSON numbers and header
+//! values alike), and `from_bytes` reads JSON checking UTF-8 once.
 
 use serde::Serialize;
 
