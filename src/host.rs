@@ -65,8 +65,11 @@ pub struct FakeHost {
     pub shared: std::collections::HashMap<String, (Vec<u8>, u32)>,
     /// Make the next N conditional writes fail, as if another worker won the race.
     pub lose_races: u32,
-    /// Shared-data reads so far: each is a host call that returns data, the dearest kind.
+    /// Shared-data reads so far: each is a host call.
     pub reads: std::cell::Cell<u32>,
+    /// Those of them that found a non-empty value: the host copies it into the module's
+    /// memory through an allocation call back into the module, the dearest kind of call.
+    pub copies: std::cell::Cell<u32>,
 }
 
 impl FakeHost {
@@ -77,6 +80,7 @@ impl FakeHost {
             shared: std::collections::HashMap::new(),
             lose_races: 0,
             reads: std::cell::Cell::new(0),
+            copies: std::cell::Cell::new(0),
         }
     }
 }
@@ -93,7 +97,11 @@ impl Host for FakeHost {
     }
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         self.reads.set(self.reads.get() + 1);
-        self.shared.get(key).cloned()
+        let found = self.shared.get(key).cloned();
+        if found.as_ref().is_some_and(|(value, _)| !value.is_empty()) {
+            self.copies.set(self.copies.get() + 1);
+        }
+        found
     }
     fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
         let version = self.shared.get(key).map_or(0, |(_, v)| *v);

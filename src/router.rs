@@ -4,7 +4,8 @@
 //! number of workers and concurrent requests.
 //!
 //! Cheap by default: with simple-shuffle and no rpm/tpm on a deployment, a request costs one
-//! shared read (its cooldown) and no write unless it fails.
+//! shared read (its cooldown marker, empty unless it is cooling down) and no write unless it
+//! fails.
 
 use crate::config::{Config, Deployment, ModelGroup, Strategy};
 use crate::error::{ErrorKind, GatewayError};
@@ -34,6 +35,39 @@ fn read_state(host: &dyn Host, d: &Deployment) -> DeploymentState {
     host.shared_get(&d.state_key)
         .map(|(bytes, _)| DeploymentState::decode(&bytes))
         .unwrap_or_default()
+}
+
+/// Until when a deployment is cooling down (0: it is not), from its marker: a separate
+/// shared value that holds `cooldown_until_ms` while a cooldown lasts and is empty
+/// otherwise. Reading an empty value is a host call that copies nothing back — no
+/// allocation inside the module, which makes it several times cheaper than reading the
+/// 72-byte record. The record keeps its own `cooldown_until_ms` for the paths that read it
+/// anyway (limits, strategies, readiness).
+fn cooling_until(host: &mut dyn Host, d: &Deployment, now: u64) -> u64 {
+    let Some((bytes, cas)) = host.shared_get(&d.cooldown_key) else {
+        return 0;
+    };
+    let until = <[u8; 8]>::try_from(bytes.as_slice()).map_or(0, u64::from_le_bytes);
+    if until != 0 && until <= now {
+        // Over: empty the marker so later reads are cheap again. The compare-and-swap
+        // leaves a cooldown another worker has just started in place.
+        host.shared_set(&d.cooldown_key, &[], Some(cas));
+    }
+    until
+}
+
+/// After a cooldown started in `state`, publish it in the deployment's marker.
+fn mark_cooldown(
+    host: &mut dyn Host,
+    d: &Deployment,
+    state: Result<DeploymentState, Unusable>,
+    now: u64,
+) {
+    if let Ok(s) = state {
+        if s.cooldown_until_ms > now {
+            host.shared_set(&d.cooldown_key, &s.cooldown_until_ms.to_le_bytes(), None);
+        }
+    }
 }
 
 /// Apply `f` to a deployment's shared record atomically; `f`'s refusal is passed on.
@@ -165,7 +199,12 @@ fn reserve(
             s.reserve(now, d.rpm, d.tpm, tokens, in_flight)
         })?;
     } else if config.router.policy.cools_down() {
-        read_state(host, d).check(now, None, None, 0)?;
+        let until = cooling_until(host, d, now);
+        if until > now {
+            return Err(Unusable::CoolingDown {
+                retry_after_secs: (until - now).div_ceil(1000).max(1),
+            });
+        }
     }
     Ok(Reservation {
         deployment: index,
@@ -318,11 +357,14 @@ pub fn settle(
         counted_in_flight: r.in_flight,
     };
     let policy = config.router.policy;
-    let _ = update(
+    let settled = update(
         host,
         &d.state_key,
         &|s| Ok(s.finish(now, &outcome, &policy)),
     );
+    if failed {
+        mark_cooldown(host, d, settled, now);
+    }
 }
 
 /// A deployment that failed its health probe is cooled down at once.
@@ -335,7 +377,8 @@ pub fn cool_down(config: &Config, host: &mut dyn Host, deployment: usize) {
     };
     let now = host.now_unix_ms();
     let policy = config.router.policy;
-    let _ = update(host, &d.state_key, &|s| Ok(s.cool_down(now, &policy)));
+    let cooled = update(host, &d.state_key, &|s| Ok(s.cool_down(now, &policy)));
+    mark_cooldown(host, d, cooled, now);
 }
 
 #[cfg(test)]
@@ -598,13 +641,41 @@ mod tests {
         let mut h = host(&c);
         let before = h.shared.clone();
         h.reads.set(0);
+        h.copies.set(0);
         let r = pick(&c, &mut h, &c.groups[0], 0, &[]).unwrap();
         settle(&c, &mut h, &r, false, Some(10), Some(10));
         assert_eq!(h.shared, before);
         assert_eq!(
             h.reads.get(),
             1,
-            "one read: the chosen deployment's cooldown"
+            "one read: the chosen deployment's cooldown marker"
         );
+        assert_eq!(h.copies.get(), 0, "which is empty: nothing copied back");
+    }
+
+    #[test]
+    fn the_cooldown_marker_is_set_while_cooling_and_emptied_after() {
+        let c = config("simple-shuffle", &member("a", ""));
+        let mut h = host(&c);
+        let key = c.deployments[0].cooldown_key.clone();
+        let a = untracked(0);
+        settle(&c, &mut h, &a, true, None, None);
+        assert!(!h.shared.contains_key(&key), "one failure is allowed");
+        settle(&c, &mut h, &a, true, None, None);
+        let until = h.now_ms + 10_000;
+        assert_eq!(h.shared[&key].0, until.to_le_bytes());
+        assert_eq!(pick_id(&c, &mut h, 0).unwrap_err().status(), 503);
+        h.now_ms = until;
+        assert_eq!(pick_id(&c, &mut h, 0).unwrap(), "a");
+        assert!(h.shared[&key].0.is_empty(), "emptied once over");
+        // A failed health probe marks it at once.
+        cool_down(&c, &mut h, 0);
+        assert_eq!(h.shared[&key].0, (h.now_ms + 10_000).to_le_bytes());
+        assert_eq!(pick_id(&c, &mut h, 0).unwrap_err().status(), 503);
+        // Emptying an expired marker never erases a cooldown another worker just started.
+        h.now_ms += 10_000;
+        h.lose_races = 1;
+        assert_eq!(pick_id(&c, &mut h, 0).unwrap(), "a");
+        assert!(!h.shared[&key].0.is_empty());
     }
 }

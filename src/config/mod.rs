@@ -89,6 +89,8 @@ pub struct Deployment {
     pub cluster: String,
     /// The shared-data key of this deployment's router state.
     pub state_key: String,
+    /// The shared-data key of its cooldown marker (see `router::cooling_until`).
+    pub cooldown_key: String,
     pub authority: String,
     /// `Bearer <api_key>`, resolved at configure time.
     pub authorization: Option<String>,
@@ -848,6 +850,7 @@ fn validate_deployment(
         serde_json::to_string(upstream_model).map_err(|e| err(&model_path, e.to_string()))?;
     Ok(Deployment {
         state_key: format!("llm_gateway.deployment.{id}"),
+        cooldown_key: format!("llm_gateway.cooldown.{id}"),
         header_id: header_safe(&id),
         metric_label: crate::metrics::label(&id),
         id,
