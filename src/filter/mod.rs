@@ -1,9 +1,11 @@
 //! The proxy-wasm shell: Envoy callbacks in, core calls, host calls out. Nothing else.
 //!
-//! Only `proxy_wasm::hostcalls` are used (they return `Result`); the SDK's convenience
-//! methods unwrap host errors, and `get_map_value` unwraps UTF-8, which a client controls.
-//! Header maps are read with the raw ABI call and parsed in place (`header_map`): the SDK's
-//! `get_map_bytes` unwraps UTF-8 in header *names* and panics on an unexpected status.
+//! No SDK convenience methods (they unwrap host errors, and `get_map_value` unwraps UTF-8,
+//! which a client controls). The calls every request makes — headers, bodies, shared data,
+//! properties — go through `abi`, which takes every host status as a value: the SDK's
+//! `hostcalls` panic on a status they do not expect. Header maps are parsed in place
+//! (`header_map`). What still goes through `hostcalls` (log, clock, metrics, tick, local
+//! replies, callouts) gets only the statuses its wrapper handles from this Envoy.
 
 use crate::access::{self, KeyCharge};
 use crate::auth::presented_key;
@@ -16,8 +18,10 @@ use crate::metrics;
 use crate::router::{self, Reservation};
 use crate::translate::{BodyMode, BodyOutput, ResponseTranslator};
 use proxy_wasm::hostcalls;
+
+mod abi;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -184,13 +188,13 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(
+        let bytes = match abi::buffer(
             BufferType::PluginConfiguration,
             0,
             plugin_configuration_size,
         ) {
-            Ok(Some(b)) => b,
-            _ => {
+            Some(b) => b,
+            None => {
                 log(
                     LogLevel::Error,
                     "no plugin configuration; expected the gateway JSON",
@@ -318,14 +322,10 @@ impl Host for WasmHost {
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         // An existing but empty value comes back as (None, Some(cas)): it exists, and its
         // version is what a compare-and-swap needs.
-        match hostcalls::get_shared_data(key) {
-            Ok((value, Some(cas))) => Some((value.unwrap_or_default(), cas)),
-            Ok((Some(value), None)) => Some((value, 0)),
-            _ => None,
-        }
+        abi::shared(key)
     }
     fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+        abi::set_shared(key, value, cas)
     }
 }
 
@@ -419,31 +419,6 @@ fn labels(config: &Config, deployment: usize, key: &str) -> metrics::Labels {
     }
 }
 
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_header_map_pairs(
-        map_type: MapType,
-        return_map_data: *mut *mut u8,
-        return_map_size: *mut usize,
-    ) -> Status;
-}
-
-/// A header map as Envoy serialised it, read by `header_map::pairs` in place (the SDK's
-/// `get_map_bytes` copies each name and value, and panics on an unexpected status).
-fn header_map(map_type: MapType) -> Vec<u8> {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host writes a pointer it allocated through the SDK's
-    // `proxy_on_memory_allocate` (a `Vec<u8>` of capacity `size`, forgotten) and its size;
-    // ownership passes to us, exactly as in the SDK's own `get_map_bytes`.
-    unsafe {
-        match proxy_get_header_map_pairs(map_type, &mut data, &mut size) {
-            Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
-            _ => Vec::new(),
-        }
-    }
-}
-
 /// The first value of `name` in a serialised map, if it is text.
 fn header<'a>(map: &'a [u8], name: &str) -> Option<&'a str> {
     crate::header_map::pairs(map)
@@ -452,11 +427,11 @@ fn header<'a>(map: &'a [u8], name: &str) -> Option<&'a str> {
 }
 
 fn set_request_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    abi::set_header(MapType::HttpRequestHeaders, name, value);
 }
 
 fn set_response_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+    abi::set_header(MapType::HttpResponseHeaders, name, value);
 }
 
 fn attempt_of(
@@ -569,7 +544,7 @@ impl Http {
                 set_request_header("content-type", Some("application/json"));
             }
             let replaced = body_size.unwrap_or(0);
-            if hostcalls::set_buffer(BufferType::HttpRequestBody, 0, replaced, body).is_err() {
+            if !abi::set_buffer(BufferType::HttpRequestBody, 0, replaced, body) {
                 log(LogLevel::Error, "could not replace the request body");
             }
         }
@@ -768,7 +743,7 @@ impl Context for Http {
                 return;
             };
             let (_, deployment) = pending.swap_remove(at);
-            let headers = header_map(MapType::HttpCallResponseHeaders);
+            let headers = abi::header_map(MapType::HttpCallResponseHeaders);
             let result = header(&headers, ":status")
                 .and_then(|s| s.parse::<u16>().ok())
                 .ok_or_else(|| "no answer (connection failed or timed out)".to_string());
@@ -790,7 +765,7 @@ impl Context for Http {
             routed.failover = Some((token, attempt));
             return;
         }
-        let headers = header_map(MapType::HttpCallResponseHeaders);
+        let headers = abi::header_map(MapType::HttpCallResponseHeaders);
         // No headers at all: the call failed (connection refused, reset, timeout).
         let status = header(&headers, ":status")
             .and_then(|s| s.parse::<u16>().ok())
@@ -804,10 +779,7 @@ impl Context for Http {
             }
         }
         let body = if body_size > 0 {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
+            abi::buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -892,7 +864,7 @@ impl HttpContext for Http {
                 .into(),
             );
         };
-        let headers = header_map(MapType::HttpRequestHeaders);
+        let headers = abi::header_map(MapType::HttpRequestHeaders);
         fn text(v: &[u8]) -> Option<&str> {
             std::str::from_utf8(v).ok()
         }
@@ -963,10 +935,7 @@ impl HttpContext for Http {
             return Action::Pause;
         }
         let pending = pending.clone();
-        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-            Ok(Some(b)) => b,
-            _ => Vec::new(),
-        };
+        let body = abi::buffer(BufferType::HttpRequestBody, 0, body_size).unwrap_or_default();
         match gateway::on_request_body(&config, &mut self.host, &pending, &body) {
             BodyAction::Forward(forward) => self.forward(&config, *forward, Some(body_size)),
             BodyAction::Reply(reply) => self.reply(reply),
@@ -981,9 +950,7 @@ impl HttpContext for Http {
         let State::Routed(routed) = &mut self.state else {
             return Action::Continue;
         };
-        let status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
-            .ok()
-            .flatten()
+        let status = abi::header(MapType::HttpResponseHeaders, ":status")
             .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u16>().ok())
             .unwrap_or(502);
         routed.current.status = Some(status);
@@ -997,9 +964,7 @@ impl HttpContext for Http {
             }
         }
         let content_type = if routed.current.response.reads_content_type() {
-            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "content-type")
-                .ok()
-                .flatten()
+            abi::header(MapType::HttpResponseHeaders, "content-type")
                 .and_then(|v| String::from_utf8(v).ok())
         } else {
             None
@@ -1052,7 +1017,7 @@ impl HttpContext for Http {
             return Action::Pause;
         }
         if routed.discarding {
-            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &[]);
+            abi::set_buffer(BufferType::HttpResponseBody, 0, body_size, &[]);
             return Action::Continue;
         }
         if body_size > 0 && routed.first_body_ms.is_none() {
@@ -1062,9 +1027,7 @@ impl HttpContext for Http {
         let action = match routed.mode {
             BodyMode::PassThrough => Action::Continue,
             BodyMode::Observe => {
-                if let Ok(Some(chunk)) =
-                    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                {
+                if let Some(chunk) = abi::buffer(BufferType::HttpResponseBody, 0, body_size) {
                     response.on_body(&chunk, end_of_stream);
                     keep_for_cache(&self.config, &mut routed.cache, &chunk);
                 } else if end_of_stream {
@@ -1073,16 +1036,12 @@ impl HttpContext for Http {
                 Action::Continue
             }
             BodyMode::Stream { .. } => {
-                let chunk = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                {
-                    Ok(Some(b)) => b,
-                    _ => Vec::new(),
-                };
+                let chunk =
+                    abi::buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
                 match response.on_body(&chunk, end_of_stream) {
                     BodyOutput::Unchanged => {}
                     BodyOutput::Replace(out) | BodyOutput::Complete { body: out, .. } => {
-                        let _ =
-                            hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
+                        abi::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
                     }
                 }
                 Action::Continue
@@ -1097,10 +1056,8 @@ impl HttpContext for Http {
                 if !end_of_stream {
                     return Action::Pause;
                 }
-                let body = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
-                    Ok(Some(b)) => b,
-                    _ => Vec::new(),
-                };
+                let body =
+                    abi::buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
                 let out = response.on_body(&body, true);
                 match &out {
                     BodyOutput::Complete {
@@ -1138,9 +1095,7 @@ impl HttpContext for Http {
             // An upstream that breaks off after its headers leaves a 2xx status behind; Envoy's
             // response details tell, and it counts as the deployment's failure.
             let broke_off = !routed.response_complete
-                && hostcalls::get_property(vec!["response", "code_details"])
-                    .ok()
-                    .flatten()
+                && abi::property(b"response\0code_details")
                     .is_some_and(|d| gateway::is_reset_after_headers(&d));
             if broke_off && !routed.failover_answered {
                 routed.current.status = Some(502);
@@ -1210,7 +1165,7 @@ fn expose_record(config: &Config, attempt: &Attempt, key_label: &str) {
         key_label,
         attempt.response.usage(),
     );
-    let _ = hostcalls::set_property(vec!["llm_gateway"], Some(&record));
+    abi::set_property(b"llm_gateway", &record);
 }
 
 /// Replace a held response: status, content type, length and body together.
@@ -1234,13 +1189,13 @@ fn apply_complete(out: BodyOutput, replaced: usize, upstream_status: Option<u16>
             let length = crate::json::decimal(body.len() as u64, &mut digits);
             set_response_header("content-length", Some(length));
             set_response_header("content-encoding", None);
-            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);
+            abi::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);
         }
         BodyOutput::Replace(body) => {
             set_response_header("content-encoding", None);
             let length = crate::json::decimal(body.len() as u64, &mut digits);
             set_response_header("content-length", Some(length));
-            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);
+            abi::set_buffer(BufferType::HttpResponseBody, 0, replaced, &body);
         }
         BodyOutput::Unchanged => {}
     }
