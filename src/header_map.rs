@@ -65,17 +65,23 @@ impl<'a> Iterator for Pairs<'a> {
     }
 }
 
-#[cfg(test)]
-fn serialise(map: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let mut out = (map.len() as u32).to_le_bytes().to_vec();
+/// `map` in the same layout, for the host calls that take a header map (local replies).
+pub fn serialise<K: AsRef<[u8]>, V: AsRef<[u8]>>(map: &[(K, V)]) -> Vec<u8> {
+    let len = |b: &[u8]| u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes();
+    let size: usize = map
+        .iter()
+        .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 10)
+        .sum();
+    let mut out = Vec::with_capacity(4 + size);
+    out.extend_from_slice(&u32::try_from(map.len()).unwrap_or(u32::MAX).to_le_bytes());
     for (k, v) in map {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(&len(k.as_ref()));
+        out.extend_from_slice(&len(v.as_ref()));
     }
     for (k, v) in map {
-        out.extend_from_slice(k);
+        out.extend_from_slice(k.as_ref());
         out.push(0);
-        out.extend_from_slice(v);
+        out.extend_from_slice(v.as_ref());
         out.push(0);
     }
     out
@@ -105,7 +111,7 @@ mod tests {
             ]
         );
         assert_eq!(pairs(&[]).count(), 0);
-        assert_eq!(pairs(&serialise(&[])).count(), 0);
+        assert_eq!(pairs(&serialise::<&str, &str>(&[])).count(), 0);
     }
 
     #[test]
@@ -118,7 +124,7 @@ mod tests {
 
     #[test]
     fn truncated_or_lying_maps_end_without_panicking() {
-        let full = serialise(&[(b"a", b"bb"), (b"ccc", b"d")]);
+        let full = serialise(&[("a", "bb"), ("ccc", "d")]);
         for cut in 0..full.len() {
             let got: Vec<_> = pairs(&full[..cut]).collect();
             assert!(got.len() <= 2);

@@ -1,4 +1,5 @@
-//! The host calls the shell makes for every request, without the SDK's wrappers: those
+//! The host calls the shell makes for every request (and its local replies), without the
+//! SDK's wrappers: those
 //! `panic!` on any status they do not expect — and a panic kills the VM, and with it every
 //! later request on that worker. Here every status comes back as a value. The imports are
 //! declared with the SDK's own types, so the two declarations agree.
@@ -73,6 +74,16 @@ extern "C" {
         path_size: usize,
         value_data: *const u8,
         value_size: usize,
+    ) -> Status;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
     ) -> Status;
 }
 
@@ -198,5 +209,25 @@ pub fn set_property(path: &[u8], value: &[u8]) -> bool {
     // SAFETY: the host only reads the two slices, during the call.
     let status =
         unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
+    matches!(status, Status::Ok)
+}
+
+/// Answer the client ourselves: `status`, `headers`, `body`; `false` when the host refused.
+pub fn send_local_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
+    let headers = crate::header_map::serialise(headers);
+    // SAFETY: the host only reads the slices, during the call. No details string (null, 0)
+    // and no gRPC status (-1), as the SDK's `send_http_response` passes them.
+    let status = unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            std::ptr::null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    };
     matches!(status, Status::Ok)
 }

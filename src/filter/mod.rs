@@ -4,8 +4,8 @@
 //! which a client controls). The calls every request makes — headers, bodies, shared data,
 //! properties — go through `abi`, which takes every host status as a value: the SDK's
 //! `hostcalls` panic on a status they do not expect. Header maps are parsed in place
-//! (`header_map`). What still goes through `hostcalls` (log, clock, metrics, tick, local
-//! replies, callouts) gets only the statuses its wrapper handles from this Envoy.
+//! (`header_map`). What still goes through `hostcalls` (log, clock, metrics, tick, callouts,
+//! whose responses the SDK routes back to us) gets only the statuses its wrapper handles.
 
 use crate::access::{self, KeyCharge};
 use crate::auth::presented_key;
@@ -460,9 +460,7 @@ impl Http {
         self.state = State::Replied;
         let mut headers: Vec<(&str, &str)> = vec![("content-type", reply.content_type)];
         headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
-        if hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body))
-            .is_err()
-        {
+        if !abi::send_local_response(reply.status, &headers, &reply.body) {
             log(LogLevel::Error, "could not send a local reply");
         }
         Action::Pause
@@ -836,16 +834,16 @@ impl Context for Http {
             })
             .unwrap_or_default();
         self.state = State::Replied;
-        let reply = hostcalls::send_http_response(
-            u32::from(status),
-            vec![
+        let sent = abi::send_local_response(
+            status,
+            &[
                 ("content-type", &content_type),
                 ("x-llm-model-group", &group),
                 ("x-llm-deployment", &id),
             ],
-            Some(&body),
+            &body,
         );
-        if reply.is_err() {
+        if !sent {
             log(LogLevel::Error, "could not send the failover answer");
         }
     }
