@@ -189,10 +189,7 @@ pub fn settle(
 ) {
     let now = host.now_unix_ms();
     let cost = match (charge.count_spend, usage, deployment) {
-        (true, Some(u), Some(d)) => {
-            u.prompt_tokens as f64 * d.input_cost_per_token.unwrap_or(0.0)
-                + u.completion_tokens as f64 * d.output_cost_per_token.unwrap_or(0.0)
-        }
+        (true, Some(u), Some(d)) => d.cost(u),
         _ => 0.0,
     };
     // An rpm-only key was counted when charged; its record needs no second write.

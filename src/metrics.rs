@@ -136,10 +136,8 @@ pub fn access_record(
         out.extend_from_slice(b",\"completion_tokens\":");
         write(&mut out, &u.completion_tokens);
         if let Some(d) = d {
-            let cost = u.prompt_tokens as f64 * d.input_cost_per_token.unwrap_or(0.0)
-                + u.completion_tokens as f64 * d.output_cost_per_token.unwrap_or(0.0);
             out.extend_from_slice(b",\"cost\":");
-            write(&mut out, &cost);
+            write(&mut out, &d.cost(u));
         }
     }
     out.push(b'}');

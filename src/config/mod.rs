@@ -108,6 +108,14 @@ pub struct Deployment {
     pub output_cost_per_token: Option<f64>,
 }
 
+impl Deployment {
+    /// What `usage` cost in USD at this deployment's `model_info` prices (0 when unpriced).
+    pub fn cost(&self, usage: crate::translate::text::Usage) -> f64 {
+        usage.prompt_tokens as f64 * self.input_cost_per_token.unwrap_or(0.0)
+            + usage.completion_tokens as f64 * self.output_cost_per_token.unwrap_or(0.0)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelGroup {
     pub name: String,
