@@ -48,17 +48,10 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Whether any of the eight bytes is a control character, `"` or `\`. Exact: never a false
-/// negative (a false positive only sends the word through the byte-by-byte path).
+/// Whether any of the eight bytes is a control character, `"` or `\\` (exactly: see `swar`).
 fn any_needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
-    let quote = w ^ (ONES * u64::from(b'"'));
-    let backslash = w ^ (ONES * u64::from(b'\\'));
-    let is_quote = quote.wrapping_sub(ONES) & !quote;
-    let is_backslash = backslash.wrapping_sub(ONES) & !backslash;
-    (below_space | is_quote | is_backslash) & HIGH != 0
+    use crate::swar::{below_mask, eq_mask};
+    below_mask(w, 0x20) | eq_mask(w, b'"') | eq_mask(w, b'\\') != 0
 }
 
 /// 0: as it is; `u`: `\u00XX`; anything else: the letter after the backslash.

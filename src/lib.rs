@@ -25,6 +25,7 @@ pub mod router;
 pub mod select;
 pub mod sse;
 pub mod state;
+pub mod swar;
 pub mod template;
 pub mod translate;
 

@@ -18,18 +18,13 @@ pub struct SseOverflow;
 
 /// The first `\n` or `\r` in `bytes`: eight bytes at a time, then the word that has one.
 fn line_end(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has = |w: u64, b: u8| {
-        let x = w ^ (ONES * u64::from(b));
-        x.wrapping_sub(ONES) & !x & HIGH != 0
-    };
+    use crate::swar::eq_mask;
     let words = bytes
         .chunks_exact(8)
         .take_while(|word| {
             <[u8; 8]>::try_from(*word).is_ok_and(|w| {
                 let w = u64::from_le_bytes(w);
-                !has(w, b'\n') && !has(w, b'\r')
+                eq_mask(w, b'\n') | eq_mask(w, b'\r') == 0
             })
         })
         .count();
