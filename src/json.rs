@@ -48,7 +48,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Whether any of the eight bytes is a control character, `"` or `\\` (exactly: see `swar`).
+/// Whether any of the eight bytes is a control character, `"` or `\` (exactly: see `swar`).
 fn any_needs_escape(w: u64) -> bool {
     use crate::swar::{below_mask, eq_mask};
     below_mask(w, 0x20) | eq_mask(w, b'"') | eq_mask(w, b'\\') != 0

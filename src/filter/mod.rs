@@ -2,10 +2,12 @@
 //!
 //! No SDK convenience methods (they unwrap host errors, and `get_map_value` unwraps UTF-8,
 //! which a client controls). The calls every request makes — headers, bodies, shared data,
-//! properties — go through `abi`, which takes every host status as a value: the SDK's
+//! properties, local replies — go through `abi`, which takes every host status as a value: the SDK's
 //! `hostcalls` panic on a status they do not expect. Header maps are parsed in place
 //! (`header_map`). What still goes through `hostcalls` (log, clock, metrics, tick, callouts,
 //! whose responses the SDK routes back to us) gets only the statuses its wrapper handles.
+
+mod abi;
 
 use crate::access::{self, KeyCharge};
 use crate::auth::presented_key;
@@ -18,8 +20,6 @@ use crate::metrics;
 use crate::router::{self, Reservation};
 use crate::translate::{BodyMode, BodyOutput, ResponseTranslator};
 use proxy_wasm::hostcalls;
-
-mod abi;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use std::cell::{Cell, RefCell};
@@ -320,8 +320,6 @@ impl Host for WasmHost {
         ((u128::from(a) << 64) | u128::from(b)).to_le_bytes()
     }
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        // An existing but empty value comes back as (None, Some(cas)): it exists, and its
-        // version is what a compare-and-swap needs.
         abi::shared(key)
     }
     fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
