@@ -1,17 +1,15 @@
-//! Who may do what: the principal behind a request, which models a key may use, its
-//! per-minute limits and budget (shared by every worker of one Envoy), and the key
-//! endpoints (`/key/generate`, `/key/info`).
+//! Who may do what: the principal behind a request and what the endpoint needs, and a
+//! key's per-minute limits and budget (shared by every worker of one Envoy). Which model
+//! groups a principal may use is `scope`; the key endpoints are `key_api`.
 
-use crate::config::{render_models_list, Config, Deployment};
+use crate::config::{Config, Deployment};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::LocalReply;
 use crate::host::Host;
 use crate::key_table::{self, KeyCounters};
-use crate::keys::{self, Claims, KeyGrant, Principal};
+use crate::keys::{KeyGrant, Principal};
 use crate::request::Endpoint;
 use crate::state::{minute_of, Outcome, Policy, Unusable};
 use crate::translate::text::Usage;
-use serde::Deserialize;
 
 /// The caller, checked against what the endpoint needs.
 pub fn authorize(
@@ -34,62 +32,6 @@ pub fn authorize(
     Ok(principal)
 }
 
-/// Whether the principal may use `requested` (which resolves to `group`): its key lists
-/// the name, or another name of the same group.
-pub fn may_use(config: &Config, principal: &Principal, requested: &str, group: usize) -> bool {
-    match principal {
-        Principal::Key(grant) if !grant.models.is_empty() => grant
-            .models
-            .iter()
-            .any(|m| m == requested || config.model_index.get(m) == Some(&group)),
-        _ => true,
-    }
-}
-
-pub fn check_model(
-    config: &Config,
-    principal: &Principal,
-    requested: &str,
-    group: usize,
-) -> Result<(), GatewayError> {
-    if may_use(config, principal, requested, group) {
-        Ok(())
-    } else {
-        let shown: String = requested
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(128)
-            .collect();
-        Err(GatewayError::new(
-            ErrorKind::Permission,
-            format!("this key may not use model `{shown}`"),
-        )
-        .with_param("model")
-        .with_code("model_not_allowed"))
-    }
-}
-
-/// `/v1/models` for this caller: the prerendered list, or the part a key may use.
-pub fn models_list(config: &Config, principal: &Principal) -> Vec<u8> {
-    match principal {
-        Principal::Key(grant) if !grant.models.is_empty() => {
-            let allowed: Vec<&String> = config
-                .visible_models
-                .iter()
-                .filter(|m| {
-                    config
-                        .model_index
-                        .get(m.as_str())
-                        .is_some_and(|&g| may_use(config, principal, m, g))
-                })
-                .collect();
-            let _ = grant;
-            render_models_list(&allowed, config.created)
-        }
-        _ => config.models_list_body.clone(),
-    }
-}
-
 /// What a request was charged to its key, settled when it finishes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyCharge {
@@ -108,7 +50,7 @@ enum KeyRefusal {
     Limited(Unusable),
 }
 
-fn spend_of(host: &dyn Host, id: &str) -> f64 {
+pub fn spend_of(host: &dyn Host, id: &str) -> f64 {
     key_table::read(host, id).spend
 }
 
@@ -229,141 +171,12 @@ pub fn refund(host: &mut dyn Host, charge: &KeyCharge) {
     });
 }
 
-#[derive(Deserialize, Default)]
-struct GenerateRequest {
-    #[serde(default)]
-    models: Option<Vec<String>>,
-    #[serde(default)]
-    duration: Option<String>,
-    #[serde(default)]
-    key_alias: Option<String>,
-    #[serde(default)]
-    rpm_limit: Option<u64>,
-    #[serde(default)]
-    tpm_limit: Option<u64>,
-    #[serde(default)]
-    max_budget: Option<f64>,
-}
-
-/// `POST /key/generate` (master key): a signed key carrying its claims.
-pub fn generate(
-    config: &Config,
-    host: &mut dyn Host,
-    body: &[u8],
-) -> Result<LocalReply, GatewayError> {
-    let req: GenerateRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        GenerateRequest::default()
-    } else {
-        serde_json::from_slice(body).map_err(|e| {
-            GatewayError::invalid_request(format!("invalid /key/generate body: {e}"))
-        })?
-    };
-    let models = req.models.unwrap_or_default();
-    if let Some(unknown) = models
-        .iter()
-        .find(|m| !config.model_index.contains_key(m.as_str()))
-    {
-        let shown: String = unknown
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(128)
-            .collect();
-        return Err(GatewayError::invalid_request(format!(
-            "`{shown}` is not a model group or alias"
-        ))
-        .with_param("models"));
-    }
-    let duration = match req.duration.as_deref() {
-        None => keys::DEFAULT_DURATION_SECS,
-        Some(d) => keys::parse_duration(d).ok_or_else(|| {
-            GatewayError::invalid_request("duration must look like 30s, 30m, 30h or 30d")
-                .with_param("duration")
-        })?,
-    };
-    if req.max_budget.is_some_and(|b| !(b.is_finite() && b >= 0.0)) {
-        return Err(
-            GatewayError::invalid_request("max_budget must be a number ≥ 0")
-                .with_param("max_budget"),
-        );
-    }
-    let now = host.now_unix_ms() / 1000;
-    let claims = Claims {
-        kid: keys::key_id(host.random_id()),
-        alias: req.key_alias,
-        models,
-        iat: now,
-        exp: now.saturating_add(duration),
-        rpm: req.rpm_limit,
-        tpm: req.tpm_limit,
-        budget: req.max_budget,
-    };
-    let key = config.keys.mint(&claims)?;
-    let body = serde_json::json!({
-        "key": key,
-        "token_id": claims.kid,
-        "key_alias": claims.alias,
-        "models": claims.models,
-        "expires": keys::rfc3339(claims.exp),
-        "rpm_limit": claims.rpm,
-        "tpm_limit": claims.tpm,
-        "max_budget": claims.budget,
-    });
-    Ok(LocalReply::json(
-        200,
-        serde_json::to_vec(&body).unwrap_or_default(),
-    ))
-}
-
-/// `GET /key/info`: the caller's own key, or with the master key any `?key=`.
-pub fn info(
-    config: &Config,
-    host: &dyn Host,
-    principal: &Principal,
-    queried: Option<&str>,
-) -> Result<LocalReply, GatewayError> {
-    let now = host.now_unix_ms() / 1000;
-    let grant: KeyGrant = match (principal, queried) {
-        (Principal::Master, Some(key)) => match config.keys.authenticate(Some(key), now)? {
-            Principal::Key(g) => (*g).clone(),
-            _ => {
-                return Err(GatewayError::invalid_request(
-                    "that is the master key, not a virtual key",
-                ))
-            }
-        },
-        (Principal::Key(g), _) => (**g).clone(),
-        _ => {
-            return Err(GatewayError::invalid_request(
-                "call /key/info with a virtual key, or with the master key and ?key=<key>",
-            )
-            .with_param("key"))
-        }
-    };
-    let body = serde_json::json!({
-        "token_id": grant.id,
-        "info": {
-            "token_id": grant.id,
-            "key_alias": grant.alias,
-            "models": grant.models,
-            "expires": grant.expires.map(keys::rfc3339),
-            "rpm_limit": grant.rpm,
-            "tpm_limit": grant.tpm,
-            "max_budget": grant.budget,
-            "spend": spend_of(host, &grant.id),
-            "issued_at": grant.minted.as_ref().map(|c| keys::rfc3339(c.iat)),
-        },
-    });
-    Ok(LocalReply::json(
-        200,
-        serde_json::to_vec(&body).unwrap_or_default(),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::parse;
     use crate::host::FakeHost;
+    use crate::key_api::{generate, info};
 
     fn config() -> Config {
         let json = r#"{"model_list":[
@@ -379,31 +192,6 @@ mod tests {
 
     fn key(c: &Config, k: &str) -> Principal {
         c.keys.authenticate(Some(k), 1_000).unwrap()
-    }
-
-    #[test]
-    fn model_allow_list_resolves_aliases() {
-        let c = config();
-        let team = key(&c, "sk-team");
-        assert!(may_use(&c, &team, "gpt-4o", 0));
-        assert!(
-            may_use(&c, &team, "chat", 0),
-            "the group behind an allowed alias"
-        );
-        assert!(!may_use(&c, &team, "other", 1));
-        assert_eq!(
-            check_model(&c, &team, "other", 1).unwrap_err().status(),
-            403
-        );
-        assert!(may_use(&c, &Principal::Master, "other", 1));
-        let listed: serde_json::Value = serde_json::from_slice(&models_list(&c, &team)).unwrap();
-        let ids: Vec<&str> = listed["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, vec!["chat", "gpt-4o"]);
     }
 
     #[test]
@@ -518,29 +306,5 @@ mod tests {
         // The estimate (90) is replaced by the real count (7): 93 tokens are left this minute.
         settle(&mut h, &ch, Some(Usage::new(4, 3)), c.deployments.get(1));
         assert!(charge(&mut h, &p, 90).is_ok());
-    }
-
-    #[test]
-    fn generate_validates_its_body() {
-        let c = config();
-        let mut h = FakeHost::new(1);
-        assert_eq!(
-            generate(&c, &mut h, br#"{"models":["nope"]}"#)
-                .unwrap_err()
-                .status(),
-            400
-        );
-        assert_eq!(
-            generate(&c, &mut h, br#"{"duration":"forever"}"#)
-                .unwrap_err()
-                .status(),
-            400
-        );
-        let a = generate(&c, &mut h, b"").unwrap();
-        let b = generate(&c, &mut h, b"{}").unwrap();
-        let id = |r: &LocalReply| {
-            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["token_id"].clone()
-        };
-        assert_ne!(id(&a), id(&b), "every key gets its own id");
     }
 }

@@ -3,17 +3,18 @@
 
 use crate::access::{self, KeyCharge};
 use crate::cache;
-use crate::config::{render_model_object, Config, Deployment, Provider, TritonMode};
+use crate::config::{Config, Deployment, Provider, TritonMode};
 use crate::error::{ErrorKind, GatewayError};
 use crate::host::Host;
 use crate::keys::Principal;
 use crate::request::{classify, Endpoint, Inference, InferenceBody};
 use crate::router::{self, Reservation};
-use crate::select::weighted_pick;
+use crate::scope::{Scope, Target};
 use crate::translate::openai_compat::{OpenAiCompat, PassThroughResponse};
 use crate::translate::triton_generate::TritonGenerate;
 use crate::translate::triton_infer::TritonInfer;
 use crate::translate::{ResponseContext, ResponseTranslator, Translator, JSON};
+use crate::{key_api, listing};
 
 /// Request headers removed before any upstream. The gateway reads upstream bodies (to
 /// translate them, normalise errors and count tokens), so it asks for them uncompressed:
@@ -80,9 +81,9 @@ impl From<GatewayError> for LocalReply {
     }
 }
 
-/// A request on its way to a deployment.
+/// A request on its way to a deployment: only ever made from a router reservation, which
+/// only exists for a group the caller may use (`scope`).
 pub struct Forward {
-    pub deployment: usize,
     pub path: String,
     /// `None`: the body (if any) goes upstream unchanged.
     pub body: Option<Vec<u8>>,
@@ -91,8 +92,8 @@ pub struct Forward {
     pub timeout_ms: u64,
     /// Envoy retries on the same deployment (connection failures and resets only).
     pub envoy_retries: u32,
-    /// What to settle on the router once the response is known.
-    pub reservation: Option<Reservation>,
+    /// The deployment, counted on the router; settled once the response is known.
+    pub reservation: Reservation,
     /// What it takes to try another deployment or group if this one fails.
     pub replay: Option<Replay>,
     /// What the caller's key was charged, settled when the request ends.
@@ -103,13 +104,20 @@ pub struct Forward {
     pub cache: Option<crate::cache::Plan>,
 }
 
+impl Forward {
+    pub fn deployment(&self) -> usize {
+        self.reservation.deployment
+    }
+}
+
 /// A request kept for failover: the client's body and where it may still go.
 #[derive(Debug, Clone)]
 pub struct Replay {
     pub kind: Inference,
     pub body: Vec<u8>,
-    /// The group chain: the first group, then its fallbacks.
-    pub groups: Vec<usize>,
+    /// The group chain: the first group, then its fallbacks (each one the caller may use,
+    /// or an operator's fallback of one it may use).
+    pub groups: Vec<Target>,
     pub position: usize,
     /// Deployments already tried.
     pub tried: Vec<usize>,
@@ -169,7 +177,7 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
         }
         Endpoint::Vllm(rest) => {
             if head.end_of_stream {
-                match vllm_forward(config, &principal, &rest, None) {
+                match vllm_forward(config, host, &principal, &rest, None) {
                     Ok(f) => HeadAction::Forward(Box::new(f)),
                     Err(e) => HeadAction::Reply(e.into()),
                 }
@@ -180,7 +188,9 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
                 })
             }
         }
-        Endpoint::HealthProbe => HeadAction::Probe(health_probes(config)),
+        Endpoint::HealthProbe => {
+            HeadAction::Probe(health_probes(config, &Scope::of(config, &principal)))
+        }
         other => HeadAction::Reply(local_endpoint(config, host, &principal, &other)),
     }
 }
@@ -201,20 +211,13 @@ fn local_endpoint(
     principal: &Principal,
     endpoint: &Endpoint,
 ) -> LocalReply {
+    let scope = || Scope::of(config, principal);
     match endpoint {
-        Endpoint::ListModels => LocalReply::json(200, access::models_list(config, principal)),
-        Endpoint::GetModel(id) => {
-            let visible = config.visible_models.iter().any(|m| m == id)
-                && config
-                    .model_index
-                    .get(id)
-                    .is_some_and(|&g| access::may_use(config, principal, id, g));
-            if visible {
-                LocalReply::json(200, render_model_object(id, config.created))
-            } else {
-                config.model_not_found(id).into()
-            }
-        }
+        Endpoint::ListModels => LocalReply::json(200, listing::models_list(config, &scope())),
+        Endpoint::GetModel(id) => match listing::model_object(config, &scope(), id) {
+            Ok(body) => LocalReply::json(200, body),
+            Err(e) => e.into(),
+        },
         Endpoint::Liveliness => LocalReply::json(200, br#""I'm alive!""#.to_vec()),
         Endpoint::Readiness => LocalReply::json(200, br#"{"status":"healthy"}"#.to_vec()),
         Endpoint::V1Live => LocalReply::json(200, br#"{"message":"Service is live."}"#.to_vec()),
@@ -225,15 +228,20 @@ fn local_endpoint(
                 LocalReply::json(200, br#"{"message":"Service is ready."}"#.to_vec())
             }
         }
-        Endpoint::ModelInfo => LocalReply::json(200, config.model_info_body.clone()),
-        Endpoint::ModelGroupInfo => LocalReply::json(200, config.model_group_info_body.clone()),
+        Endpoint::ModelInfo => LocalReply::json(
+            200,
+            listing::model_info(config, &scope(), listing::shows_upstreams(principal)),
+        ),
+        Endpoint::ModelGroupInfo => {
+            LocalReply::json(200, listing::model_group_info(config, &scope()))
+        }
         // Probing happens at header time (`HeadAction::Probe`); a body never comes here.
         Endpoint::HealthProbe => LocalReply::json(
             200,
             br#"{"healthy_endpoints":[],"unhealthy_endpoints":[],"healthy_count":0,"unhealthy_count":0}"#.to_vec(),
         ),
         Endpoint::KeyInfo(queried) => {
-            access::info(config, host, principal, queried.as_deref()).unwrap_or_else(LocalReply::from)
+            key_api::info(config, host, principal, queried.as_deref()).unwrap_or_else(LocalReply::from)
         }
         Endpoint::KeyGenerate => {
             GatewayError::invalid_request("POST a JSON body to /key/generate").into()
@@ -268,10 +276,10 @@ pub fn on_request_body(
             Ok(action) => return action,
             Err(e) => Err(e),
         },
-        Endpoint::Vllm(rest) => vllm_forward(config, &pending.principal, rest, Some((host, body))),
+        Endpoint::Vllm(rest) => vllm_forward(config, host, &pending.principal, rest, Some(body)),
         Endpoint::KeyGenerate => {
             return BodyAction::Reply(
-                access::generate(config, host, body).unwrap_or_else(LocalReply::from),
+                key_api::generate(config, host, body).unwrap_or_else(LocalReply::from),
             )
         }
         other => return BodyAction::Reply(local_endpoint(config, host, &pending.principal, other)),
@@ -290,22 +298,39 @@ fn inference(
     body: &[u8],
 ) -> Result<BodyAction, GatewayError> {
     let request = InferenceBody::parse(kind, body)?;
-    let first = *config
-        .model_index
-        .get(&request.model)
-        .ok_or_else(|| config.model_not_found(&request.model))?;
-    access::check_model(config, principal, &request.model, first)?;
-    let cache_plan = cache_plan(config, principal, first, &request, body);
+    let scope = Scope::of(config, principal);
+    let first = scope.admit(config, &request.model, "model")?;
+    // Fallbacks from the body are the client's choice: each must be a group it may use,
+    // checked before anything is read from the cache or sent.
+    let body_fallbacks = admit_all(config, &scope, &request.overrides.fallbacks, "fallbacks")?;
+    let body_window_fallbacks = admit_all(
+        config,
+        &scope,
+        &request.overrides.context_window_fallbacks,
+        "context_window_fallbacks",
+    )?;
+    let cache_plan = cache_plan(config, &scope, first, &request, body);
     if let (Some(plan), Some(settings)) = (&cache_plan, &config.cache) {
         if plan.read {
             if let Some(answer) = cache::get(host, settings, plan) {
-                return Ok(BodyAction::Reply(cached_reply(config, first, answer)));
+                return Ok(BodyAction::Reply(cached_reply(
+                    config,
+                    first.group(),
+                    answer,
+                )));
             }
         }
     }
     let prompt_tokens = (request.payload.get().len() as u64).div_ceil(4);
     let estimated_tokens = prompt_tokens + request.max_tokens.unwrap_or(0);
-    let groups = group_chain(config, first, &request, prompt_tokens)?;
+    let groups = group_chain(
+        config,
+        first,
+        body_fallbacks,
+        body_window_fallbacks,
+        &request,
+        prompt_tokens,
+    )?;
     let key_charge = access::charge(host, principal, estimated_tokens)?;
     let routed = route(config, host, body, &request, groups, estimated_tokens);
     match routed {
@@ -330,7 +355,7 @@ fn route(
     host: &mut dyn Host,
     body: &[u8],
     request: &InferenceBody<'_>,
-    groups: Vec<usize>,
+    groups: Vec<Target>,
     estimated_tokens: u64,
 ) -> Result<Forward, GatewayError> {
     let retries = request
@@ -338,11 +363,11 @@ fn route(
         .num_retries
         .unwrap_or(config.router.num_retries);
     let mut first_error = None;
-    for (position, &g) in groups.iter().enumerate() {
-        let Some(group) = config.groups.get(g) else {
+    for (position, &target) in groups.iter().enumerate() {
+        let Some(group) = config.groups.get(target.group()) else {
             continue;
         };
-        match router::pick(config, host, group, estimated_tokens, &[]) {
+        match router::pick(config, host, target, estimated_tokens, &[]) {
             Ok(reservation) => {
                 // The body is kept only when there is somewhere else to send it.
                 let elsewhere =
@@ -363,15 +388,36 @@ fn route(
             }
         }
     }
-    Err(first_error.unwrap_or_else(|| config.model_not_found(&request.model)))
+    Err(first_error.unwrap_or_else(|| {
+        GatewayError::new(ErrorKind::ServiceUnavailable, "no model group to route to")
+    }))
+}
+
+/// Each name of a body's fallback list as a group the caller may use: 404 for a name the
+/// gateway does not know, 403 for one the caller may not use, naming it and the field.
+fn admit_all(
+    config: &Config,
+    scope: &Scope,
+    names: &Option<Vec<String>>,
+    param: &'static str,
+) -> Result<Option<Vec<Target>>, GatewayError> {
+    names
+        .as_ref()
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| scope.admit(config, n, param))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()
 }
 
 /// How this request uses the response cache: non-streaming requests only, keyed by the
 /// group, the endpoint, the caller's model scope and the normalised body.
 fn cache_plan(
     config: &Config,
-    principal: &Principal,
-    group: usize,
+    scope: &Scope,
+    target: Target,
     request: &InferenceBody<'_>,
     body: &[u8],
 ) -> Option<cache::Plan> {
@@ -380,16 +426,9 @@ fn cache_plan(
     if request.stream || !(controls.read || controls.write) {
         return None;
     }
-    // Keys whose model lists differ never share answers.
-    let scope = match principal {
-        Principal::Key(g) if !g.models.is_empty() => {
-            let mut models = g.models.clone();
-            models.sort();
-            format!("models:{}", models.join("\n"))
-        }
-        _ => "*".to_string(),
-    };
-    let name = config.groups.get(group)?.name.as_str();
+    // Callers that may use different groups never share answers.
+    let scope = scope.cache_scope(config);
+    let name = config.groups.get(target.group())?.name.as_str();
     let endpoint = request.kind.object_name();
     Some(cache::Plan {
         hash: cache::key(name, endpoint, &scope, body)?,
@@ -422,21 +461,17 @@ pub fn key_label(principal: &Principal) -> String {
 
 /// The groups a request may use, in order: the one it names (or, when the prompt is longer
 /// than that group's context window, its context-window fallbacks), then its fallbacks.
+/// The body's lists (already admitted for the caller) replace the operator's.
 fn group_chain(
     config: &Config,
-    first: usize,
+    first: Target,
+    body_fallbacks: Option<Vec<Target>>,
+    body_window_fallbacks: Option<Vec<Target>>,
     request: &InferenceBody<'_>,
     prompt_tokens: u64,
-) -> Result<Vec<usize>, GatewayError> {
-    let named = |names: &Option<Vec<String>>| -> Option<Vec<usize>> {
-        names.as_ref().map(|v| {
-            v.iter()
-                .filter_map(|n| config.model_index.get(n).copied())
-                .collect()
-        })
-    };
-    let fits = |g: usize| -> bool {
-        let Some(group) = config.groups.get(g) else {
+) -> Result<Vec<Target>, GatewayError> {
+    let fits = |t: Target| -> bool {
+        let Some(group) = config.groups.get(t.group()) else {
             return false;
         };
         group.deployments.iter().any(|&i| {
@@ -445,15 +480,13 @@ fn group_chain(
                 .is_some_and(|d| d.max_input_tokens.is_none_or(|max| prompt_tokens <= max))
         })
     };
-    let mut chain = Vec::new();
-    if fits(first) {
-        chain.push(first);
+    let head = if fits(first) {
+        first
     } else {
-        let window = named(&request.overrides.context_window_fallbacks)
-            .or_else(|| config.router.context_window_fallbacks.get(&first).cloned())
-            .unwrap_or_default();
-        match window.into_iter().find(|&g| fits(g)) {
-            Some(g) => chain.push(g),
+        let window =
+            body_window_fallbacks.unwrap_or_else(|| first.config_context_window_fallbacks(config));
+        match window.into_iter().find(|&t| fits(t)) {
+            Some(t) => t,
             None => {
                 return Err(GatewayError::invalid_request(format!(
                     "the prompt (about {prompt_tokens} tokens) exceeds the context window of `{}`, and no context_window_fallbacks group fits it",
@@ -463,17 +496,15 @@ fn group_chain(
                 .with_code("context_length_exceeded"))
             }
         }
-    }
-    let head = chain.first().copied().unwrap_or(first);
-    let fallbacks = named(&request.overrides.fallbacks)
-        .or_else(|| config.router.fallbacks.get(&head).cloned())
-        .unwrap_or_default();
-    for g in fallbacks {
+    };
+    let mut chain = vec![head];
+    let fallbacks = body_fallbacks.unwrap_or_else(|| head.config_fallbacks(config));
+    for t in fallbacks {
         if chain.len() > crate::config::MAX_FALLBACKS {
             break;
         }
-        if !chain.contains(&g) {
-            chain.push(g);
+        if !chain.contains(&t) {
+            chain.push(t);
         }
     }
     Ok(chain)
@@ -502,7 +533,6 @@ fn attempt(
     };
     match translator.translate_request(config, deployment, request, ctx) {
         Ok(upstream) => Ok(Forward {
-            deployment: reservation.deployment,
             path: upstream.path,
             body: upstream.body,
             response: upstream.response,
@@ -514,7 +544,7 @@ fn attempt(
                 .overrides
                 .num_retries
                 .unwrap_or(config.router.num_retries),
-            reservation: Some(reservation),
+            reservation,
             replay,
             key_charge: None,
             key_label: String::new(),
@@ -531,11 +561,11 @@ fn attempt(
 /// group while retries last, else the next fallback group. `None` when nothing is left.
 pub fn failover(config: &Config, host: &mut dyn Host, replay: &mut Replay) -> Option<Forward> {
     let request = InferenceBody::parse(replay.kind, &replay.body).ok()?;
-    while let Some(&g) = replay.groups.get(replay.position) {
-        let group = config.groups.get(g)?;
+    while let Some(&target) = replay.groups.get(replay.position) {
+        let group = config.groups.get(target.group())?;
         if replay.retries_left > 0 || !replay.tried.iter().any(|t| group.deployments.contains(t)) {
             if let Ok(reservation) =
-                router::pick(config, host, group, replay.estimated_tokens, &replay.tried)
+                router::pick(config, host, target, replay.estimated_tokens, &replay.tried)
             {
                 if replay.tried.iter().any(|t| group.deployments.contains(t)) {
                     replay.retries_left = replay.retries_left.saturating_sub(1);
@@ -562,12 +592,18 @@ pub struct Probe {
 /// Seconds a health probe may take before the deployment counts as unhealthy.
 pub const HEALTH_PROBE_TIMEOUT_MS: u64 = 5_000;
 
-/// What each deployment is asked: Triton's readiness, vLLM's `/health`, else the model list.
-pub fn health_probes(config: &Config) -> Vec<Probe> {
-    config
-        .deployments
-        .iter()
-        .enumerate()
+/// What each deployment of the groups in `scope` is asked, in config order: Triton's
+/// readiness, vLLM's `/health`, else the model list.
+pub fn health_probes(config: &Config, scope: &Scope) -> Vec<Probe> {
+    let mut members: Vec<usize> = scope
+        .targets(config)
+        .filter_map(|t| config.groups.get(t.group()))
+        .flat_map(|g| g.deployments.iter().copied())
+        .collect();
+    members.sort_unstable();
+    members
+        .into_iter()
+        .filter_map(|i| config.deployment(i).map(|d| (i, d)))
         .map(|(i, d)| {
             let path = match &d.provider {
                 Provider::Triton { path, .. } => {
@@ -692,59 +728,159 @@ fn translator_for(deployment: &Deployment) -> &'static dyn Translator {
     }
 }
 
-/// `/vllm/<rest>`: to the deployment the body's `model` names, else the first vLLM one.
+/// `/vllm/<rest>`: a route like any other. A body `model` is admitted for the caller and
+/// picks a deployment of its group (with `model` swapped for the deployment's); without
+/// one, the first vLLM deployment in config order that the caller may use and that can take
+/// a request. The key's limits and the deployment's are counted, as for the OpenAI routes.
 fn vllm_forward(
     config: &Config,
+    host: &mut dyn Host,
     principal: &Principal,
     rest: &str,
-    body: Option<(&mut dyn Host, &[u8])>,
+    body: Option<&[u8]>,
 ) -> Result<Forward, GatewayError> {
-    let no_vllm = || {
-        GatewayError::new(
-            ErrorKind::NotFound,
-            "no hosted_vllm deployment is configured for /vllm pass-through",
-        )
-    };
+    let scope = Scope::of(config, principal);
     let named = match body {
-        Some((host, body)) => vllm_named_deployment(config, principal, host, body)?,
+        Some(body) => body_model(body)?,
         None => None,
     };
-    let (index, new_body) = match named {
-        Some((index, new_body)) => (index, Some(new_body)),
-        None => (config.default_vllm.ok_or_else(no_vllm)?, None),
+    let estimated_tokens = body.map_or(0, |b| (b.len() as u64).div_ceil(4));
+    // Admission first: a name the caller may not use is refused before anything is counted.
+    let target = match &named {
+        Some(m) => Some(scope.admit(config, &m.name, "model")?),
+        None => None,
     };
-    let deployment = config.deployment(index).ok_or_else(no_vllm)?;
-    let Provider::OpenAiCompatible {
-        native_base_path, ..
-    } = &deployment.provider
-    else {
-        return Err(GatewayError::invalid_request(
-            "the model named for /vllm pass-through is not served by a vLLM/OpenAI-compatible deployment",
-        )
-        .with_param("model"));
+    let key_charge = access::charge(host, principal, estimated_tokens)?;
+    let reserved = match target {
+        Some(target) => pick_native(config, host, target, estimated_tokens),
+        None => first_vllm(config, host, &scope, estimated_tokens),
+    };
+    let reservation = match reserved {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(charge) = &key_charge {
+                access::refund(host, charge);
+            }
+            return Err(e);
+        }
+    };
+    let Some(deployment) = config.deployment(reservation.deployment) else {
+        return Err(GatewayError::new(
+            ErrorKind::ServiceUnavailable,
+            "deployment missing",
+        ));
+    };
+    let native_base_path = match &deployment.provider {
+        Provider::OpenAiCompatible {
+            native_base_path, ..
+        } => native_base_path.as_str(),
+        Provider::Triton { .. } => "",
+    };
+    let new_body = match (&named, body) {
+        (Some(BodyModel { span, .. }), Some(body)) => {
+            let (Some(head), Some(tail)) = (body.get(..span.0), body.get(span.1..)) else {
+                return Err(GatewayError::invalid_request("malformed body"));
+            };
+            let mut out = Vec::with_capacity(body.len() + deployment.upstream_model_json.len());
+            out.extend_from_slice(head);
+            out.extend_from_slice(deployment.upstream_model_json.as_bytes());
+            out.extend_from_slice(tail);
+            Some(out)
+        }
+        _ => None,
     };
     Ok(Forward {
-        deployment: index,
         path: format!("{native_base_path}{rest}"),
         body: new_body,
-        response: Box::new(PassThroughResponse::new()),
+        response: Box::new(PassThroughResponse::observing(false)),
         timeout_ms: deployment.timeout_ms,
         envoy_retries: 0,
-        reservation: None,
+        reservation,
         replay: None,
-        key_charge: None,
+        key_charge,
         key_label: key_label(principal),
         cache: None,
     })
 }
 
-/// A JSON body whose `model` names a gateway model: that group's pick, with `model` swapped.
-fn vllm_named_deployment(
+fn is_native_capable(d: &Deployment) -> bool {
+    matches!(d.provider, Provider::OpenAiCompatible { .. })
+}
+
+/// A deployment of `target`'s group that serves native (vLLM/OpenAI-compatible) paths.
+fn pick_native(
     config: &Config,
-    principal: &Principal,
     host: &mut dyn Host,
-    body: &[u8],
-) -> Result<Option<(usize, Vec<u8>)>, GatewayError> {
+    target: Target,
+    estimated_tokens: u64,
+) -> Result<Reservation, GatewayError> {
+    let members = config
+        .groups
+        .get(target.group())
+        .map(|g| g.deployments.as_slice())
+        .unwrap_or_default();
+    let others: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&i| !config.deployment(i).is_some_and(is_native_capable))
+        .collect();
+    if others.len() == members.len() {
+        return Err(GatewayError::invalid_request(
+            "the model named for /vllm pass-through is not served by a vLLM/OpenAI-compatible deployment",
+        )
+        .with_param("model"));
+    }
+    router::pick(config, host, target, estimated_tokens, &others)
+}
+
+/// The first `hosted_vllm`/`vllm` deployment, in config order, that the caller may use and
+/// that is neither cooling down nor at its limits.
+fn first_vllm(
+    config: &Config,
+    host: &mut dyn Host,
+    scope: &Scope,
+    estimated_tokens: u64,
+) -> Result<Reservation, GatewayError> {
+    if config.vllm_deployments.is_empty() {
+        return Err(GatewayError::new(
+            ErrorKind::NotFound,
+            "no hosted_vllm deployment is configured for /vllm pass-through",
+        )
+        .with_code("not_found"));
+    }
+    let mut first_error = None;
+    for &index in &config.vllm_deployments {
+        let Some(target) = config
+            .deployment(index)
+            .and_then(|d| scope.admit_group(d.group))
+        else {
+            continue;
+        };
+        match router::reserve_deployment(config, host, target, index, estimated_tokens) {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| {
+        GatewayError::new(
+            ErrorKind::Permission,
+            "this key may not use any vLLM deployment; name a model it may use in the body's `model`",
+        )
+        .with_code("model_not_allowed")
+    }))
+}
+
+/// The `model` a pass-through body names, and the byte span of its JSON value.
+struct BodyModel {
+    name: String,
+    span: (usize, usize),
+}
+
+/// A JSON object body's `model`; `None` when the body is not a JSON object or has no
+/// `model` (it goes to the default vLLM deployment unchanged).
+fn body_model(body: &[u8]) -> Result<Option<BodyModel>, GatewayError> {
     #[derive(serde::Deserialize)]
     struct ModelOnly<'a> {
         #[serde(borrow, default)]
@@ -760,35 +896,17 @@ fn vllm_named_deployment(
     let Some(raw) = parsed.model else {
         return Ok(None);
     };
-    let Ok(name) = serde_json::from_str::<String>(raw.get()) else {
-        return Ok(None);
-    };
-    let Some(&group_index) = config.model_index.get(&name) else {
-        return Ok(None);
-    };
-    access::check_model(config, principal, &name, group_index)?;
-    let Some(group) = config.groups.get(group_index) else {
-        return Ok(None);
-    };
-    let index = weighted_pick(group, host.random_unit()).ok_or_else(|| {
-        GatewayError::new(
-            ErrorKind::ServiceUnavailable,
-            "model group has no usable deployment",
-        )
+    let name = serde_json::from_str::<Option<String>>(raw.get()).map_err(|_| {
+        GatewayError::invalid_request("`model` must be a string").with_param("model")
     })?;
-    let deployment = config
-        .deployment(index)
-        .ok_or_else(|| GatewayError::new(ErrorKind::ServiceUnavailable, "deployment missing"))?;
-    let start = (raw.get().as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
-    let end = start + raw.get().len();
-    let (Some(head), Some(tail)) = (body.get(..start), body.get(end..)) else {
+    let Some(name) = name else {
         return Ok(None);
     };
-    let mut out = Vec::with_capacity(body.len() + deployment.upstream_model_json.len());
-    out.extend_from_slice(head);
-    out.extend_from_slice(deployment.upstream_model_json.as_bytes());
-    out.extend_from_slice(tail);
-    Ok(Some((index, out)))
+    let start = (raw.get().as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    Ok(Some(BodyModel {
+        name,
+        span: (start, start + raw.get().len()),
+    }))
 }
 
 #[cfg(test)]
@@ -809,6 +927,11 @@ mod tests {
 
     fn config() -> Config {
         parse(CONFIG.as_bytes(), &|_| None, 1000).unwrap().0
+    }
+
+    /// A group as the master key may use it.
+    fn all(c: &Config, group: usize) -> Target {
+        Scope::of(c, &Principal::Master).admit_group(group).unwrap()
     }
 
     fn head<'a>(method: &'a str, path: &'a str, key: Option<&'a str>) -> RequestHead<'a> {
@@ -970,7 +1093,7 @@ mod tests {
             &master(Endpoint::Inference(Inference::Chat)),
             body,
         ));
-        let d = &c.deployments[f.deployment];
+        let d = &c.deployments[f.deployment()];
         assert_eq!(d.group, 0);
         let v: serde_json::Value = serde_json::from_slice(&f.body.unwrap()).unwrap();
         assert_eq!(v["model"], d.upstream_model.as_str());
@@ -1005,7 +1128,10 @@ mod tests {
           {"model_name":"v","litellm_params":{"model":"hosted_vllm/x","api_base":"http://h:8001/v1","api_key":"secret"}},
           {"model_name":"o","litellm_params":{"model":"openai/x","api_base":"http://h:8002/base"}}]}"#;
         let c = parse(cfg.as_bytes(), &|_| None, 0).unwrap().0;
-        let paths: Vec<String> = health_probes(&c).into_iter().map(|p| p.path).collect();
+        let paths: Vec<String> = health_probes(&c, &Scope::of(&c, &Principal::Master))
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
         assert_eq!(
             paths,
             vec!["/v2/health/ready", "/health", "/base/v1/models"]
@@ -1027,8 +1153,8 @@ mod tests {
         assert_eq!(v["unhealthy_endpoints"][0]["error"], "connection refused");
         assert!(!String::from_utf8(r.body).unwrap().contains("secret"));
         // The unhealthy ones are cooled down: only `t` can be picked now.
-        assert!(crate::router::pick(&c, &mut host, &c.groups[1], 0, &[]).is_err());
-        assert!(crate::router::pick(&c, &mut host, &c.groups[0], 0, &[]).is_ok());
+        assert!(crate::router::pick(&c, &mut host, all(&c, 1), 0, &[]).is_err());
+        assert!(crate::router::pick(&c, &mut host, all(&c, 0), 0, &[]).is_ok());
     }
 
     #[test]
@@ -1077,7 +1203,7 @@ mod tests {
             &head("GET", "/vllm/metrics", Some("sk-master")),
         ) {
             HeadAction::Forward(f) => {
-                assert_eq!(f.deployment, 0);
+                assert_eq!(f.deployment(), 0);
                 assert_eq!(f.path, "/metrics");
                 assert!(f.body.is_none());
             }
@@ -1090,7 +1216,7 @@ mod tests {
             &master(Endpoint::Vllm("/score".into())),
             body,
         ));
-        assert_eq!(f.deployment, 2);
+        assert_eq!(f.deployment(), 2);
         assert_eq!(
             f.body.unwrap(),
             br#"{"model":"e5","text_1":"a","text_2":"b"}"#
@@ -1101,7 +1227,241 @@ mod tests {
             &master(Endpoint::Vllm("/tokenize".into())),
             b"not json",
         ));
-        assert_eq!(f.deployment, 0);
+        assert_eq!(f.deployment(), 0);
         assert!(f.body.is_none());
+    }
+
+    /// Two vLLM groups and an OpenAI one; `sk-a` may use only `a`, whose operator fallback
+    /// is `c`. `b` has an rpm limit of 1.
+    const SCOPED: &str = r#"{
+      "model_list": [
+        {"model_name": "a", "litellm_params": {"model": "hosted_vllm/ra", "api_base": "http://127.0.0.1:9001/v1"}},
+        {"model_name": "b", "litellm_params": {"model": "hosted_vllm/rb", "api_base": "http://127.0.0.1:9002/v1", "rpm": 1}},
+        {"model_name": "c", "litellm_params": {"model": "openai/rc", "api_base": "http://127.0.0.1:9003"}},
+        {"model_name": "a2", "litellm_params": {"model": "hosted_vllm/ra2", "api_base": "http://127.0.0.1:9004/v1"}}
+      ],
+      "router_settings": {"fallbacks": [{"a": ["c"]}]},
+      "general_settings": {"master_key": "sk-master", "virtual_keys": [
+        {"key": "sk-a", "models": ["a"], "rpm_limit": 2},
+        {"key": "sk-b", "models": ["b"]},
+        {"key": "sk-c", "models": ["c"]},
+        {"key": "sk-a2", "models": ["a2"]}]}
+    }"#;
+
+    fn scoped() -> (Config, FakeHost) {
+        let c = parse(SCOPED.as_bytes(), &|_| None, 1000).unwrap().0;
+        let mut h = FakeHost::new(5);
+        crate::router::precreate(&c, &mut h);
+        (c, h)
+    }
+
+    fn as_key(c: &Config, key: &str, endpoint: Endpoint) -> Pending {
+        Pending {
+            endpoint,
+            principal: c.keys.authenticate(Some(key), 0).unwrap(),
+        }
+    }
+
+    fn chat(c: &Config, h: &mut FakeHost, key: &str, body: &str) -> BodyAction {
+        let pending = as_key(c, key, Endpoint::Inference(Inference::Chat));
+        on_request_body(c, h, &pending, body.as_bytes())
+    }
+
+    #[test]
+    fn body_fallbacks_must_be_groups_the_key_may_use() {
+        let (c, mut h) = scoped();
+        let before = h.shared.clone();
+        for body in [
+            r#"{"model":"a","messages":[{"role":"user","content":"x"}],"fallbacks":["b"]}"#,
+            r#"{"model":"a","messages":[{"role":"user","content":"x"}],"fallbacks":[{"a":["b"]}]}"#,
+            r#"{"model":"a","messages":[{"role":"user","content":"x"}],"context_window_fallbacks":["b"]}"#,
+        ] {
+            let r = replied(chat(&c, &mut h, "sk-a", body));
+            assert_eq!(r.status, 403, "{body}");
+            let v = json(&r);
+            assert_eq!(v["error"]["type"], "permission_error");
+            assert!(v["error"]["message"].as_str().unwrap().contains("`b`"));
+        }
+        let r = replied(chat(
+            &c,
+            &mut h,
+            "sk-a",
+            r#"{"model":"a","messages":[{"role":"user","content":"x"}],"fallbacks":["nope"]}"#,
+        ));
+        assert_eq!(r.status, 404);
+        assert_eq!(json(&r)["error"]["param"], "fallbacks");
+        assert_eq!(
+            h.shared, before,
+            "nothing reserved or charged for a refused request"
+        );
+        // The master key may name any group.
+        let f = forwarded(on_request_body(
+            &c,
+            &mut h,
+            &master(Endpoint::Inference(Inference::Chat)),
+            br#"{"model":"a","messages":[{"role":"user","content":"x"}],"fallbacks":["b"]}"#,
+        ));
+        let groups: Vec<usize> = f.replay.unwrap().groups.iter().map(|t| t.group()).collect();
+        assert_eq!(groups, vec![0, 1]);
+    }
+
+    #[test]
+    fn a_key_may_be_served_by_its_groups_configured_fallbacks() {
+        let (c, mut h) = scoped();
+        let f = forwarded(chat(
+            &c,
+            &mut h,
+            "sk-a",
+            r#"{"model":"a","messages":[{"role":"user","content":"x"}]}"#,
+        ));
+        let mut replay = f.replay.expect("a has a configured fallback");
+        let groups: Vec<usize> = replay.groups.iter().map(|t| t.group()).collect();
+        assert_eq!(groups, vec![0, 2], "the operator's fallback `c`, never `b`");
+        let next = failover(&c, &mut h, &mut replay).expect("c takes over");
+        assert_eq!(c.deployments[next.deployment()].group, 2);
+        assert!(failover(&c, &mut h, &mut replay).is_none());
+    }
+
+    #[test]
+    fn a_restricted_key_is_told_only_the_models_it_may_use() {
+        let (c, mut h) = scoped();
+        let r = replied(chat(
+            &c,
+            &mut h,
+            "sk-a",
+            r#"{"model":"zzz","messages":[{"role":"user","content":"x"}]}"#,
+        ));
+        assert_eq!(r.status, 404);
+        let message = json(&r)["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.ends_with("Available models: a"), "{message}");
+    }
+
+    fn vllm(
+        c: &Config,
+        h: &mut FakeHost,
+        key: &str,
+        rest: &str,
+        body: Option<&str>,
+    ) -> Result<Forward, LocalReply> {
+        let principal = c.keys.authenticate(Some(key), 0).unwrap();
+        match body {
+            None => match on_request_head(
+                c,
+                h,
+                &RequestHead {
+                    method: "GET",
+                    path: &format!("/vllm{rest}"),
+                    key: Some(key),
+                    content_length: None,
+                    end_of_stream: true,
+                },
+            ) {
+                HeadAction::Forward(f) => Ok(*f),
+                HeadAction::Reply(r) => Err(r),
+                _ => panic!("neither forward nor reply"),
+            },
+            Some(b) => {
+                let pending = Pending {
+                    endpoint: Endpoint::Vllm(rest.into()),
+                    principal,
+                };
+                match on_request_body(c, h, &pending, b.as_bytes()) {
+                    BodyAction::Forward(f) => Ok(*f),
+                    BodyAction::Reply(r) => Err(r),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vllm_pass_through_is_a_route_like_any_other() {
+        let (c, mut h) = scoped();
+        // A body model: admitted for the key, else 404/403, never "the first one".
+        let e = vllm(
+            &c,
+            &mut h,
+            "sk-a",
+            "/score",
+            Some(r#"{"model":"nonexistent"}"#),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.status, 404);
+        assert_eq!(json(&e)["error"]["code"], "model_not_found");
+        let e = vllm(&c, &mut h, "sk-a", "/score", Some(r#"{"model":"b"}"#))
+            .err()
+            .unwrap();
+        assert_eq!(e.status, 403);
+        let e = vllm(&c, &mut h, "sk-a", "/score", Some(r#"{"model":7}"#))
+            .err()
+            .unwrap();
+        assert_eq!(e.status, 400);
+        let f = vllm(
+            &c,
+            &mut h,
+            "sk-a",
+            "/score",
+            Some(r#"{"model":"a","text_1":"x"}"#),
+        )
+        .unwrap();
+        assert_eq!(f.deployment(), 0);
+        assert_eq!(
+            f.body.as_deref(),
+            Some(&br#"{"model":"ra","text_1":"x"}"#[..])
+        );
+        assert!(f.key_charge.is_some(), "the key is charged");
+        // No body model: the first vLLM deployment the key may use.
+        let f = vllm(&c, &mut h, "sk-a2", "/metrics", None).unwrap();
+        assert_eq!(f.deployment(), 3);
+        assert_eq!(f.path, "/metrics");
+        let f = vllm(&c, &mut h, "sk-a2", "/tokenize", Some("not json")).unwrap();
+        assert_eq!((f.deployment(), f.body), (3, None));
+        // A key with no vLLM group: 403, nothing sent.
+        let e = vllm(&c, &mut h, "sk-c", "/metrics", None).err().unwrap();
+        assert_eq!(e.status, 403);
+        // Naming its own OpenAI-compatible group, it reaches that group's native path.
+        let f = vllm(&c, &mut h, "sk-c", "/score", Some(r#"{"model":"c"}"#)).unwrap();
+        assert_eq!((f.deployment(), f.path.as_str()), (2, "/score"));
+    }
+
+    #[test]
+    fn vllm_pass_through_counts_the_keys_and_the_deployments_limits() {
+        let (c, mut h) = scoped();
+        // sk-a: rpm_limit 2.
+        assert!(vllm(&c, &mut h, "sk-a", "/metrics", None).is_ok());
+        assert!(vllm(&c, &mut h, "sk-a", "/metrics", None).is_ok());
+        let e = vllm(&c, &mut h, "sk-a", "/metrics", None).err().unwrap();
+        assert_eq!(e.status, 429);
+        // b's deployment: rpm 1.
+        assert!(vllm(&c, &mut h, "sk-b", "/metrics", None).is_ok());
+        let e = vllm(&c, &mut h, "sk-b", "/metrics", None).err().unwrap();
+        assert_eq!(e.status, 429);
+        // A cooling deployment is skipped: a2 is cooled, so a2's key has nowhere to go.
+        crate::router::cool_down(&c, &mut h, 3);
+        let e = vllm(&c, &mut h, "sk-a2", "/metrics", None).err().unwrap();
+        assert_eq!(e.status, 503);
+        // The master key's first vLLM deployment is `a`.
+        assert_eq!(
+            vllm(&c, &mut h, "sk-master", "/metrics", None)
+                .unwrap()
+                .deployment(),
+            0
+        );
+    }
+
+    #[test]
+    fn health_probes_only_what_the_scope_allows() {
+        let (c, _) = scoped();
+        let all: Vec<usize> = health_probes(&c, &Scope::of(&c, &Principal::Master))
+            .into_iter()
+            .map(|p| p.deployment)
+            .collect();
+        assert_eq!(all, vec![0, 1, 2, 3]);
+        let key = c.keys.authenticate(Some("sk-b"), 0).unwrap();
+        let only: Vec<usize> = health_probes(&c, &Scope::of(&c, &key))
+            .into_iter()
+            .map(|p| p.deployment)
+            .collect();
+        assert_eq!(only, vec![1]);
     }
 }

@@ -15,13 +15,16 @@ pub mod gateway;
 pub mod header_map;
 pub mod host;
 pub mod json;
+pub mod key_api;
 pub mod key_table;
 pub mod keys;
+pub mod listing;
 pub mod metrics;
 
 pub mod render;
 pub mod request;
 pub mod router;
+pub mod scope;
 pub mod select;
 pub mod sse;
 pub mod state;

@@ -10,18 +10,30 @@
 use crate::config::{Config, Deployment, ModelGroup, Strategy};
 use crate::error::{ErrorKind, GatewayError};
 use crate::host::Host;
+use crate::scope::Target;
 use crate::state::{minute_of, DeploymentState, Outcome, Unusable};
 
-/// A request counted against a deployment, to be settled when it finishes.
+/// A request counted against a deployment, to be settled when it finishes. Only the router
+/// makes one, and only for a [`Target`]: holding a reservation means the caller may use the
+/// deployment's group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
     pub deployment: usize,
+    /// The group the caller was allowed (the deployment's own). Private, so no other module
+    /// can write a reservation literal.
+    target: Target,
     /// The shared record was written at send time (limits or strategy need it).
     pub tracked: bool,
     pub in_flight: bool,
     pub reserved_tokens: u64,
     pub minute: u64,
     pub started_ms: u64,
+}
+
+impl Reservation {
+    pub fn target(&self) -> Target {
+        self.target
+    }
 }
 
 fn tracking(strategy: Strategy, d: &Deployment) -> (bool, bool) {
@@ -114,14 +126,17 @@ pub fn any_usable(config: &Config, host: &dyn Host) -> bool {
         .any(|d| read_state(host, d).cooldown_until_ms <= now)
 }
 
-/// Pick and reserve a deployment of `group`, skipping `exclude` (already tried).
+/// Pick and reserve a deployment of `target`'s group, skipping `exclude` (already tried).
 pub fn pick(
     config: &Config,
     host: &mut dyn Host,
-    group: &ModelGroup,
+    target: Target,
     estimated_tokens: u64,
     exclude: &[usize],
 ) -> Result<Reservation, GatewayError> {
+    let Some(group) = config.groups.get(target.group()) else {
+        return Err(no_deployment("", &[]));
+    };
     let strategy = config.router.strategy;
     let mut refusals: Vec<Unusable> = Vec::new();
     for &order in &group.orders {
@@ -173,7 +188,7 @@ pub fn pick(
             let Some(d) = config.deployment(index) else {
                 break;
             };
-            match reserve(config, host, d, index, estimated_tokens, now) {
+            match reserve(config, host, target, d, index, estimated_tokens, now) {
                 Ok(r) => return Ok(r),
                 Err(u) => {
                     refusals.push(u);
@@ -185,9 +200,31 @@ pub fn pick(
     Err(no_deployment(&group.name, &refusals))
 }
 
+/// Reserve one given deployment of `target`'s group (a pass-through request that names no
+/// model goes to a particular server): its limits and cooldown hold as for a pick.
+pub fn reserve_deployment(
+    config: &Config,
+    host: &mut dyn Host,
+    target: Target,
+    index: usize,
+    estimated_tokens: u64,
+) -> Result<Reservation, GatewayError> {
+    let group = config.groups.get(target.group());
+    let (Some(group), Some(d)) = (group, config.deployment(index)) else {
+        return Err(no_deployment("", &[]));
+    };
+    if d.group != target.group() {
+        return Err(no_deployment(&group.name, &[]));
+    }
+    let now = host.now_unix_ms();
+    reserve(config, host, target, d, index, estimated_tokens, now)
+        .map_err(|u| no_deployment(&group.name, &[u]))
+}
+
 fn reserve(
     config: &Config,
     host: &mut dyn Host,
+    target: Target,
     d: &Deployment,
     index: usize,
     tokens: u64,
@@ -208,6 +245,7 @@ fn reserve(
     }
     Ok(Reservation {
         deployment: index,
+        target,
         tracked,
         in_flight,
         reserved_tokens: if tracked { tokens } else { 0 },
@@ -410,6 +448,7 @@ mod tests {
     fn untracked(deployment: usize) -> Reservation {
         Reservation {
             deployment,
+            target: g0(),
             tracked: false,
             in_flight: false,
             reserved_tokens: 0,
@@ -418,9 +457,18 @@ mod tests {
         }
     }
 
+    /// The (only) group of the test configs, as an unrestricted caller is allowed it.
+    fn g0() -> Target {
+        crate::scope::Scope::of(
+            &config("simple-shuffle", &member("a", "")),
+            &crate::keys::Principal::Master,
+        )
+        .admit_group(0)
+        .unwrap()
+    }
+
     fn pick_id(c: &Config, h: &mut FakeHost, tokens: u64) -> Result<String, GatewayError> {
-        let g = &c.groups[0];
-        pick(c, h, g, tokens, &[]).map(|r| c.deployments[r.deployment].id.clone())
+        pick(c, h, g0(), tokens, &[]).map(|r| c.deployments[r.deployment].id.clone())
     }
 
     #[test]
@@ -521,14 +569,14 @@ mod tests {
     fn least_busy_prefers_fewest_in_flight() {
         let c = config("least-busy", &[member("a", ""), member("b", "")].join(","));
         let mut h = host(&c);
-        let first = pick(&c, &mut h, &c.groups[0], 0, &[]).unwrap();
-        let second = pick(&c, &mut h, &c.groups[0], 0, &[]).unwrap();
+        let first = pick(&c, &mut h, g0(), 0, &[]).unwrap();
+        let second = pick(&c, &mut h, g0(), 0, &[]).unwrap();
         assert_ne!(
             first.deployment, second.deployment,
             "the idle one is chosen"
         );
         settle(&c, &mut h, &first, false, None, Some(10));
-        let third = pick(&c, &mut h, &c.groups[0], 0, &[]).unwrap();
+        let third = pick(&c, &mut h, g0(), 0, &[]).unwrap();
         assert_eq!(
             third.deployment, first.deployment,
             "first finished, so it is the idle one"
@@ -542,19 +590,14 @@ mod tests {
             &[member("a", r#","tpm":1000"#), member("b", r#","tpm":1000"#)].join(","),
         );
         let mut h = host(&c);
-        let r = pick(&c, &mut h, &c.groups[0], 400, &[]).unwrap();
+        let r = pick(&c, &mut h, g0(), 400, &[]).unwrap();
         settle(&c, &mut h, &r, false, Some(400), None);
-        let next = pick(&c, &mut h, &c.groups[0], 400, &[]).unwrap();
+        let next = pick(&c, &mut h, g0(), 400, &[]).unwrap();
         assert_ne!(next.deployment, r.deployment, "the less used one");
-        pick(&c, &mut h, &c.groups[0], 500, &[]).unwrap();
-        pick(&c, &mut h, &c.groups[0], 500, &[]).unwrap();
+        pick(&c, &mut h, g0(), 500, &[]).unwrap();
+        pick(&c, &mut h, g0(), 500, &[]).unwrap();
         // 900 tokens counted on each now: a 400-token request fits nowhere.
-        assert_eq!(
-            pick(&c, &mut h, &c.groups[0], 400, &[])
-                .unwrap_err()
-                .status(),
-            429
-        );
+        assert_eq!(pick(&c, &mut h, g0(), 400, &[]).unwrap_err().status(), 429);
     }
 
     #[test]
@@ -564,14 +607,7 @@ mod tests {
             &[member("fast", ""), member("slow", "")].join(","),
         );
         let mut h = host(&c);
-        let fast = Reservation {
-            deployment: 0,
-            tracked: false,
-            in_flight: false,
-            reserved_tokens: 0,
-            minute: 0,
-            started_ms: 0,
-        };
+        let fast = untracked(0);
         settle(&c, &mut h, &fast, false, None, Some(50));
         assert_eq!(
             pick_id(&c, &mut h, 0).unwrap(),
@@ -596,15 +632,10 @@ mod tests {
         );
         let mut h = host(&c);
         for _ in 0..20 {
-            assert_eq!(
-                pick(&c, &mut h, &c.groups[0], 0, &[0]).unwrap().deployment,
-                1
-            );
+            assert_eq!(pick(&c, &mut h, g0(), 0, &[0]).unwrap().deployment, 1);
         }
         assert_eq!(
-            pick(&c, &mut h, &c.groups[0], 0, &[0, 1])
-                .unwrap_err()
-                .status(),
+            pick(&c, &mut h, g0(), 0, &[0, 1]).unwrap_err().status(),
             503
         );
     }
@@ -642,7 +673,7 @@ mod tests {
         let before = h.shared.clone();
         h.reads.set(0);
         h.copies.set(0);
-        let r = pick(&c, &mut h, &c.groups[0], 0, &[]).unwrap();
+        let r = pick(&c, &mut h, g0(), 0, &[]).unwrap();
         settle(&c, &mut h, &r, false, Some(10), Some(10));
         assert_eq!(h.shared, before);
         assert_eq!(

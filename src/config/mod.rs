@@ -5,7 +5,6 @@
 pub mod wire;
 
 use crate::auth::KeyDigest;
-use crate::error::{ErrorKind, GatewayError};
 use crate::template::{CustomTemplate, PromptTemplate};
 use std::collections::HashMap;
 use wire::*;
@@ -147,11 +146,9 @@ pub struct Config {
     pub router: RouterSettings,
     /// `litellm_settings.cache: true`: the response cache.
     pub cache: Option<crate::cache::CacheSettings>,
-    /// `/v1/model/info` and `/v1/model_group/info`, rendered once (never with api keys).
-    pub model_info_body: Vec<u8>,
-    pub model_group_info_body: Vec<u8>,
-    /// The first `hosted_vllm`/`vllm` deployment: the `/vllm/*` target when the body names none.
-    pub default_vllm: Option<usize>,
+    /// The `hosted_vllm`/`vllm` deployments in config order: where `/vllm/*` goes when the
+    /// body names no model (the first one the caller may use and that is usable).
+    pub vllm_deployments: Vec<usize>,
     /// The `/v1/models` answer, rendered once.
     pub models_list_body: Vec<u8>,
     /// `created` for model objects: when this config was loaded.
@@ -424,16 +421,14 @@ pub fn validate(
     }
 
     let models_list_body = render_models_list(&visible_models, now_unix);
-    let default_vllm = deployments
+    let vllm_deployments = deployments
         .iter()
-        .position(|d| matches!(d.provider, Provider::OpenAiCompatible { is_vllm: true, .. }));
-    let model_info_body = render_model_info(&deployments, &groups);
-    let model_group_info_body =
-        render_model_group_info(&deployments, &groups, &visible_models, &model_index);
+        .enumerate()
+        .filter(|(_, d)| matches!(d.provider, Provider::OpenAiCompatible { is_vllm: true, .. }))
+        .map(|(i, _)| i)
+        .collect();
     Ok(Config {
-        model_info_body,
-        model_group_info_body,
-        default_vllm,
+        vllm_deployments,
         deployments,
         groups,
         model_index,
@@ -1073,68 +1068,6 @@ pub fn render_models_list<S: AsRef<str>>(models: &[S], created: u64) -> Vec<u8> 
     .unwrap_or_default()
 }
 
-fn render_model_info(deployments: &[Deployment], groups: &[ModelGroup]) -> Vec<u8> {
-    use serde_json::json;
-    let data: Vec<serde_json::Value> = deployments
-        .iter()
-        .map(|d| {
-            json!({
-                "model_name": groups.get(d.group).map(|g| g.name.as_str()).unwrap_or_default(),
-                "litellm_params": {
-                    "model": d.model, "api_base": d.api_base, "rpm": d.rpm, "tpm": d.tpm,
-                    "weight": d.weight, "order": d.order, "timeout": d.timeout_ms as f64 / 1000.0,
-                },
-                "model_info": {
-                    "id": d.id, "max_input_tokens": d.max_input_tokens,
-                    "input_cost_per_token": d.input_cost_per_token,
-                    "output_cost_per_token": d.output_cost_per_token,
-                },
-            })
-        })
-        .collect();
-    serde_json::to_vec(&json!({ "data": data })).unwrap_or_default()
-}
-
-/// One entry per visible name (groups and non-hidden aliases), limits summed over members.
-fn render_model_group_info(
-    deployments: &[Deployment],
-    groups: &[ModelGroup],
-    visible: &[String],
-    index: &HashMap<String, usize>,
-) -> Vec<u8> {
-    use serde_json::json;
-    let data: Vec<serde_json::Value> = visible
-        .iter()
-        .filter_map(|name| {
-            let g = groups.get(*index.get(name)?)?;
-            let members: Vec<&Deployment> = g
-                .deployments
-                .iter()
-                .filter_map(|&i| deployments.get(i))
-                .collect();
-            let mut providers: Vec<&str> = members
-                .iter()
-                .filter_map(|d| d.model.split_once('/').map(|(p, _)| p))
-                .collect();
-            providers.dedup();
-            let sum = |f: fn(&Deployment) -> Option<u64>| -> Option<u64> {
-                members.iter().map(|d| f(d)).sum::<Option<u64>>()
-            };
-            let first = members.first();
-            Some(json!({
-                "model_group": name,
-                "providers": providers,
-                "max_input_tokens": members.iter().filter_map(|d| d.max_input_tokens).min(),
-                "input_cost_per_token": first.and_then(|d| d.input_cost_per_token),
-                "output_cost_per_token": first.and_then(|d| d.output_cost_per_token),
-                "rpm": sum(|d| d.rpm),
-                "tpm": sum(|d| d.tpm),
-            }))
-        })
-        .collect();
-    serde_json::to_vec(&json!({ "data": data })).unwrap_or_default()
-}
-
 impl Config {
     pub fn resolve_model(&self, name: &str) -> Option<&ModelGroup> {
         self.model_index.get(name).and_then(|&g| self.groups.get(g))
@@ -1142,20 +1075,6 @@ impl Config {
 
     pub fn deployment(&self, index: usize) -> Option<&Deployment> {
         self.deployments.get(index)
-    }
-
-    /// 404 for an unknown model, listing the available ones as the contract asks.
-    pub fn model_not_found(&self, name: &str) -> GatewayError {
-        let shown: String = name.chars().take(128).filter(|c| !c.is_control()).collect();
-        GatewayError::new(
-            ErrorKind::ModelNotFound,
-            format!(
-                "The model `{shown}` does not exist. Available models: {}",
-                self.visible_models.join(", ")
-            ),
-        )
-        .with_param("model")
-        .with_code("model_not_found")
     }
 }
 

@@ -344,7 +344,7 @@ enum State {
 struct Attempt {
     response: Box<dyn ResponseTranslator>,
     deployment: usize,
-    reservation: Option<Reservation>,
+    reservation: Reservation,
     status: Option<u16>,
     first_byte_ms: Option<u64>,
     settled: bool,
@@ -432,14 +432,10 @@ fn set_response_header(name: &str, value: Option<&str>) {
     abi::set_header(MapType::HttpResponseHeaders, name, value);
 }
 
-fn attempt_of(
-    response: Box<dyn ResponseTranslator>,
-    deployment: usize,
-    reservation: Option<Reservation>,
-) -> Attempt {
+fn attempt_of(response: Box<dyn ResponseTranslator>, reservation: Reservation) -> Attempt {
     Attempt {
         response,
-        deployment,
+        deployment: reservation.deployment,
         reservation,
         status: None,
         first_byte_ms: None,
@@ -470,9 +466,7 @@ impl Http {
             return;
         }
         attempt.settled = true;
-        let Some(reservation) = &attempt.reservation else {
-            return;
-        };
+        let reservation = &attempt.reservation;
         let failed = attempt.status.is_some_and(gateway::is_deployment_failure);
         let latency = attempt
             .first_byte_ms
@@ -489,7 +483,7 @@ impl Http {
 
     /// Point the request at the chosen deployment; the route matches on `x-llm-cluster`.
     fn forward(&mut self, config: &Config, forward: Forward, body_size: Option<usize>) -> Action {
-        let Some(deployment) = config.deployment(forward.deployment) else {
+        let Some(deployment) = config.deployment(forward.deployment()) else {
             return self.reply(
                 crate::error::GatewayError::new(
                     crate::error::ErrorKind::ServiceUnavailable,
@@ -545,8 +539,8 @@ impl Http {
             }
         }
         set_request_header("x-llm-cluster", Some(&deployment.cluster));
+        let index = forward.deployment();
         let Forward {
-            deployment: index,
             response,
             reservation,
             replay,
@@ -560,7 +554,7 @@ impl Http {
             let _ = hostcalls::increment_metric(id, 1);
         }
         self.state = State::Routed(Box::new(Routed {
-            current: attempt_of(response, index, reservation),
+            current: attempt_of(response, reservation),
             mode: BodyMode::PassThrough,
             discarding: false,
             replay,
@@ -681,7 +675,7 @@ impl Http {
             return false;
         };
         while let Some(mut forward) = gateway::failover(config, host, replay) {
-            let Some(d) = config.deployment(forward.deployment) else {
+            let Some(d) = config.deployment(forward.deployment()) else {
                 continue;
             };
             let mut digits = [0u8; 20];
@@ -704,7 +698,7 @@ impl Http {
                 vec![],
                 Duration::from_millis(forward.timeout_ms),
             );
-            let mut attempt = attempt_of(forward.response, forward.deployment, forward.reservation);
+            let mut attempt = attempt_of(forward.response, forward.reservation);
             match call {
                 Ok(token) => {
                     attempt.first_byte_ms = None;

@@ -310,8 +310,12 @@ impl ResponseTranslator for PassThroughResponse {
             self.buffered_error = Some(status);
             return BodyMode::Buffer;
         }
+        // Only JSON and SSE bodies can carry a usage object: anything else (a `/vllm/metrics`
+        // text page, say) passes without being copied into the filter.
+        let may_hold_usage =
+            content_type.is_none_or(|c| c.contains("json") || c.starts_with("text/event-stream"));
         match &mut self.usage {
-            Some(observer) => {
+            Some(observer) if may_hold_usage => {
                 observer.start(content_type);
                 if observer.strip_usage_chunk && observer.sse.is_some() {
                     BodyMode::Stream {
@@ -321,7 +325,7 @@ impl ResponseTranslator for PassThroughResponse {
                     BodyMode::Observe
                 }
             }
-            None => BodyMode::PassThrough,
+            _ => BodyMode::PassThrough,
         }
     }
 

@@ -1,0 +1,431 @@
+//! The key endpoints: `POST /key/generate` (master key) mints a signed key carrying its
+//! claims; `GET /key/info` tells a key about itself, or the master key about any key.
+//!
+//! A request is refused rather than half-honoured: a setting the gateway would not enforce
+//! (LiteLLM's `max_parallel_requests`, `blocked`, …) would leave a key wider than asked for.
+
+use crate::access::spend_of;
+use crate::config::Config;
+use crate::error::{ErrorKind, GatewayError};
+use crate::gateway::LocalReply;
+use crate::host::Host;
+use crate::keys::{self, Claims, KeyGrant, Principal};
+use serde_json::Value;
+
+/// LiteLLM `/key/generate` fields kept only as LiteLLM's own bookkeeping: they change
+/// nothing a key may do, so they are accepted and not stored.
+pub const IGNORED_FIELDS: [&str; 7] = [
+    "metadata",
+    "team_id",
+    "user_id",
+    "key_name",
+    "organization_id",
+    "soft_budget",
+    "send_invite_email",
+];
+
+/// LiteLLM `/key/generate` fields that would limit or change a key in ways this gateway
+/// does not enforce: refused unless unset (`null`, `false`, `[]`, `{}`), so no key is
+/// minted wider than its request asked.
+pub const UNSUPPORTED_FIELDS: [&str; 22] = [
+    "key",
+    "spend",
+    "max_parallel_requests",
+    "budget_duration",
+    "budget_id",
+    "model_max_budget",
+    "model_rpm_limit",
+    "model_tpm_limit",
+    "allowed_cache_controls",
+    "allowed_routes",
+    "allowed_passthrough_routes",
+    "blocked",
+    "aliases",
+    "config",
+    "permissions",
+    "guardrails",
+    "enforced_params",
+    "tags",
+    "prompts",
+    "object_permission",
+    "rpm_limit_type",
+    "tpm_limit_type",
+];
+
+/// What `/key/generate` was asked for, checked field by field.
+#[derive(Debug, Default, PartialEq)]
+struct GenerateRequest {
+    models: Vec<String>,
+    duration: Option<String>,
+    key_alias: Option<String>,
+    rpm_limit: Option<u64>,
+    tpm_limit: Option<u64>,
+    max_budget: Option<f64>,
+}
+
+fn field_error(field: &str, problem: &str) -> GatewayError {
+    GatewayError::invalid_request(format!("/key/generate: `{field}` {problem}"))
+        .with_param(field.to_string())
+}
+
+fn is_unset(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+fn opt_string(field: &str, v: &Value) -> Result<Option<String>, GatewayError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(field_error(field, "must be a string")),
+    }
+}
+
+fn opt_count(field: &str, v: &Value) -> Result<Option<u64>, GatewayError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| field_error(field, "must be a whole number ≥ 0")),
+        _ => Err(field_error(field, "must be a whole number ≥ 0")),
+    }
+}
+
+fn parse_generate(config: &Config, body: &[u8]) -> Result<GenerateRequest, GatewayError> {
+    let mut req = GenerateRequest::default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(req);
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::invalid_request(format!("/key/generate: the body is not JSON ({e})"))
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(GatewayError::invalid_request(
+            "/key/generate: the body must be a JSON object",
+        ));
+    };
+    for (name, v) in &fields {
+        match name.as_str() {
+            "models" => req.models = models(config, v)?,
+            "duration" => req.duration = opt_string(name, v)?,
+            "key_alias" => req.key_alias = opt_string(name, v)?,
+            "rpm_limit" => req.rpm_limit = opt_count(name, v)?,
+            "tpm_limit" => req.tpm_limit = opt_count(name, v)?,
+            "max_budget" => {
+                req.max_budget = match v {
+                    Value::Null => None,
+                    Value::Number(n) => Some(
+                        n.as_f64()
+                            .filter(|b| b.is_finite() && *b >= 0.0)
+                            .ok_or_else(|| field_error(name, "must be a number ≥ 0"))?,
+                    ),
+                    _ => return Err(field_error(name, "must be a number ≥ 0")),
+                }
+            }
+            other => check_other(other, v)?,
+        }
+    }
+    Ok(req)
+}
+
+/// A field the gateway does not keep: LiteLLM's bookkeeping passes (with its type checked),
+/// an unset LiteLLM setting passes, anything else is refused by name.
+fn check_other(name: &str, v: &Value) -> Result<(), GatewayError> {
+    if IGNORED_FIELDS.contains(&name) {
+        let typed = match name {
+            "metadata" => v.is_null() || v.is_object(),
+            "soft_budget" => v.is_null() || v.is_number(),
+            "send_invite_email" => v.is_null() || v.is_boolean(),
+            _ => v.is_null() || v.is_string(),
+        };
+        return if typed {
+            Ok(())
+        } else {
+            Err(field_error(
+                name,
+                match name {
+                    "metadata" => "must be an object",
+                    "soft_budget" => "must be a number",
+                    "send_invite_email" => "must be true or false",
+                    _ => "must be a string",
+                },
+            ))
+        };
+    }
+    if UNSUPPORTED_FIELDS.contains(&name) {
+        if is_unset(v) || (name == "spend" && v.as_f64() == Some(0.0)) {
+            return Ok(());
+        }
+        return Err(field_error(
+            name,
+            "is a LiteLLM key setting this gateway does not enforce; leave it out (a key is never minted wider than asked)",
+        ));
+    }
+    let shown: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    Err(field_error(
+        &shown,
+        "is not a /key/generate field (known: models, duration, key_alias, rpm_limit, tpm_limit, max_budget)",
+    ))
+}
+
+/// `models`: a list of model groups or aliases of this config (empty or null: every model,
+/// as LiteLLM).
+fn models(config: &Config, v: &Value) -> Result<Vec<String>, GatewayError> {
+    let list = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(list) => list,
+        _ => return Err(field_error("models", "must be a list of model names")),
+    };
+    list.iter()
+        .map(|m| {
+            let Value::String(name) = m else {
+                return Err(field_error("models", "must be a list of model names"));
+            };
+            if !config.model_index.contains_key(name) {
+                let shown: String = name.chars().filter(|c| !c.is_control()).take(128).collect();
+                return Err(field_error(
+                    "models",
+                    &format!("names `{shown}`, which is not a model group or alias"),
+                ));
+            }
+            Ok(name.clone())
+        })
+        .collect()
+}
+
+/// `POST /key/generate` (master key): a signed key carrying its claims.
+pub fn generate(
+    config: &Config,
+    host: &mut dyn Host,
+    body: &[u8],
+) -> Result<LocalReply, GatewayError> {
+    let req = parse_generate(config, body)?;
+    let duration = match req.duration.as_deref() {
+        None => keys::DEFAULT_DURATION_SECS,
+        Some(d) => keys::parse_duration(d)
+            .ok_or_else(|| field_error("duration", "must look like 30s, 30m, 30h, 30d or 2w"))?,
+    };
+    let now = host.now_unix_ms() / 1000;
+    let claims = Claims {
+        kid: keys::key_id(host.random_id()),
+        alias: req.key_alias,
+        models: req.models,
+        iat: now,
+        exp: now.saturating_add(duration),
+        rpm: req.rpm_limit,
+        tpm: req.tpm_limit,
+        budget: req.max_budget,
+    };
+    let key = config.keys.mint(&claims)?;
+    let body = serde_json::json!({
+        "key": key,
+        "token_id": claims.kid,
+        "key_alias": claims.alias,
+        "models": claims.models,
+        "expires": keys::rfc3339(claims.exp),
+        "rpm_limit": claims.rpm,
+        "tpm_limit": claims.tpm,
+        "max_budget": claims.budget,
+    });
+    Ok(LocalReply::json(
+        200,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    ))
+}
+
+/// `GET /key/info[?key=K]`: the caller's own key; another key only for the master key. A
+/// `K` that does not verify (unknown, badly signed, expired, revoked) is 404, as LiteLLM.
+pub fn info(
+    config: &Config,
+    host: &dyn Host,
+    principal: &Principal,
+    queried: Option<&str>,
+) -> Result<LocalReply, GatewayError> {
+    let now = host.now_unix_ms() / 1000;
+    let not_found = || {
+        GatewayError::new(
+            ErrorKind::NotFound,
+            "no such key (or it has expired or been revoked)",
+        )
+        .with_param("key")
+        .with_code("key_not_found")
+    };
+    let grant: &KeyGrant = match (principal, queried) {
+        (Principal::Open, _) => {
+            return Err(GatewayError::invalid_request(
+                "this gateway has no keys (no master key or virtual keys are configured)",
+            ))
+        }
+        (_, Some(key)) => {
+            let asked = config
+                .keys
+                .authenticate(Some(key), now)
+                .map_err(|_| not_found())?;
+            match (principal, asked) {
+                (Principal::Master, Principal::Key(g)) => {
+                    return Ok(info_reply(host, &g));
+                }
+                (Principal::Key(own), Principal::Key(g)) if own.id == g.id => {
+                    return Ok(info_reply(host, &g));
+                }
+                (Principal::Master, _) => {
+                    return Err(GatewayError::invalid_request(
+                        "that is the master key, not a virtual key",
+                    )
+                    .with_param("key"))
+                }
+                _ => return Err(GatewayError::new(
+                    ErrorKind::Permission,
+                    "a virtual key may only ask about itself; use the master key for other keys",
+                )
+                .with_param("key")),
+            }
+        }
+        (Principal::Key(g), None) => g,
+        (Principal::Master, None) => {
+            return Err(GatewayError::invalid_request(
+                "call /key/info with a virtual key, or with the master key and ?key=<key>",
+            )
+            .with_param("key"))
+        }
+    };
+    Ok(info_reply(host, grant))
+}
+
+fn info_reply(host: &dyn Host, grant: &KeyGrant) -> LocalReply {
+    let body = serde_json::json!({
+        "token_id": grant.id,
+        "info": {
+            "token_id": grant.id,
+            "key_alias": grant.alias,
+            "models": grant.models,
+            "expires": grant.expires.map(keys::rfc3339),
+            "rpm_limit": grant.rpm,
+            "tpm_limit": grant.tpm,
+            "max_budget": grant.budget,
+            "spend": spend_of(host, &grant.id),
+            "issued_at": grant.minted.as_ref().map(|c| keys::rfc3339(c.iat)),
+        },
+    });
+    LocalReply::json(200, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::host::FakeHost;
+
+    fn config() -> Config {
+        let json = r#"{"model_list":[
+            {"model_name":"chat","litellm_params":{"model":"openai/c","api_base":"http://h:1"}}],
+          "router_settings":{"model_group_alias":{"gpt-4o":"chat"}},
+          "general_settings":{"master_key":"sk-m","virtual_keys":[{"key":"sk-static","models":["chat"]}]}}"#;
+        parse(json.as_bytes(), &|_| None, 0).unwrap().0
+    }
+
+    fn refused(c: &Config, body: &str) -> GatewayError {
+        generate(c, &mut FakeHost::new(1), body.as_bytes()).unwrap_err()
+    }
+
+    fn minted(c: &Config, h: &mut FakeHost, body: &str) -> String {
+        let r = generate(c, h, body.as_bytes()).unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        v["key"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn generate_refuses_what_it_cannot_honour_by_name() {
+        let c = config();
+        for (body, param) in [
+            (r#"{"models":["nope"]}"#, "models"),
+            (r#"{"models":"chat"}"#, "models"),
+            (r#"{"models":[1]}"#, "models"),
+            (r#"{"model":["chat"]}"#, "model"),
+            (r#"{"duration":"forever"}"#, "duration"),
+            (r#"{"duration":30}"#, "duration"),
+            (r#"{"rpm_limit":"10"}"#, "rpm_limit"),
+            (r#"{"tpm_limit":-1}"#, "tpm_limit"),
+            (r#"{"rpm_limit":1.5}"#, "rpm_limit"),
+            (r#"{"max_budget":-1}"#, "max_budget"),
+            (r#"{"max_budget":"1"}"#, "max_budget"),
+            (r#"{"key_alias":["a"]}"#, "key_alias"),
+            (r#"{"metadata":"x"}"#, "metadata"),
+            (r#"{"max_parallel_requests":2}"#, "max_parallel_requests"),
+            (r#"{"blocked":true}"#, "blocked"),
+            (r#"{"spend":3}"#, "spend"),
+            (r#"{"key":"sk-chosen"}"#, "key"),
+        ] {
+            let e = refused(&c, body);
+            assert_eq!(e.status(), 400, "{body}");
+            assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
+            assert!(e.message.contains(&format!("`{param}`")), "{}", e.message);
+        }
+        for body in ["[]", "\"x\"", "1", "null", "{", "{\"models\":[\"chat\"]} x"] {
+            assert_eq!(refused(&c, body).status(), 400, "{body}");
+        }
+    }
+
+    #[test]
+    fn generate_takes_litellm_bookkeeping_and_unset_settings() {
+        let c = config();
+        let mut h = FakeHost::new(1);
+        let key = minted(
+            &c,
+            &mut h,
+            r#"{"models":["gpt-4o"],"metadata":{"team":"x"},"team_id":"t","user_id":null,
+                "key_name":"k","max_parallel_requests":null,"blocked":false,"tags":[],
+                "aliases":{},"spend":0,"duration":null}"#,
+        );
+        let p = c.keys.authenticate(Some(&key), h.now_ms / 1000).unwrap();
+        let Principal::Key(g) = p else { panic!() };
+        assert_eq!(g.models, ["gpt-4o"]);
+        let a = minted(&c, &mut h, "");
+        let b = minted(&c, &mut h, "{}");
+        assert_ne!(a, b, "every key gets its own id");
+    }
+
+    #[test]
+    fn info_answers_a_key_about_itself_only() {
+        let c = config();
+        let mut h = FakeHost::new(1);
+        let mine = minted(&c, &mut h, r#"{"key_alias":"mine"}"#);
+        let other = minted(&c, &mut h, r#"{"key_alias":"other"}"#);
+        let now = h.now_ms / 1000;
+        let me = c.keys.authenticate(Some(&mine), now).unwrap();
+        let alias = |r: LocalReply| {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            v["info"]["key_alias"].as_str().unwrap().to_string()
+        };
+        assert_eq!(alias(info(&c, &h, &me, None).unwrap()), "mine");
+        assert_eq!(alias(info(&c, &h, &me, Some(&mine)).unwrap()), "mine");
+        assert_eq!(info(&c, &h, &me, Some(&other)).unwrap_err().status(), 403);
+        assert_eq!(
+            info(&c, &h, &me, Some("sk-static")).unwrap_err().status(),
+            403
+        );
+        assert_eq!(info(&c, &h, &me, Some("sk-m")).unwrap_err().status(), 403);
+        for bad in ["sk-nope", "sk-lgw1_x.y", ""] {
+            let e = info(&c, &h, &me, Some(bad)).unwrap_err();
+            assert_eq!(e.status(), 404, "{bad}");
+            let e = info(&c, &h, &Principal::Master, Some(bad)).unwrap_err();
+            assert_eq!(e.status(), 404, "{bad}");
+        }
+        assert_eq!(
+            alias(info(&c, &h, &Principal::Master, Some(&other)).unwrap()),
+            "other"
+        );
+        assert_eq!(
+            info(&c, &h, &Principal::Master, None).unwrap_err().status(),
+            400
+        );
+        assert!(!String::from_utf8(info(&c, &h, &me, None).unwrap().body)
+            .unwrap()
+            .contains(&mine));
+    }
+}

@@ -1,0 +1,279 @@
+//! Which model groups a caller may reach, and the only way to get something routable.
+//!
+//! Every path to a deployment — the OpenAI endpoints, `/vllm/*`, fallbacks named in the
+//! request body or in the config, retries, cached answers, health probes — needs a
+//! [`Target`], and the router takes nothing else. A `Target` can only be had from a
+//! [`Scope`], which checks the principal, or from a `Target` already held: the operator's
+//! configured fallbacks of a group the caller may use (LiteLLM's behaviour: the operator
+//! chose them). A path that forgot the check would have no `Target` to route with.
+
+use crate::config::Config;
+use crate::error::{ErrorKind, GatewayError};
+use crate::keys::Principal;
+
+/// A model group this request may be sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    group: usize,
+}
+
+impl Target {
+    pub fn group(self) -> usize {
+        self.group
+    }
+
+    /// The groups the operator configured as this group's fallbacks (`fallbacks`).
+    pub fn config_fallbacks(self, config: &Config) -> Vec<Target> {
+        Self::operator_chain(config.router.fallbacks.get(&self.group))
+    }
+
+    /// The groups the operator configured for prompts longer than this group's context
+    /// window (`context_window_fallbacks`).
+    pub fn config_context_window_fallbacks(self, config: &Config) -> Vec<Target> {
+        Self::operator_chain(config.router.context_window_fallbacks.get(&self.group))
+    }
+
+    fn operator_chain(groups: Option<&Vec<usize>>) -> Vec<Target> {
+        groups
+            .map(|v| v.iter().map(|&group| Target { group }).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The groups a principal may use: every group, or those its key's `models` name (a group's
+/// name or any of its aliases). Names that are not in the configuration narrow a key, never
+/// widen it: a key whose names all left the config may use nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// `None`: every group. Otherwise sorted, without duplicates.
+    allowed: Option<Vec<usize>>,
+}
+
+impl Scope {
+    pub fn of(config: &Config, principal: &Principal) -> Scope {
+        match principal {
+            Principal::Key(grant) if !grant.models.is_empty() => {
+                let mut allowed: Vec<usize> = grant
+                    .models
+                    .iter()
+                    .filter_map(|m| config.model_index.get(m).copied())
+                    .collect();
+                allowed.sort_unstable();
+                allowed.dedup();
+                Scope {
+                    allowed: Some(allowed),
+                }
+            }
+            _ => Scope { allowed: None },
+        }
+    }
+
+    pub fn is_unrestricted(&self) -> bool {
+        self.allowed.is_none()
+    }
+
+    pub fn allows(&self, group: usize) -> bool {
+        match &self.allowed {
+            None => true,
+            Some(groups) => groups.binary_search(&group).is_ok(),
+        }
+    }
+
+    /// The group a requested name resolves to, if this caller may use it: 404 for a name
+    /// the gateway does not know (listing only what the caller may use), 403 for one it may
+    /// not use. `param` is the request field the name came from.
+    pub fn admit(
+        &self,
+        config: &Config,
+        requested: &str,
+        param: &'static str,
+    ) -> Result<Target, GatewayError> {
+        let Some(&group) = config.model_index.get(requested) else {
+            return Err(self.not_found(config, requested).with_param(param));
+        };
+        self.admit_group(group)
+            .ok_or_else(|| not_allowed(requested, param))
+    }
+
+    /// A group by index, if this caller may use it.
+    pub fn admit_group(&self, group: usize) -> Option<Target> {
+        self.allows(group).then_some(Target { group })
+    }
+
+    /// Every group this caller may use, in config order.
+    pub fn targets<'a>(&'a self, config: &'a Config) -> impl Iterator<Item = Target> + 'a {
+        (0..config.groups.len()).filter_map(|g| self.admit_group(g))
+    }
+
+    /// Whether a visible model name (a group or an alias) is one this caller may use.
+    pub fn shows(&self, config: &Config, name: &str) -> bool {
+        config
+            .model_index
+            .get(name)
+            .is_some_and(|&g| self.allows(g))
+    }
+
+    /// The visible names (groups and non-hidden aliases) this caller may use.
+    pub fn visible_models<'a>(&'a self, config: &'a Config) -> impl Iterator<Item = &'a str> + 'a {
+        config
+            .visible_models
+            .iter()
+            .map(String::as_str)
+            .filter(|m| self.shows(config, m))
+    }
+
+    /// 404 for an unknown model, listing the models this caller may use.
+    pub fn not_found(&self, config: &Config, name: &str) -> GatewayError {
+        let shown = printable(name);
+        let available: Vec<&str> = self.visible_models(config).collect();
+        GatewayError::new(
+            ErrorKind::ModelNotFound,
+            format!(
+                "The model `{shown}` does not exist. Available models: {}",
+                available.join(", ")
+            ),
+        )
+        .with_param("model")
+        .with_code("model_not_found")
+    }
+
+    /// What the response cache keys on: callers that may use the same groups may share
+    /// answers, others never (an answer may have come from a fallback group the other caller
+    /// may not use). Group names, not indices, so entries stay right across a reload.
+    pub fn cache_scope(&self, config: &Config) -> String {
+        match &self.allowed {
+            None => "*".to_string(),
+            Some(groups) => {
+                let mut names: Vec<&str> = groups
+                    .iter()
+                    .filter_map(|&g| config.groups.get(g).map(|g| g.name.as_str()))
+                    .collect();
+                names.sort_unstable();
+                format!("groups:{}", names.join("\n"))
+            }
+        }
+    }
+}
+
+/// 403 for a model the caller may not use, naming it and the field it came from.
+pub fn not_allowed(requested: &str, param: &'static str) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::Permission,
+        format!(
+            "this key may not use model `{}` (in `{param}`)",
+            printable(requested)
+        ),
+    )
+    .with_param(param)
+    .with_code("model_not_allowed")
+}
+
+fn printable(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(128).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn config() -> Config {
+        let json = r#"{"model_list":[
+            {"model_name":"a","litellm_params":{"model":"openai/a","api_base":"http://h:1"}},
+            {"model_name":"b","litellm_params":{"model":"openai/b","api_base":"http://h:1"}},
+            {"model_name":"c","litellm_params":{"model":"openai/c","api_base":"http://h:1"}}],
+          "router_settings":{"model_group_alias":{"alias-b":"b","hidden-c":{"model":"c","hidden":true}},
+                             "fallbacks":[{"a":["c"]}]},
+          "general_settings":{"master_key":"sk-m","virtual_keys":[
+            {"key":"sk-a","models":["a"]},
+            {"key":"sk-alias","models":["alias-b"]},
+            {"key":"sk-any"}]}}"#;
+        parse(json.as_bytes(), &|_| None, 0).unwrap().0
+    }
+
+    fn scope(c: &Config, key: &str) -> Scope {
+        let key = if key == "sk-gone" {
+            // A key minted when the config still had its group.
+            c.keys
+                .mint(&crate::keys::Claims {
+                    kid: "0".repeat(32),
+                    alias: None,
+                    models: vec!["gone-from-config".into()],
+                    iat: 0,
+                    exp: u64::MAX,
+                    rpm: None,
+                    tpm: None,
+                    budget: None,
+                })
+                .unwrap()
+        } else {
+            key.to_string()
+        };
+        Scope::of(c, &c.keys.authenticate(Some(&key), 0).unwrap())
+    }
+
+    #[test]
+    fn a_key_reaches_the_groups_its_names_resolve_to() {
+        let c = config();
+        let a = scope(&c, "sk-a");
+        assert_eq!(a.admit(&c, "a", "model").unwrap().group(), 0);
+        let e = a.admit(&c, "b", "fallbacks").unwrap_err();
+        assert_eq!(e.status(), 403);
+        assert_eq!(e.param.as_deref(), Some("fallbacks"));
+        assert!(e.message.contains("`b`"));
+        let e = a.admit(&c, "nope", "model").unwrap_err();
+        assert_eq!(e.status(), 404);
+        assert!(e.message.ends_with("Available models: a"), "{}", e.message);
+
+        let alias = scope(&c, "sk-alias");
+        assert_eq!(alias.admit(&c, "b", "model").unwrap().group(), 1);
+        assert_eq!(alias.admit(&c, "alias-b", "model").unwrap().group(), 1);
+        assert!(alias.admit(&c, "hidden-c", "model").is_err());
+        assert_eq!(
+            alias.visible_models(&c).collect::<Vec<_>>(),
+            ["b", "alias-b"]
+        );
+    }
+
+    #[test]
+    fn names_not_in_the_config_narrow_never_widen() {
+        let c = config();
+        let gone = scope(&c, "sk-gone");
+        assert!(!gone.is_unrestricted());
+        assert_eq!(gone.targets(&c).count(), 0);
+        assert_eq!(gone.admit(&c, "a", "model").unwrap_err().status(), 403);
+        // No `models` at all: every group, as LiteLLM.
+        assert!(scope(&c, "sk-any").is_unrestricted());
+        assert!(Scope::of(&c, &Principal::Master).is_unrestricted());
+    }
+
+    #[test]
+    fn configured_fallbacks_come_from_a_held_target() {
+        let c = config();
+        let a = scope(&c, "sk-a");
+        let target = a.admit(&c, "a", "model").unwrap();
+        let chain: Vec<usize> = target
+            .config_fallbacks(&c)
+            .into_iter()
+            .map(Target::group)
+            .collect();
+        assert_eq!(
+            chain,
+            vec![2],
+            "the operator's fallback, though the key lists only `a`"
+        );
+        assert!(!a.allows(2));
+    }
+
+    #[test]
+    fn equal_scopes_share_a_cache_scope_and_different_ones_do_not() {
+        let c = config();
+        assert_eq!(scope(&c, "sk-a").cache_scope(&c), "groups:a");
+        assert_eq!(scope(&c, "sk-alias").cache_scope(&c), "groups:b");
+        assert_ne!(
+            scope(&c, "sk-a").cache_scope(&c),
+            Scope::of(&c, &Principal::Master).cache_scope(&c)
+        );
+        assert_eq!(scope(&c, "sk-gone").cache_scope(&c), "groups:");
+    }
+}
