@@ -5,6 +5,7 @@ an upstream the principal may not use. Also body fallbacks, a cache hit across k
 key whose allowed group has a configured fallback."""
 
 import json
+import time
 
 import pytest
 import requests
@@ -292,3 +293,33 @@ def test_an_open_gateway_serves_everyone_but_shows_no_addresses(gateway_factory,
         for path in PUBLIC:
             assert call(gw, "GET", path, key).status_code == 200
     mock_a[1].take(), mock_b[1].take()
+
+
+def test_pass_through_counts_like_any_route(gateway_factory, mock_a, mock_b):
+    """/vllm/* spends the key's rpm, the deployment's rpm and budget, and is named in metrics
+    and the access log like an OpenAI request."""
+    from test_metrics import prometheus
+
+    a_port, b_port = mock_a[0], mock_b[0]
+    cfg = config(a_port, b_port, cache=False)
+    cfg["model_list"][1]["litellm_params"]["rpm"] = 3
+    cfg["general_settings"]["virtual_keys"].append(
+        {"key": "sk-two", "key_alias": "two-a-minute", "models": ["group-a"], "rpm_limit": 2})
+    gw = gateway_factory(cfg, [a_port, b_port])
+    mock_a[1].take(), mock_b[1].take()
+    statuses = [call(gw, "GET", "/vllm/metrics", "sk-two").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429], "the key's rpm_limit holds on the pass-through"
+    # group-a's deployment has rpm 3: one request of it is left this minute.
+    statuses = [call(gw, "POST", "/vllm/tokenize", RESTRICTED, {"model": "group-a", "prompt": "x"}).status_code
+                for _ in range(2)]
+    assert statuses == [200, 429], "the deployment's rpm holds on the pass-through"
+    assert len(served(mock_a[1])) == 3 and served(mock_b[1]) == []
+    time.sleep(0.5)  # access-log lines reach the file every 50 ms
+    p = prometheus(gw)
+    labels = 'model_group="group-a",deployment="group-a_1",key_alias="two-a-minute"'
+    assert p[f'llm_gateway_requests{{{labels},status_class="2xx"}}'] == 2
+    records = [json.loads(line.split(" llm=", 1)[1]) for line in gw.logs().splitlines()
+               if " llm={" in line]
+    named = [{k: r[k] for k in ("model_group", "deployment", "key_alias")} for r in records]
+    assert named.count({"model_group": "group-a", "deployment": "group-a/1", "key_alias": "two-a-minute"}) == 2
+    assert named.count({"model_group": "group-a", "deployment": "group-a/1", "key_alias": "restricted"}) == 1
