@@ -1,0 +1,252 @@
+//! `model_list` entries: provider, upstream paths, auth header, limits, template.
+
+use super::*;
+use crate::template::{CustomTemplate, PromptTemplate};
+
+/// LiteLLM's simple-shuffle rule: weights from `weight`, else `rpm`, else `tpm`, else equal.
+/// Returned as running sums so a request picks with one binary search.
+pub(super) fn selection_weights(members: &[usize], deployments: &[Deployment]) -> Vec<f64> {
+    let ds: Vec<&Deployment> = members.iter().filter_map(|&i| deployments.get(i)).collect();
+    // LiteLLM looks only at the first deployment; any one setting a weight is less
+    // order-dependent, and a member without one counts as weight 1.
+    let raw: Vec<f64> = if ds.iter().any(|d| d.weight.is_some()) {
+        ds.iter().map(|d| d.weight.unwrap_or(1.0)).collect()
+    } else if ds.iter().all(|d| d.rpm.is_some()) {
+        ds.iter().map(|d| d.rpm.unwrap_or(0) as f64).collect()
+    } else if ds.iter().all(|d| d.tpm.is_some()) {
+        ds.iter().map(|d| d.tpm.unwrap_or(0) as f64).collect()
+    } else {
+        vec![1.0; ds.len()]
+    };
+    let raw = if raw.iter().sum::<f64>() > 0.0 {
+        raw
+    } else {
+        vec![1.0; ds.len()]
+    };
+    let mut total = 0.0;
+    raw.iter()
+        .map(|w| {
+            total += w.max(0.0);
+            total
+        })
+        .collect()
+}
+
+pub(super) fn resolve_secret(
+    path: &str,
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    match value.strip_prefix("os.environ/") {
+        Some(name) => env(name).ok_or_else(|| {
+            err(
+                path,
+                format!("environment variable {name} is not set in the VM (vm_config.environment_variables)"),
+            )
+        }),
+        None => Ok(value.to_string()),
+    }
+}
+
+pub(super) fn validate_deployment(
+    path: &str,
+    index: usize,
+    group: usize,
+    d: WireDeployment,
+    env: &dyn Fn(&str) -> Option<String>,
+    default_timeout: f64,
+) -> Result<Deployment, ConfigError> {
+    let p = d.litellm_params;
+    let model_path = format!("{path}.litellm_params.model");
+    let (prefix, upstream_model) = p.model.split_once('/').ok_or_else(|| {
+        err(
+            &model_path,
+            format!(
+                "\"{}\" has no provider prefix; use triton/, hosted_vllm/, vllm/ or openai/",
+                p.model
+            ),
+        )
+    })?;
+    if upstream_model.is_empty() {
+        return Err(err(
+            &model_path,
+            "model name after the provider prefix is empty",
+        ));
+    }
+    let base_path = format!("{path}.litellm_params.api_base");
+    let api_base = p.api_base.as_deref().ok_or_else(|| {
+        err(
+            &base_path,
+            "is required (the gateway calls no default endpoint)",
+        )
+    })?;
+    let url = Url::parse(api_base).map_err(|m| err(&base_path, m))?;
+
+    let template = custom_template(&p).map_or_else(
+        || match p.prompt_template.as_deref() {
+            Some(name) => PromptTemplate::named(name).ok_or_else(|| {
+                err(
+                    format!("{path}.litellm_params.prompt_template"),
+                    format!("unknown template \"{name}\"; use llama3, llama2, mistral, chatml or transcript"),
+                )
+            }),
+            None => Ok(PromptTemplate::infer_from_model_name(upstream_model)),
+        },
+        Ok,
+    )?;
+
+    let provider = match prefix {
+        "hosted_vllm" | "vllm" | "openai" => {
+            let base = url.path.trim_end_matches('/');
+            let base = base.strip_suffix("/v1").unwrap_or(base);
+            Provider::OpenAiCompatible {
+                chat_path: format!("{base}/v1/chat/completions"),
+                completions_path: format!("{base}/v1/completions"),
+                embeddings_path: format!("{base}/v1/embeddings"),
+                native_base_path: base.to_string(),
+                is_vllm: prefix != "openai",
+            }
+        }
+        "triton" => {
+            let trimmed = url.path.trim_end_matches('/');
+            let (mode, path_, stream_path) = if let Some(stem) = trimmed.strip_suffix("/generate_stream") {
+                (
+                    TritonMode::Generate,
+                    format!("{stem}/generate"),
+                    trimmed.to_string(),
+                )
+            } else if trimmed.ends_with("/generate") {
+                (TritonMode::Generate, trimmed.to_string(), format!("{trimmed}_stream"))
+            } else if trimmed.ends_with("/infer") {
+                (TritonMode::Infer, trimmed.to_string(), trimmed.to_string())
+            } else if trimmed.ends_with("/embeddings") {
+                (TritonMode::Embeddings, trimmed.to_string(), trimmed.to_string())
+            } else {
+                return Err(err(
+                    &base_path,
+                    format!("a triton api_base must end in /generate, /infer or /embeddings (got \"{}\")", url.path),
+                ));
+            };
+            Provider::Triton {
+                mode,
+                path: with_query(path_, &url.query),
+                stream_path: with_query(stream_path, &url.query),
+                template,
+            }
+        }
+        other => {
+            return Err(err(
+                &model_path,
+                format!("provider \"{other}/\" is not supported; use triton/, hosted_vllm/, vllm/ or openai/"),
+            ))
+        }
+    };
+
+    let authorization = match p.api_key.as_deref() {
+        Some(k) => {
+            let k = resolve_secret(&format!("{path}.litellm_params.api_key"), k, env)?;
+            if k.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(err(
+                    format!("{path}.litellm_params.api_key"),
+                    "contains a control character",
+                ));
+            }
+            (!k.is_empty()).then(|| format!("Bearer {k}"))
+        }
+        None => None,
+    };
+
+    let cluster = match p.cluster {
+        Some(c) if is_token(&c) => c,
+        Some(_) => {
+            return Err(err(
+                format!("{path}.litellm_params.cluster"),
+                "must be a non-empty Envoy cluster name of visible ASCII characters",
+            ))
+        }
+        None => url.host_port(),
+    };
+    let timeout = p.timeout.unwrap_or(default_timeout);
+    if !(timeout.is_finite() && timeout > 0.0) {
+        return Err(err(
+            format!("{path}.litellm_params.timeout"),
+            "must be a positive number of seconds",
+        ));
+    }
+    let weight = p.weight;
+    if weight.is_some_and(|w| !(w.is_finite() && w >= 0.0)) {
+        return Err(err(
+            format!("{path}.litellm_params.weight"),
+            "must be a number ≥ 0",
+        ));
+    }
+    let id = match d.model_info.id {
+        Some(id) if !id.is_empty() => id,
+        Some(_) => return Err(err(format!("{path}.model_info.id"), "must not be empty")),
+        None => format!("{}/{}", d.model_name, index),
+    };
+    let upstream_model_json =
+        serde_json::to_string(upstream_model).map_err(|e| err(&model_path, e.to_string()))?;
+    Ok(Deployment {
+        state_key: format!("llm_gateway.deployment.{id}"),
+        cooldown_key: format!("llm_gateway.cooldown.{id}"),
+        header_id: header_safe(&id),
+        metric_label: crate::metrics::label(&id),
+        id,
+        group,
+        provider,
+        upstream_model: upstream_model.to_string(),
+        model: p.model.clone(),
+        api_base: api_base.to_string(),
+        upstream_model_json,
+        cluster,
+        authority: url.authority(),
+        authorization,
+        weight,
+        rpm: p.rpm,
+        tpm: p.tpm,
+        order: p.order.unwrap_or(0),
+        timeout_ms: (timeout * 1000.0).round() as u64,
+        max_tokens: p.max_tokens,
+        temperature: p.temperature,
+        top_p: p.top_p,
+        max_input_tokens: d.model_info.max_input_tokens,
+        input_cost_per_token: d.model_info.input_cost_per_token,
+        output_cost_per_token: d.model_info.output_cost_per_token,
+    })
+}
+
+fn with_query(path: String, query: &str) -> String {
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+fn custom_template(p: &WireLitellmParams) -> Option<PromptTemplate> {
+    let any = p.roles.is_some()
+        || p.initial_prompt_value.is_some()
+        || p.final_prompt_value.is_some()
+        || p.bos_token.is_some()
+        || p.eos_token.is_some();
+    any.then(|| {
+        PromptTemplate::Custom(CustomTemplate {
+            roles: p
+                .roles
+                .iter()
+                .flatten()
+                .map(|(role, t)| {
+                    (
+                        role.clone(),
+                        (t.pre_message.clone(), t.post_message.clone()),
+                    )
+                })
+                .collect(),
+            initial_prompt_value: p.initial_prompt_value.clone().unwrap_or_default(),
+            final_prompt_value: p.final_prompt_value.clone().unwrap_or_default(),
+            bos_token: p.bos_token.clone().unwrap_or_default(),
+            eos_token: p.eos_token.clone().unwrap_or_default(),
+        })
+    })
+}
