@@ -49,6 +49,7 @@ fn forward(c: &Config, host: &mut FakeHost, body: &[u8]) -> Box<llm_gateway::gat
     let pending = Pending {
         endpoint: Endpoint::Inference(Inference::Chat),
         principal: Principal::Master,
+        header_tags: Vec::new(),
     };
     match on_request_body(c, host, &pending, body) {
         BodyAction::Forward(f) => f,

@@ -95,6 +95,7 @@ pub fn request(data: &[u8]) {
         method,
         path,
         key,
+        tags: (pick & 0x40 != 0).then_some("paid, free"),
         content_length: Some(body.len() as u64),
         end_of_stream: body.is_empty(),
     };
@@ -102,7 +103,7 @@ pub fn request(data: &[u8]) {
         if let BodyAction::Forward(f) = gateway::on_request_body(config, &mut h, &pending, body) {
             let mut f = *f;
             if let Some(mut replay) = f.replay.take() {
-                let _ = gateway::failover(config, &mut h, &mut replay);
+                let _ = gateway::failover(config, &mut h, &mut replay, 500 + u16::from(pick & 3));
             }
         }
     }

@@ -27,13 +27,18 @@ pub const UPSTREAM_REQUEST_HEADERS_TO_REMOVE: [&str; 1] = ["accept-encoding"];
 /// deployment through the filter's failover, which also counts toward cooldown.
 pub const ENVOY_RETRY_ON: &str = "connect-failure,refused-stream,reset";
 
+/// LiteLLM's request-tags header (tag routing); consumed here, never sent upstream.
+pub const TAGS_HEADER: &str = "x-litellm-tags";
+
 /// What the filter knows at request-header time.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'a> {
     pub method: &'a str,
     pub path: &'a str,
-    /// The client key, from `presented_key`.
+    /// The client key (`auth::KeyHeaders::presented`).
     pub key: Option<&'a str>,
+    /// The `x-litellm-tags` header.
+    pub tags: Option<&'a str>,
     pub content_length: Option<u64>,
     /// The request has no body.
     pub end_of_stream: bool,
@@ -88,8 +93,11 @@ pub struct Forward {
     /// `None`: the body (if any) goes upstream unchanged.
     pub body: Option<Vec<u8>>,
     pub response: Box<dyn ResponseTranslator>,
-    /// Upstream timeout for this attempt.
+    /// Upstream timeout for this attempt (the whole response).
     pub timeout_ms: u64,
+    /// For streams with `stream_timeout`: the time the upstream has to start answering
+    /// (Envoy's per-try timeout, which ends at the response headers, measured here).
+    pub first_byte_timeout_ms: Option<u64>,
     /// Envoy retries on the same deployment (connection failures and resets only).
     pub envoy_retries: u32,
     /// The deployment, counted on the router; settled once the response is known.
@@ -121,9 +129,13 @@ pub struct Replay {
     pub position: usize,
     /// Deployments already tried.
     pub tried: Vec<usize>,
-    /// Other deployments of the same group still allowed.
-    pub retries_left: u32,
+    /// The request's own `num_retries` (it wins over the router's settings).
+    pub num_retries: Option<u32>,
+    /// Retries already spent within the current group.
+    pub retries_used: u32,
     pub estimated_tokens: u64,
+    /// The request's tags, when tag routing is on.
+    pub tags: Vec<String>,
 }
 
 /// A request waiting for its body: where it goes and who sent it.
@@ -131,6 +143,8 @@ pub struct Replay {
 pub struct Pending {
     pub endpoint: Endpoint,
     pub principal: Principal,
+    /// Tags from the `x-litellm-tags` header (only read when tag routing is on).
+    pub header_tags: Vec<String>,
 }
 
 /// What to do once the whole body is in.
@@ -161,6 +175,10 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
     {
         return HeadAction::Reply(too_large(config).into());
     }
+    let header_tags = match head.tags {
+        Some(v) if config.router.tag_filtering => crate::tags::from_header(v),
+        _ => Vec::new(),
+    };
     match endpoint {
         Endpoint::Inference(_) | Endpoint::KeyGenerate => {
             if head.end_of_stream {
@@ -172,6 +190,7 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
                 HeadAction::ReadBody(Pending {
                     endpoint,
                     principal,
+                    header_tags,
                 })
             }
         }
@@ -185,6 +204,7 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
                 HeadAction::ReadBody(Pending {
                     endpoint: Endpoint::Vllm(rest),
                     principal,
+                    header_tags,
                 })
             }
         }
@@ -271,8 +291,7 @@ pub fn on_request_body(
         return BodyAction::Reply(too_large(config).into());
     }
     let forwarded = match &pending.endpoint {
-        Endpoint::Inference(kind) => match inference(config, host, &pending.principal, *kind, body)
-        {
+        Endpoint::Inference(kind) => match inference(config, host, pending, *kind, body) {
             Ok(action) => return action,
             Err(e) => Err(e),
         },
@@ -293,11 +312,19 @@ pub fn on_request_body(
 fn inference(
     config: &Config,
     host: &mut dyn Host,
-    principal: &Principal,
+    pending: &Pending,
     kind: Inference,
     body: &[u8],
 ) -> Result<BodyAction, GatewayError> {
+    let principal = &pending.principal;
     let request = InferenceBody::parse(kind, body)?;
+    let tags = if config.router.tag_filtering {
+        let mut tags = request.request_tags()?;
+        tags.extend(pending.header_tags.iter().cloned());
+        tags
+    } else {
+        Vec::new()
+    };
     let scope = Scope::of(config, principal);
     let first = scope.admit(config, &request.model, "model")?;
     // Fallbacks from the body are the client's choice: each must be a group it may use,
@@ -309,7 +336,7 @@ fn inference(
         &request.overrides.context_window_fallbacks,
         "context_window_fallbacks",
     )?;
-    let cache_plan = cache_plan(config, &scope, first, &request, body);
+    let cache_plan = cache_plan(config, &scope, first, &request, &tags, body);
     if let (Some(plan), Some(settings)) = (&cache_plan, &config.cache) {
         if plan.read {
             if let Some(answer) = cache::get(host, settings, plan) {
@@ -332,7 +359,7 @@ fn inference(
         prompt_tokens,
     )?;
     let key_charge = access::charge(host, principal, estimated_tokens)?;
-    let routed = route(config, host, body, &request, groups, estimated_tokens);
+    let routed = route(config, host, body, &request, groups, estimated_tokens, tags);
     match routed {
         Ok(mut forward) => {
             forward.key_charge = key_charge;
@@ -357,17 +384,21 @@ fn route(
     request: &InferenceBody<'_>,
     groups: Vec<Target>,
     estimated_tokens: u64,
+    tags: Vec<String>,
 ) -> Result<Forward, GatewayError> {
-    let retries = request
-        .overrides
-        .num_retries
-        .unwrap_or(config.router.num_retries);
+    // The most retries any failure could allow: whether a copy of the body is worth keeping.
+    let retries = request.overrides.num_retries.unwrap_or_else(|| {
+        let r = &config.router;
+        r.retry_policy.most().unwrap_or(0).max(r.num_retries)
+    });
     let mut first_error = None;
     for (position, &target) in groups.iter().enumerate() {
         let Some(group) = config.groups.get(target.group()) else {
             continue;
         };
-        match router::pick(config, host, target, estimated_tokens, &[]) {
+        let picked = crate::tags::excluded(config, target.group(), &tags)
+            .and_then(|excluded| router::pick(config, host, target, estimated_tokens, &excluded));
+        match picked {
             Ok(reservation) => {
                 // The body is kept only when there is somewhere else to send it.
                 let elsewhere =
@@ -378,8 +409,10 @@ fn route(
                     groups: groups.clone(),
                     position,
                     tried: vec![reservation.deployment],
-                    retries_left: retries,
+                    num_retries: request.overrides.num_retries,
+                    retries_used: 0,
                     estimated_tokens,
+                    tags,
                 });
                 return attempt(config, host, request, reservation, replay);
             }
@@ -419,6 +452,7 @@ fn cache_plan(
     scope: &Scope,
     target: Target,
     request: &InferenceBody<'_>,
+    tags: &[String],
     body: &[u8],
 ) -> Option<cache::Plan> {
     let settings = config.cache.as_ref()?;
@@ -426,8 +460,16 @@ fn cache_plan(
     if request.stream || !(controls.read || controls.write) {
         return None;
     }
-    // Callers that may use different groups never share answers.
-    let scope = scope.cache_scope(config);
+    // Callers that may use different groups never share answers, nor do requests whose
+    // tags send them to different deployments.
+    let mut scope = scope.cache_scope(config);
+    if !tags.is_empty() {
+        let mut sorted: Vec<&str> = tags.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        scope.push_str("\ntags:");
+        scope.push_str(&sorted.join(","));
+    }
     let name = config.groups.get(target.group())?.name.as_str();
     let endpoint = request.kind.object_name();
     Some(cache::Plan {
@@ -540,6 +582,9 @@ fn attempt(
                 .overrides
                 .timeout_ms
                 .unwrap_or(deployment.timeout_ms),
+            first_byte_timeout_ms: deployment
+                .stream_timeout_ms
+                .filter(|_| request.stream && request.overrides.timeout_ms.is_none()),
             envoy_retries: request
                 .overrides
                 .num_retries
@@ -557,18 +602,38 @@ fn attempt(
     }
 }
 
-/// The attempt failed (5xx, 429, timeout, connection failure): another deployment of the
-/// group while retries last, else the next fallback group. `None` when nothing is left.
-pub fn failover(config: &Config, host: &mut dyn Host, replay: &mut Replay) -> Option<Forward> {
+/// The attempt failed with `status` (5xx, 429, a timeout, 503 for no answer): another
+/// deployment of the group while retries last (the request's `num_retries`, else the
+/// `retry_policy` for that kind of failure, else `num_retries`), then the next fallback
+/// group. `None` when nothing is left.
+pub fn failover(
+    config: &Config,
+    host: &mut dyn Host,
+    replay: &mut Replay,
+    status: u16,
+) -> Option<Forward> {
     let request = InferenceBody::parse(replay.kind, &replay.body).ok()?;
+    let allowed = replay.num_retries.unwrap_or_else(|| {
+        config
+            .router
+            .retry_policy
+            .for_status(status)
+            .unwrap_or(config.router.num_retries)
+    });
     while let Some(&target) = replay.groups.get(replay.position) {
         let group = config.groups.get(target.group())?;
-        if replay.retries_left > 0 || !replay.tried.iter().any(|t| group.deployments.contains(t)) {
+        let in_group = replay.tried.iter().any(|t| group.deployments.contains(t));
+        if !in_group || replay.retries_used < allowed {
+            let mut exclude = crate::tags::excluded(config, target.group(), &replay.tags)
+                .unwrap_or_else(|_| group.deployments.clone());
+            exclude.extend_from_slice(&replay.tried);
             if let Ok(reservation) =
-                router::pick(config, host, target, replay.estimated_tokens, &replay.tried)
+                router::pick(config, host, target, replay.estimated_tokens, &exclude)
             {
-                if replay.tried.iter().any(|t| group.deployments.contains(t)) {
-                    replay.retries_left = replay.retries_left.saturating_sub(1);
+                if in_group {
+                    replay.retries_used += 1;
+                } else {
+                    replay.retries_used = 0;
                 }
                 replay.tried.push(reservation.deployment);
                 let mut forward = attempt(config, host, &request, reservation, None).ok()?;
@@ -794,6 +859,7 @@ fn vllm_forward(
         body: new_body,
         response: Box::new(PassThroughResponse::observing(false)),
         timeout_ms: deployment.timeout_ms,
+        first_byte_timeout_ms: None,
         envoy_retries: 0,
         reservation,
         replay: None,
@@ -939,6 +1005,7 @@ mod tests {
             method,
             path,
             key,
+            tags: None,
             content_length: None,
             end_of_stream: method == "GET",
         }
@@ -948,6 +1015,7 @@ mod tests {
         Pending {
             endpoint,
             principal: Principal::Master,
+            header_tags: Vec::new(),
         }
     }
 
@@ -1259,6 +1327,7 @@ mod tests {
         Pending {
             endpoint,
             principal: c.keys.authenticate(Some(key), 0).unwrap(),
+            header_tags: Vec::new(),
         }
     }
 
@@ -1317,9 +1386,9 @@ mod tests {
         let mut replay = f.replay.expect("a has a configured fallback");
         let groups: Vec<usize> = replay.groups.iter().map(|t| t.group()).collect();
         assert_eq!(groups, vec![0, 2], "the operator's fallback `c`, never `b`");
-        let next = failover(&c, &mut h, &mut replay).expect("c takes over");
+        let next = failover(&c, &mut h, &mut replay, 500).expect("c takes over");
         assert_eq!(c.deployments[next.deployment()].group, 2);
-        assert!(failover(&c, &mut h, &mut replay).is_none());
+        assert!(failover(&c, &mut h, &mut replay, 500).is_none());
     }
 
     #[test]
@@ -1352,6 +1421,7 @@ mod tests {
                     method: "GET",
                     path: &format!("/vllm{rest}"),
                     key: Some(key),
+                    tags: None,
                     content_length: None,
                     end_of_stream: true,
                 },
@@ -1364,6 +1434,7 @@ mod tests {
                 let pending = Pending {
                     endpoint: Endpoint::Vllm(rest.into()),
                     principal,
+                    header_tags: Vec::new(),
                 };
                 match on_request_body(c, h, &pending, b.as_bytes()) {
                     BodyAction::Forward(f) => Ok(*f),

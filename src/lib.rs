@@ -29,6 +29,7 @@ pub mod select;
 pub mod sse;
 pub mod state;
 pub mod swar;
+pub mod tags;
 pub mod template;
 pub mod translate;
 

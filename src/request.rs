@@ -174,6 +174,12 @@ struct Envelope<'a> {
     caching: Option<&'a RawValue>,
     #[serde(borrow, default)]
     cache: Option<&'a RawValue>,
+    // LiteLLM's request tags (tag routing): `tags` is the gateway's and never sent upstream;
+    // `metadata` (which OpenAI also defines) passes on, its `tags` read here.
+    #[serde(borrow, default)]
+    tags: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
 }
 
 /// LiteLLM's per-request cache controls: `caching: false`, or
@@ -218,6 +224,9 @@ pub struct InferenceBody<'a> {
     pub overrides: RouterOverrides,
     /// Byte ranges of gateway-only members (with one adjacent comma), cut before upstream.
     pub gateway_only: Vec<(usize, usize)>,
+    /// `tags` and `metadata` as sent, read only when tag routing is on.
+    pub tags: Option<&'a RawValue>,
+    pub metadata: Option<&'a RawValue>,
 }
 
 impl<'a> InferenceBody<'a> {
@@ -309,6 +318,7 @@ impl<'a> InferenceBody<'a> {
                 gateway_member(body, env.cache, &mut gateway_only),
             )?,
         };
+        let tags = gateway_member(body, env.tags, &mut gateway_only);
         Ok(InferenceBody {
             body,
             text,
@@ -324,6 +334,8 @@ impl<'a> InferenceBody<'a> {
             has_stream_options: is_set(env.stream_options),
             overrides,
             gateway_only,
+            tags,
+            metadata: env.metadata,
         })
     }
 
@@ -400,6 +412,36 @@ fn gateway_member<'a>(
     let at = cuts.partition_point(|&(s, _)| s < start);
     cuts.insert(at, (start, end));
     Some(raw)
+}
+
+impl InferenceBody<'_> {
+    /// The request's tags: `tags`, then `metadata.tags` (LiteLLM's two places). 400 when
+    /// either is not a list of strings.
+    pub fn request_tags(&self) -> Result<Vec<String>, GatewayError> {
+        #[derive(Deserialize)]
+        struct Metadata {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let bad = |field: &'static str| {
+            GatewayError::invalid_request(format!("{field} must be a list of strings"))
+                .with_param(field)
+        };
+        let mut out: Vec<String> = match self.tags {
+            Some(raw) => serde_json::from_str::<Option<Vec<String>>>(raw.get())
+                .map_err(|_| bad("tags"))?
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if let Some(raw) = self.metadata {
+            if raw.get().trim_start().starts_with('{') {
+                let m: Metadata =
+                    serde_json::from_str(raw.get()).map_err(|_| bad("metadata.tags"))?;
+                out.extend(m.tags.unwrap_or_default());
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// `["a","b"]` or LiteLLM's `[{"group": ["a","b"]}]`: the names to fall back to, in order.

@@ -2,7 +2,7 @@
 //! writes a complete Envoy config for a LiteLLM `config.yaml` (or JSON);
 //! `llm-gateway check CONFIG` validates it with the filter's own messages.
 
-use llm_gateway::config;
+use llm_gateway::config::{self, yaml};
 use llm_gateway::render::{ecds_resource, envoy_bootstrap, RenderOptions};
 use std::process::ExitCode;
 
@@ -12,61 +12,122 @@ const USAGE: &str = "usage:
 
 const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/llm_gateway.wasm";
 
-fn read_config(path: &str) -> Result<serde_json::Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    // YAML is a superset of JSON: one parser reads both.
-    serde_yaml::from_str(&text).map_err(|e| format!("{path}: not YAML or JSON: {e}"))
+/// Where in which file: messages are listed in this order.
+type FileOrder = (String, usize, usize);
+
+/// What a config was found to have, each message with the position the user wrote it at.
+struct Report {
+    errors: Vec<String>,
+    warnings: Vec<String>,
 }
 
-/// LiteLLM's top-level `environment_variables`: values for `os.environ/NAME`.
-fn config_env(value: &serde_json::Value) -> Vec<(String, String)> {
-    value
-        .get("environment_variables")
-        .and_then(|e| e.as_object())
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| match v {
-                    serde_json::Value::String(s) => Some((k.clone(), s.clone())),
-                    serde_json::Value::Number(n) => Some((k.clone(), n.to_string())),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+fn located(loaded: &yaml::Loaded, path: &str, message: &str) -> String {
+    let at = loaded
+        .position(path)
+        .map(|p| format!("{p}: "))
+        .unwrap_or_default();
+    if path.is_empty() {
+        format!("{at}{message}")
+    } else {
+        format!("{at}{path}: {message}")
+    }
 }
 
-fn validate(value: &serde_json::Value) -> Result<(config::Config, Vec<String>), String> {
-    let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
-    let from_config = config_env(value);
+/// Read, include, resolve and validate a config the way the filter will, collecting every
+/// problem.
+fn read_and_check(
+    config_path: &str,
+) -> Result<(yaml::Loaded, Option<config::Config>, Report), String> {
+    let loaded = yaml::load_file(std::path::Path::new(config_path))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let env = |name: &str| {
-        std::env::var(name).ok().or_else(|| {
-            from_config
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        })
+    let env = |name: &str| std::env::var(name).ok();
+    let (config, d) = config::check_value(loaded.value.clone(), &env, now);
+    // In the order they appear in the files.
+    let in_file_order = |items: Vec<(&str, &str)>| -> Vec<String> {
+        let mut keyed: Vec<(Option<FileOrder>, String)> = items
+            .into_iter()
+            .map(|(path, message)| {
+                let at = loaded
+                    .position(path)
+                    .map(|p| (p.file.clone(), p.line, p.col));
+                (at, located(&loaded, path, message))
+            })
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        keyed.into_iter().map(|(_, text)| text).collect()
     };
-    config::parse(&bytes, &env, now).map_err(|e| format!("invalid configuration: {e}"))
+    let errors = in_file_order(
+        d.errors
+            .iter()
+            .map(|e| (e.path.as_str(), e.message.as_str()))
+            .collect(),
+    );
+    let warnings = in_file_order(
+        loaded
+            .warnings
+            .iter()
+            .map(|(p, m)| (p.as_str(), m.as_str()))
+            .chain(
+                d.warnings
+                    .iter()
+                    .map(|w| (w.path.as_str(), w.message.as_str())),
+            )
+            .collect(),
+    );
+    Ok((loaded, config, Report { errors, warnings }))
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn print_report(config_path: &str, report: &Report) {
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !report.errors.is_empty() {
+        eprintln!(
+            "{config_path}: invalid — {}, {}",
+            plural(report.errors.len(), "error", "errors"),
+            plural(report.warnings.len(), "warning", "warnings")
+        );
+    }
 }
 
 fn run(args: &[String]) -> Result<(), String> {
     let (command, rest) = args.split_first().ok_or(USAGE)?;
     let (config_path, flags) = rest.split_first().ok_or(USAGE)?;
-    let value = read_config(config_path)?;
-    let (config, warnings) = validate(&value)?;
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
+    let (loaded, config, report) = read_and_check(config_path)?;
+    print_report(config_path, &report);
+    let Some(config) = config else {
+        return Err(String::new());
+    };
+    let value = loaded.value;
     match command.as_str() {
         "check" => {
+            let mut hosts: Vec<&str> = config
+                .deployments
+                .iter()
+                .map(|d| d.cluster.as_str())
+                .collect();
+            hosts.sort_unstable();
+            hosts.dedup();
             println!(
-                "{config_path}: valid — {} model groups, {} deployments",
-                config.groups.len(),
-                config.deployments.len()
+                "{config_path}: valid — {}, {}{}; calls {}",
+                plural(config.groups.len(), "model group", "model groups"),
+                plural(config.deployments.len(), "deployment", "deployments"),
+                if report.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", plural(report.warnings.len(), "warning", "warnings"))
+                },
+                hosts.join(", ")
             );
             Ok(())
         }
@@ -131,7 +192,9 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e}");
+            if !e.is_empty() {
+                eprintln!("{e}");
+            }
             ExitCode::FAILURE
         }
     }

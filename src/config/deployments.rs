@@ -32,31 +32,16 @@ pub(super) fn selection_weights(members: &[usize], deployments: &[Deployment]) -
         .collect()
 }
 
-pub(super) fn resolve_secret(
-    path: &str,
-    value: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
-    match value.strip_prefix("os.environ/") {
-        Some(name) => env(name).ok_or_else(|| {
-            err(
-                path,
-                format!("environment variable {name} is not set in the VM (vm_config.environment_variables)"),
-            )
-        }),
-        None => Ok(value.to_string()),
-    }
-}
-
 pub(super) fn validate_deployment(
     path: &str,
     index: usize,
     group: usize,
     d: WireDeployment,
-    env: &dyn Fn(&str) -> Option<String>,
     default_timeout: f64,
+    diag: &mut Diagnostics,
 ) -> Result<Deployment, ConfigError> {
     let p = d.litellm_params;
+    let params = format!("{path}.litellm_params");
     let model_path = format!("{path}.litellm_params.model");
     let (prefix, upstream_model) = p.model.split_once('/').ok_or_else(|| {
         err(
@@ -71,6 +56,13 @@ pub(super) fn validate_deployment(
         return Err(err(
             &model_path,
             "model name after the provider prefix is empty",
+        ));
+    }
+    // The provider first: a user of an unsupported one learns that before anything else.
+    if !matches!(prefix, "hosted_vllm" | "vllm" | "openai" | "triton") {
+        return Err(err(
+            &model_path,
+            format!("provider \"{prefix}/\" is not supported; use triton/, hosted_vllm/, vllm/ or openai/"),
         ));
     }
     let base_path = format!("{path}.litellm_params.api_base");
@@ -144,7 +136,7 @@ pub(super) fn validate_deployment(
 
     let authorization = match p.api_key.as_deref() {
         Some(k) => {
-            let k = resolve_secret(&format!("{path}.litellm_params.api_key"), k, env)?;
+            let k = k.to_string();
             if k.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
                 return Err(err(
                     format!("{path}.litellm_params.api_key"),
@@ -187,6 +179,42 @@ pub(super) fn validate_deployment(
     };
     let upstream_model_json =
         serde_json::to_string(upstream_model).map_err(|e| err(&model_path, e.to_string()))?;
+    let mut limit = |name: &str, on_entry: Option<u64>, in_params: Option<u64>| {
+        if let (Some(e), Some(p)) = (on_entry, in_params) {
+            if e != p {
+                diag.warn(
+                    format!("{path}.{name}"),
+                    format!("differs from litellm_params.{name} ({p}); {e} is used, as in LiteLLM"),
+                );
+            }
+        }
+        on_entry.or(in_params)
+    };
+    let rpm = limit("rpm", d.rpm, p.rpm);
+    let tpm = limit("tpm", d.tpm, p.tpm);
+    let stream_timeout_ms = match p.stream_timeout {
+        Some(t) if !(t.is_finite() && t > 0.0) => {
+            return Err(err(
+                format!("{params}.stream_timeout"),
+                "must be a positive number of seconds",
+            ))
+        }
+        Some(t) => Some((t * 1000.0).round() as u64),
+        None => None,
+    };
+    if p.max_retries.is_some() {
+        diag.warn(
+            format!("{params}.max_retries"),
+            "ignored: it is the OpenAI client's own retry count in LiteLLM; here num_retries decides retries",
+        );
+    }
+    if p.api_version.is_some() {
+        diag.warn(
+            format!("{params}.api_version"),
+            format!("ignored: `{prefix}/` deployments have no API version"),
+        );
+    }
+    let tags: Vec<String> = p.tags.clone().unwrap_or_default();
     Ok(Deployment {
         state_key: format!("llm_gateway.deployment.{id}"),
         cooldown_key: format!("llm_gateway.cooldown.{id}"),
@@ -203,16 +231,21 @@ pub(super) fn validate_deployment(
         authority: url.authority(),
         authorization,
         weight,
-        rpm: p.rpm,
-        tpm: p.tpm,
+        rpm,
+        tpm,
         order: p.order.unwrap_or(0),
         timeout_ms: (timeout * 1000.0).round() as u64,
         max_tokens: p.max_tokens,
         temperature: p.temperature,
         top_p: p.top_p,
         max_input_tokens: d.model_info.max_input_tokens,
-        input_cost_per_token: d.model_info.input_cost_per_token,
-        output_cost_per_token: d.model_info.output_cost_per_token,
+        input_cost_per_token: d.model_info.input_cost_per_token.or(p.input_cost_per_token),
+        output_cost_per_token: d
+            .model_info
+            .output_cost_per_token
+            .or(p.output_cost_per_token),
+        tags,
+        stream_timeout_ms,
     })
 }
 

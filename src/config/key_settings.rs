@@ -7,16 +7,14 @@ pub(super) fn static_key(
     i: usize,
     v: &WireVirtualKey,
     index: &HashMap<String, usize>,
-    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<([u8; 32], crate::keys::KeyGrant), ConfigError> {
     let path = format!("general_settings.virtual_keys[{i}]");
     let digest: [u8; 32] = match (&v.key, &v.key_sha256) {
         (Some(k), None) => {
-            let k = resolve_secret(&format!("{path}.key"), k, env)?;
             if k.is_empty() {
                 return Err(err(format!("{path}.key"), "must not be empty"));
             }
-            *KeyDigest::of(&k).bytes()
+            *KeyDigest::of(k).bytes()
         }
         (None, Some(hex)) => parse_sha256_hex(hex).ok_or_else(|| {
             err(

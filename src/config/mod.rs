@@ -4,19 +4,25 @@
 
 pub mod wire;
 
+mod build;
 mod cache_settings;
 mod deployments;
+pub mod env;
 mod key_settings;
+mod load;
+pub mod policy;
 mod routing;
 mod url;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod yaml;
 
 use cache_settings::cache_settings;
-use deployments::{resolve_secret, selection_weights, validate_deployment};
+use deployments::{selection_weights, validate_deployment};
 use key_settings::static_key;
-use routing::router_settings;
+use routing::router_settings_of;
 pub use routing::{
-    RouterSettings, Strategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_SECS, DEFAULT_NUM_RETRIES,
-    MAX_FALLBACKS,
+    RetryPolicy, RouterSettings, Strategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_SECS,
+    DEFAULT_NUM_RETRIES, MAX_FALLBACKS,
 };
 pub use url::{header_safe, is_token, Url};
 
@@ -120,6 +126,10 @@ pub struct Deployment {
     pub max_input_tokens: Option<u64>,
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
+    /// `litellm_params.tags`, for tag routing.
+    pub tags: Vec<String>,
+    /// `litellm_params.stream_timeout`: the upstream timeout of streamed requests.
+    pub stream_timeout_ms: Option<u64>,
 }
 
 impl Deployment {
@@ -156,6 +166,9 @@ pub struct Config {
     pub visible_models: Vec<String>,
     /// Master key, static virtual keys, the minted-key signing secret, revocations.
     pub keys: crate::keys::KeyRing,
+    /// `general_settings.litellm_key_header_name`, lowercased: a header the key is also
+    /// read from (and removed before any upstream, like the standard ones).
+    pub key_header: Option<String>,
     pub drop_params: bool,
     pub max_request_body_bytes: u64,
     pub router: RouterSettings,
@@ -170,252 +183,105 @@ pub struct Config {
     pub created: u64,
 }
 
-/// Parse and validate. `env` resolves `os.environ/NAME`; `now_unix` stamps model objects.
-/// Returns the config and one warning per ignored key.
+/// Everything a configuration was found to have wrong (errors: it is refused) or
+/// questionable (warnings: it runs), each named by the path the user wrote.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Diagnostics {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
+
+impl Diagnostics {
+    pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.push(err(path, message));
+    }
+
+    /// One error per path: the first is the cause (a missing `os.environ/` variable, say),
+    /// what follows from it at the same place would only repeat it.
+    pub fn push(&mut self, e: ConfigError) {
+        if !self.errors.iter().any(|x| x.path == e.path) {
+            self.errors.push(e);
+        }
+    }
+
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(err(path, message));
+    }
+}
+
+/// `a.b` + `c` → `a.b.c` (a top-level key has no dot before it).
+pub fn join_key(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// `a.b` + 2 → `a.b[2]`.
+pub fn join_index(path: &str, index: usize) -> String {
+    format!("{path}[{index}]")
+}
+
+/// Read and validate a configuration tree, reporting every problem at once. `env` resolves
+/// `os.environ/NAME` after the config's own `environment_variables`; `now_unix` stamps model
+/// objects. The config is `Some` exactly when there is no error.
+pub fn check_value(
+    value: serde_json::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    now_unix: u64,
+) -> (Option<Config>, Diagnostics) {
+    let mut d = Diagnostics::default();
+    let sections = load::sections(value, env, &mut d);
+    caveats(&sections, &mut d);
+    let config = build::build(sections, &mut d, now_unix);
+    (config, d)
+}
+
+/// `check_value` on JSON bytes (what the filter receives).
+pub fn check(
+    json: &[u8],
+    env: &dyn Fn(&str) -> Option<String>,
+    now_unix: u64,
+) -> (Option<Config>, Diagnostics) {
+    match serde_json::from_slice::<serde_json::Value>(json) {
+        Ok(value) => check_value(value, env, now_unix),
+        Err(e) => {
+            let mut d = Diagnostics::default();
+            d.error("", format!("not JSON: {e}"));
+            (None, d)
+        }
+    }
+}
+
+/// Parse and validate; the first error, or the config with its warnings as text.
 pub fn parse(
     json: &[u8],
     env: &dyn Fn(&str) -> Option<String>,
     now_unix: u64,
 ) -> Result<(Config, Vec<String>), ConfigError> {
-    let mut ignored = Vec::new();
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let wire: WireConfig = {
-        let mut on_ignored = |path: serde_ignored::Path<'_>| {
-            ignored.push(format!("{}: unknown key, ignored", json_path(&path)));
-        };
-        let tracked = serde_ignored::Deserializer::new(&mut de, &mut on_ignored);
-        serde_path_to_error::deserialize(tracked).map_err(|e| {
-            let path = e.path().to_string();
-            err(
-                if path == "." { String::new() } else { path },
-                e.inner().to_string(),
-            )
-        })?
-    };
-    de.end().map_err(|e| err("", e.to_string()))?;
-    let mut warnings = caveats(&wire);
-    let config = validate(wire, env, now_unix)?;
-    warnings.extend(ignored);
-    Ok((config, warnings))
-}
-
-/// `serde_ignored` paths as `a.b[2].c`, matching `serde_path_to_error`.
-fn json_path(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => format!("{}[{}]", json_path(parent), index),
-        Path::Map { parent, key } => {
-            let p = json_path(parent);
-            if p.is_empty() {
-                key.clone()
-            } else {
-                format!("{p}.{key}")
-            }
-        }
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => json_path(parent),
+    let (config, d) = check(json, env, now_unix);
+    match (config, d.errors.into_iter().next()) {
+        (Some(c), None) => Ok((c, d.warnings.iter().map(ToString::to_string).collect())),
+        (_, Some(e)) => Err(e),
+        (None, None) => Err(err("", "invalid configuration")),
     }
 }
 
 /// LiteLLM settings accepted but honoured differently here: said once each at configure
 /// time, so nobody believes a feature works as in LiteLLM when it does not.
-fn caveats(wire: &WireConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    let kind = wire
+fn caveats(s: &load::Sections, d: &mut Diagnostics) {
+    let kind = s
         .litellm_settings
         .cache_params
         .as_ref()
         .and_then(|p| p.kind.as_deref());
     if kind.is_some_and(|k| k != "local") {
-        out.push(
-            "litellm_settings.cache_params.type: only a local cache, shared by the workers of one Envoy, exists; using it"
-                .to_string(),
+        d.warn(
+            "litellm_settings.cache_params.type",
+            "only a local cache, shared by the workers of one Envoy, exists; using it",
         );
     }
-    out
-}
-
-pub fn validate(
-    mut wire: WireConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-    now_unix: u64,
-) -> Result<Config, ConfigError> {
-    if wire.model_list.is_empty() {
-        return Err(err("model_list", "must list at least one deployment"));
-    }
-    let default_timeout = wire
-        .router_settings
-        .timeout
-        .or(wire.litellm_settings.request_timeout)
-        .unwrap_or(DEFAULT_TIMEOUT_SECS);
-    if !(default_timeout.is_finite() && default_timeout > 0.0) {
-        return Err(err(
-            "router_settings.timeout",
-            "must be a positive number of seconds",
-        ));
-    }
-
-    let mut groups: Vec<ModelGroup> = Vec::new();
-    let mut model_index: HashMap<String, usize> = HashMap::new();
-    let mut visible_models = Vec::new();
-    let mut deployments = Vec::with_capacity(wire.model_list.len());
-    let mut ids: HashMap<String, usize> = HashMap::new();
-
-    for (i, d) in wire.model_list.into_iter().enumerate() {
-        let path = format!("model_list[{i}]");
-        if d.model_name.is_empty() {
-            return Err(err(format!("{path}.model_name"), "must not be empty"));
-        }
-        let group = match model_index.get(&d.model_name) {
-            Some(&g) => g,
-            None => {
-                groups.push(ModelGroup {
-                    name: d.model_name.clone(),
-                    header_name: header_safe(&d.model_name),
-                    metric_label: crate::metrics::label(&d.model_name),
-                    deployments: Vec::new(),
-                    cumulative_weights: Vec::new(),
-                    weights: Vec::new(),
-                    orders: Vec::new(),
-                });
-                let g = groups.len() - 1;
-                model_index.insert(d.model_name.clone(), g);
-                visible_models.push(d.model_name.clone());
-                g
-            }
-        };
-        let deployment = validate_deployment(&path, i, group, d, env, default_timeout)?;
-        if let Some(previous) = ids.insert(deployment.id.clone(), i) {
-            return Err(err(
-                format!("{path}.model_info.id"),
-                format!(
-                    "\"{}\" is already the id of model_list[{previous}]",
-                    deployment.id
-                ),
-            ));
-        }
-        if let Some(g) = groups.get_mut(group) {
-            g.deployments.push(deployments.len());
-        }
-        deployments.push(deployment);
-    }
-
-    let aliases = std::mem::take(&mut wire.router_settings.model_group_alias);
-    for (alias, target) in aliases {
-        let path = format!("router_settings.model_group_alias.{alias}");
-        let (target, hidden) = match target {
-            WireAlias::Group(g) => (g, false),
-            WireAlias::Detailed { model, hidden } => (model, hidden),
-        };
-        if alias.is_empty() {
-            return Err(err(path, "alias must not be empty"));
-        }
-        let Some(&g) = model_index.get(&target) else {
-            return Err(err(
-                path,
-                format!("names model group \"{target}\", which no model_list entry defines"),
-            ));
-        };
-        if groups.get(g).map(|grp| grp.name == alias).unwrap_or(false) {
-            continue;
-        }
-        if model_index.contains_key(&alias) {
-            return Err(err(path, "alias is already a model group name"));
-        }
-        model_index.insert(alias.clone(), g);
-        if !hidden {
-            visible_models.push(alias);
-        }
-    }
-
-    for g in &mut groups {
-        g.cumulative_weights = selection_weights(&g.deployments, &deployments);
-        let mut previous = 0.0;
-        g.weights = g
-            .cumulative_weights
-            .iter()
-            .map(|&c| {
-                let w = c - previous;
-                previous = c;
-                w
-            })
-            .collect();
-        let mut orders: Vec<u32> = g
-            .deployments
-            .iter()
-            .filter_map(|&i| deployments.get(i).map(|d| d.order))
-            .collect();
-        orders.sort_unstable();
-        orders.dedup();
-        g.orders = orders;
-    }
-
-    let router = router_settings(&wire.router_settings, &wire.litellm_settings, &model_index)?;
-    let general = wire.general_settings;
-    let master_key = match general.master_key.as_deref() {
-        Some(k) => {
-            let k = resolve_secret("general_settings.master_key", k, env)?;
-            if k.is_empty() {
-                return Err(err("general_settings.master_key", "must not be empty"));
-            }
-            Some(k)
-        }
-        None => None,
-    };
-    let signing_secret = match general.key_signing_secret.as_deref() {
-        Some(s) => Some(resolve_secret(
-            "general_settings.key_signing_secret",
-            s,
-            env,
-        )?)
-        .filter(|s| !s.is_empty()),
-        None => None,
-    };
-    let statics = general
-        .virtual_keys
-        .iter()
-        .enumerate()
-        .map(|(i, v)| static_key(i, v, &model_index, env))
-        .collect::<Result<Vec<_>, _>>()?;
-    let keys = crate::keys::KeyRing::new(
-        master_key.as_deref(),
-        signing_secret.as_deref(),
-        statics,
-        general.revoked_keys.clone(),
-    );
-    let max_request_body_bytes = general
-        .max_request_body_bytes
-        .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
-    if max_request_body_bytes == 0 {
-        return Err(err(
-            "general_settings.max_request_body_bytes",
-            "must be greater than 0",
-        ));
-    }
-
-    let models_list_body = render_models_list(&visible_models, now_unix);
-    let vllm_deployments = deployments
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| matches!(d.provider, Provider::OpenAiCompatible { is_vllm: true, .. }))
-        .map(|(i, _)| i)
-        .collect();
-    Ok(Config {
-        vllm_deployments,
-        deployments,
-        groups,
-        model_index,
-        visible_models,
-        keys,
-        drop_params: wire.litellm_settings.drop_params.unwrap_or(false),
-        router,
-        cache: cache_settings(&wire.litellm_settings)?,
-        max_request_body_bytes,
-        models_list_body,
-        created: now_unix,
-    })
 }
 
 #[derive(serde::Serialize)]
@@ -519,16 +385,11 @@ mod tests {
         assert_eq!(c.resolve_model("GPT-4").unwrap().name, "llama-3");
         assert!(c.resolve_model("gpt-4o").is_none());
         assert!(c.drop_params);
-        let ignored: Vec<&String> = warnings
-            .iter()
-            .filter(|w| w.ends_with("unknown key, ignored"))
-            .collect();
+        // `environment_variables` is read (for `os.environ/`), and set_verbose is LiteLLM's
+        // logging, ignored for a stated reason.
         assert_eq!(
-            ignored,
-            vec![
-                "litellm_settings.set_verbose: unknown key, ignored",
-                "environment_variables: unknown key, ignored"
-            ]
+            warnings,
+            vec!["litellm_settings.set_verbose: ignored: LiteLLM's logging: the gateway logs through Envoy (access log, stats, log level)"]
         );
         assert!(
             c.cache.is_some(),

@@ -29,97 +29,215 @@ pub struct RouterSettings {
     pub strategy: Strategy,
     pub policy: crate::state::Policy,
     pub num_retries: u32,
-    /// Group → groups to try when it fails, in order.
+    /// LiteLLM's `retry_policy`: retries by the kind of failure, else `num_retries`.
+    pub retry_policy: RetryPolicy,
+    /// Group → groups to try when it fails, in order (`default_fallbacks` filled in for
+    /// groups without an entry of their own).
     pub fallbacks: HashMap<usize, Vec<usize>>,
     /// Group → groups to use when a prompt is longer than the group's context window.
     pub context_window_fallbacks: HashMap<usize, Vec<usize>>,
+    /// `enable_tag_filtering`: requests' tags pick among a group's deployments.
+    pub tag_filtering: bool,
+    /// `tag_filtering_match_any` (LiteLLM's default true): one tag in common suffices;
+    /// false: the deployment must have every tag of the request.
+    pub tag_match_any: bool,
 }
 
-pub(super) fn router_settings(
+/// Retries after a failure of one kind (`None`: `num_retries`). Only failures that move a
+/// request to another attempt have a use here: client errors (400, 401) are never retried.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RetryPolicy {
+    pub timeout: Option<u32>,
+    pub rate_limit: Option<u32>,
+    pub internal_server: Option<u32>,
+}
+
+impl RetryPolicy {
+    /// The retries allowed after an upstream answered `status` (0: no answer at all).
+    pub fn for_status(&self, status: u16) -> Option<u32> {
+        match status {
+            429 => self.rate_limit,
+            408 | 504 => self.timeout,
+            _ => self.internal_server,
+        }
+    }
+
+    pub fn most(&self) -> Option<u32> {
+        [self.timeout, self.rate_limit, self.internal_server]
+            .into_iter()
+            .flatten()
+            .max()
+    }
+}
+
+/// A setting LiteLLM reads from `router_settings` or `litellm_settings`: the first one
+/// written, with the path where it was written (for messages).
+fn either<'a, T>(
+    key: &'static str,
+    router: &'a Option<T>,
+    litellm: &'a Option<T>,
+) -> Option<(String, &'a T)> {
+    match (router, litellm) {
+        (Some(v), _) => Some((format!("router_settings.{key}"), v)),
+        (None, Some(v)) => Some((format!("litellm_settings.{key}"), v)),
+        (None, None) => None,
+    }
+}
+
+/// The upstream timeout for deployments that set none: `router_settings.timeout`, its
+/// `request_timeout`, then `litellm_settings.request_timeout` or `timeout`, else 600 s.
+pub(super) fn default_timeout(
+    r: &WireRouterSettings,
+    l: &WireLitellmSettings,
+    d: &mut Diagnostics,
+) -> f64 {
+    let written = [
+        ("router_settings.timeout", r.timeout),
+        ("router_settings.request_timeout", r.request_timeout),
+        ("litellm_settings.request_timeout", l.request_timeout),
+        ("litellm_settings.timeout", l.timeout),
+    ]
+    .into_iter()
+    .find_map(|(path, v)| v.map(|v| (path, v)));
+    match written {
+        Some((path, t)) if !(t.is_finite() && t > 0.0) => {
+            d.error(path, "must be a positive number of seconds");
+            DEFAULT_TIMEOUT_SECS
+        }
+        Some((_, t)) => t,
+        None => DEFAULT_TIMEOUT_SECS,
+    }
+}
+
+pub(super) fn router_settings_of(
     r: &WireRouterSettings,
     l: &WireLitellmSettings,
     index: &HashMap<String, usize>,
-) -> Result<RouterSettings, ConfigError> {
+    d: &mut Diagnostics,
+) -> RouterSettings {
     let args = r.routing_strategy_args.as_ref();
     let strategy = match r.routing_strategy.as_deref().unwrap_or("simple-shuffle") {
         "simple-shuffle" => Strategy::SimpleShuffle,
         "least-busy" => Strategy::LeastBusy,
         "usage-based-routing" | "usage-based-routing-v2" => Strategy::UsageBased,
         "latency-based-routing" => Strategy::LatencyBased {
-            buffer: args.and_then(|a| a.lowest_latency_buffer).unwrap_or(0.0).max(0.0),
+            buffer: args
+                .and_then(|a| a.lowest_latency_buffer)
+                .unwrap_or(0.0)
+                .max(0.0),
             ttl_ms: (args.and_then(|a| a.ttl).unwrap_or(3600.0).max(1.0) * 1000.0) as u64,
         },
         other => {
-            return Err(err(
+            d.error(
                 "router_settings.routing_strategy",
                 format!("unknown strategy \"{other}\"; use simple-shuffle, least-busy, usage-based-routing(-v2) or latency-based-routing"),
-            ))
+            );
+            Strategy::SimpleShuffle
         }
     };
-    let cooldown = r.cooldown_time.unwrap_or(DEFAULT_COOLDOWN_SECS);
-    if !(cooldown.is_finite() && cooldown >= 0.0) {
-        return Err(err(
-            "router_settings.cooldown_time",
-            "must be a number of seconds ≥ 0",
-        ));
+    let cooldown = match either("cooldown_time", &r.cooldown_time, &l.cooldown_time) {
+        Some((path, &c)) if !(c.is_finite() && c >= 0.0) => {
+            d.error(path, "must be a number of seconds ≥ 0");
+            DEFAULT_COOLDOWN_SECS
+        }
+        Some((_, &c)) => c,
+        None => DEFAULT_COOLDOWN_SECS,
+    };
+    let allowed_fails = either("allowed_fails", &r.allowed_fails, &l.allowed_fails)
+        .map_or(DEFAULT_ALLOWED_FAILS, |(_, &v)| v);
+    let disable_cooldowns = either(
+        "disable_cooldowns",
+        &r.disable_cooldowns,
+        &l.disable_cooldowns,
+    )
+    .is_some_and(|(_, &v)| v);
+    let (fallbacks_path, fallbacks) = either("fallbacks", &r.fallbacks, &l.fallbacks)
+        .map_or((String::new(), None), |(p, v)| (p, Some(v)));
+    let mut fallbacks = fallback_table(&fallbacks_path, fallbacks, index, d);
+    if let Some((path, names)) = either(
+        "default_fallbacks",
+        &r.default_fallbacks,
+        &l.default_fallbacks,
+    ) {
+        let mut defaults = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            match index.get(name) {
+                Some(&g) if !defaults.contains(&g) => defaults.push(g),
+                Some(_) => {}
+                None => d.error(
+                    format!("{path}[{i}]"),
+                    format!("\"{name}\" is not a model group or alias"),
+                ),
+            }
+        }
+        let groups: std::collections::BTreeSet<usize> = index.values().copied().collect();
+        for g in groups {
+            fallbacks
+                .entry(g)
+                .or_insert_with(|| defaults.iter().copied().filter(|&f| f != g).collect());
+        }
     }
-    let fallbacks = fallback_table(
-        "fallbacks",
-        r.fallbacks.as_ref().or(l.fallbacks.as_ref()),
-        index,
-    )?;
-    let context_window_fallbacks = fallback_table(
+    let (cw_path, cw) = either(
         "context_window_fallbacks",
-        r.context_window_fallbacks
-            .as_ref()
-            .or(l.context_window_fallbacks.as_ref()),
-        index,
-    )?;
-    Ok(RouterSettings {
+        &r.context_window_fallbacks,
+        &l.context_window_fallbacks,
+    )
+    .map_or((String::new(), None), |(p, v)| (p, Some(v)));
+    let context_window_fallbacks = fallback_table(&cw_path, cw, index, d);
+    let retry_policy = either("retry_policy", &r.retry_policy, &l.retry_policy)
+        .map(|(_, p)| RetryPolicy {
+            timeout: p.timeout,
+            rate_limit: p.rate_limit,
+            internal_server: p.internal_server,
+        })
+        .unwrap_or_default();
+    RouterSettings {
         strategy,
         // `disable_cooldowns`: selection then need not read a deployment's shared record
         // unless it tracks rpm/tpm or load (see `Policy::cools_down`).
-        policy: if r.disable_cooldowns.unwrap_or(false) {
+        policy: if disable_cooldowns {
             crate::state::Policy::NEVER
         } else {
             crate::state::Policy {
-                allowed_fails: u64::from(r.allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS)),
+                allowed_fails: u64::from(allowed_fails),
                 cooldown_ms: (cooldown * 1000.0) as u64,
             }
         },
-        num_retries: r
-            .num_retries
-            .or(l.num_retries)
-            .unwrap_or(DEFAULT_NUM_RETRIES),
+        num_retries: either("num_retries", &r.num_retries, &l.num_retries)
+            .map_or(DEFAULT_NUM_RETRIES, |(_, &v)| v),
+        retry_policy,
         fallbacks,
         context_window_fallbacks,
-    })
+        tag_filtering: r.enable_tag_filtering.unwrap_or(false),
+        tag_match_any: r.tag_filtering_match_any.unwrap_or(true),
+    }
 }
 
 /// `[{"a": ["b", "c"]}, …]` → group index table, every name checked, cycles refused (a
 /// fallback chain must end).
 fn fallback_table(
-    key: &str,
+    section: &str,
     entries: Option<&Vec<std::collections::BTreeMap<String, Vec<String>>>>,
     index: &HashMap<String, usize>,
-) -> Result<HashMap<usize, Vec<usize>>, ConfigError> {
+    d: &mut Diagnostics,
+) -> HashMap<usize, Vec<usize>> {
     let mut table: HashMap<usize, Vec<usize>> = HashMap::new();
     for (i, entry) in entries.into_iter().flatten().enumerate() {
         for (from, to) in entry {
-            let path = format!("router_settings.{key}[{i}].{from}");
-            let &source = index
-                .get(from)
-                .ok_or_else(|| err(&path, format!("\"{from}\" is not a model group or alias")))?;
+            let path = format!("{section}[{i}].{from}");
+            let Some(&source) = index.get(from) else {
+                d.error(&path, format!("\"{from}\" is not a model group or alias"));
+                continue;
+            };
             let mut targets = Vec::new();
             for name in to {
-                let &g = index.get(name).ok_or_else(|| {
-                    err(
+                match index.get(name) {
+                    Some(&g) if g != source && !targets.contains(&g) => targets.push(g),
+                    Some(_) => {}
+                    None => d.error(
                         &path,
                         format!("fallback \"{name}\" is not a model group or alias"),
-                    )
-                })?;
-                if g != source && !targets.contains(&g) {
-                    targets.push(g);
+                    ),
                 }
             }
             table.entry(source).or_default().extend(targets);
@@ -150,11 +268,9 @@ fn fallback_table(
     sources.sort_unstable();
     for g in sources {
         if visit(g, &table, &mut state) {
-            return Err(err(
-                format!("router_settings.{key}"),
-                "fallbacks form a cycle; a fallback chain must end",
-            ));
+            d.error(section, "fallbacks form a cycle; a fallback chain must end");
+            return table;
         }
     }
-    Ok(table)
+    table
 }

@@ -1,7 +1,9 @@
 //! The configuration as users write it: LiteLLM's proxy `config.yaml`, as JSON.
 //!
 //! These types only describe the shape; `super::validate` turns them into the runtime config.
-//! Keys we do not know are reported (with their path) by `serde_ignored`, never refused.
+//! Keys we do not know are reported (with their path) by `serde_ignored`; `super::policy`
+//! says which of those are refused (security or routing the gateway cannot honour) and why
+//! the others may be ignored.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -16,6 +18,9 @@ pub struct WireConfig {
     pub litellm_settings: WireLitellmSettings,
     #[serde(default)]
     pub general_settings: WireGeneralSettings,
+    /// LiteLLM's values for `os.environ/NAME` (resolved before anything else is read).
+    #[serde(default)]
+    pub environment_variables: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -24,6 +29,10 @@ pub struct WireDeployment {
     pub litellm_params: WireLitellmParams,
     #[serde(default)]
     pub model_info: WireModelInfo,
+    /// LiteLLM's load-balancing docs write the limits on the entry itself; they win over
+    /// `litellm_params` (as in LiteLLM's router).
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -47,6 +56,15 @@ pub struct WireLitellmParams {
     pub final_prompt_value: Option<String>,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
+    /// Tag routing (`router_settings.enable_tag_filtering`).
+    pub tags: Option<Vec<String>>,
+    /// The OpenAI client's own retries in LiteLLM: warned, not used.
+    pub max_retries: Option<u32>,
+    /// Azure's API version; meaningless for the providers here: warned.
+    pub api_version: Option<String>,
+    /// LiteLLM also takes prices here; `model_info` wins.
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -82,6 +100,31 @@ pub struct WireRouterSettings {
     pub routing_strategy_args: Option<WireStrategyArgs>,
     /// LiteLLM's `disable_cooldowns`: never take a deployment out of rotation.
     pub disable_cooldowns: Option<bool>,
+    pub request_timeout: Option<f64>,
+    pub retry_policy: Option<WireRetryPolicy>,
+    /// Groups every group falls back to when it has no `fallbacks` entry of its own.
+    pub default_fallbacks: Option<Vec<String>>,
+    pub enable_tag_filtering: Option<bool>,
+    /// Tag matching: any tag in common (LiteLLM's default), or every request tag.
+    pub tag_filtering_match_any: Option<bool>,
+}
+
+/// LiteLLM's `RetryPolicy`: retries by the kind of failure.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WireRetryPolicy {
+    #[serde(rename = "BadRequestErrorRetries")]
+    pub bad_request: Option<u32>,
+    #[serde(rename = "AuthenticationErrorRetries")]
+    pub authentication: Option<u32>,
+    #[serde(rename = "TimeoutErrorRetries")]
+    pub timeout: Option<u32>,
+    #[serde(rename = "RateLimitErrorRetries")]
+    pub rate_limit: Option<u32>,
+    #[serde(rename = "ContentPolicyViolationErrorRetries")]
+    pub content_policy: Option<u32>,
+    #[serde(rename = "InternalServerErrorRetries")]
+    pub internal_server: Option<u32>,
 }
 
 /// LiteLLM's `routing_strategy_args` for latency-based routing.
@@ -110,6 +153,12 @@ pub struct WireLitellmSettings {
     pub drop_params: Option<bool>,
     pub num_retries: Option<u32>,
     pub request_timeout: Option<f64>,
+    pub timeout: Option<f64>,
+    pub allowed_fails: Option<u32>,
+    pub cooldown_time: Option<f64>,
+    pub disable_cooldowns: Option<bool>,
+    pub retry_policy: Option<WireRetryPolicy>,
+    pub default_fallbacks: Option<Vec<String>>,
     pub fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub context_window_fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub cache: Option<bool>,
@@ -142,6 +191,8 @@ pub struct WireGeneralSettings {
     /// Key ids (`token_id` from `/key/generate`) no longer accepted.
     #[serde(default)]
     pub revoked_keys: Vec<String>,
+    /// LiteLLM's custom header for the key (read besides the standard ones).
+    pub litellm_key_header_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

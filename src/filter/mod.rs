@@ -10,7 +10,6 @@
 mod abi;
 
 use crate::access::{self, KeyCharge};
-use crate::auth::presented_key;
 use crate::config::{self, Config};
 use crate::gateway::{
     self, BodyAction, Forward, HeadAction, LocalReply, Pending, Replay, RequestHead,
@@ -203,11 +202,16 @@ impl RootContext for Root {
             }
         };
         let now_ms = now_unix_ms();
-        match config::parse(&bytes, &|name| std::env::var(name).ok(), now_ms / 1000) {
-            Ok((config, warnings)) => {
-                for w in warnings {
-                    log(LogLevel::Warn, &format!("config: {w}"));
-                }
+        let (config, diagnostics) =
+            config::check(&bytes, &|name| std::env::var(name).ok(), now_ms / 1000);
+        for w in &diagnostics.warnings {
+            log(LogLevel::Warn, &format!("config: {w}"));
+        }
+        for e in &diagnostics.errors {
+            log(LogLevel::Error, &format!("invalid configuration: {e}"));
+        }
+        match config {
+            Some(config) => {
                 log(
                     LogLevel::Info,
                     &format!(
@@ -231,10 +235,7 @@ impl RootContext for Root {
                 self.metrics = Rc::new(Metrics::default());
                 true
             }
-            Err(e) => {
-                log(LogLevel::Error, &format!("invalid configuration: {e}"));
-                false
-            }
+            None => false,
         }
     }
 
@@ -505,6 +506,12 @@ impl Http {
             "x-envoy-upstream-rq-timeout-ms",
             Some(crate::json::decimal(forward.timeout_ms, &mut digits)),
         );
+        if let Some(first_byte) = forward.first_byte_timeout_ms {
+            set_request_header(
+                "x-envoy-upstream-rq-per-try-timeout-ms",
+                Some(crate::json::decimal(first_byte, &mut digits)),
+            );
+        }
         if forward.envoy_retries > 0 {
             // Envoy retries what is safe to repeat on the same deployment; moving to another
             // deployment is the filter's failover.
@@ -669,12 +676,18 @@ impl Http {
         Action::Pause
     }
 
-    /// Start the next failover attempt, if any is left; true when a call is in flight.
-    fn start_failover(config: &Config, host: &mut WasmHost, routed: &mut Routed) -> bool {
+    /// Start the next failover attempt after a failure with `status`, if any is left; true
+    /// when a call is in flight.
+    fn start_failover(
+        config: &Config,
+        host: &mut WasmHost,
+        routed: &mut Routed,
+        mut status: u16,
+    ) -> bool {
         let Some(replay) = routed.replay.as_mut() else {
             return false;
         };
-        while let Some(mut forward) = gateway::failover(config, host, replay) {
+        while let Some(mut forward) = gateway::failover(config, host, replay, status) {
             let Some(d) = config.deployment(forward.deployment()) else {
                 continue;
             };
@@ -706,7 +719,8 @@ impl Http {
                     return true;
                 }
                 Err(_) => {
-                    attempt.status = Some(503);
+                    status = 503;
+                    attempt.status = Some(status);
                     Self::settle(config, host, &mut attempt);
                 }
             }
@@ -764,7 +778,7 @@ impl Context for Http {
         attempt.first_byte_ms = Some(self.host.now_unix_ms());
         if gateway::is_deployment_failure(status) {
             Self::settle(&config, &mut self.host, &mut attempt);
-            if Self::start_failover(&config, &mut self.host, routed) {
+            if Self::start_failover(&config, &mut self.host, routed, status) {
                 return;
             }
         }
@@ -859,7 +873,8 @@ impl HttpContext for Http {
             std::str::from_utf8(v).ok()
         }
         let (mut method, mut path) = ("", "");
-        let (mut authorization, mut api_key, mut x_api_key) = (None, None, None);
+        let mut keys = crate::auth::KeyHeaders::default();
+        let mut tags = None;
         let mut content_length = None;
         let mut client = ClientHeaders::default();
         // One pass over the client's headers. Nothing a client sends may choose the cluster,
@@ -874,16 +889,17 @@ impl HttpContext for Http {
                 "content-type" => client.json = value == b"application/json",
                 _ => {}
             }
-            if name.starts_with("x-envoy-")
+            let key_header = crate::auth::key_header(name, config.key_header.as_deref());
+            if let Some(which) = key_header {
+                // The first of repeated key headers counts.
+                keys.take(which, text(value));
+                set_request_header(name, None);
+            } else if name.starts_with("x-envoy-")
                 || name == "x-llm-cluster"
-                || crate::auth::CLIENT_AUTH_HEADERS.contains(&name)
+                || name == gateway::TAGS_HEADER
             {
-                match name {
-                    // The first of repeated key headers counts, as before.
-                    "authorization" => authorization = authorization.or(text(value)),
-                    "api-key" => api_key = api_key.or(text(value)),
-                    "x-api-key" => x_api_key = x_api_key.or(text(value)),
-                    _ => {}
+                if name == gateway::TAGS_HEADER {
+                    tags = tags.or(text(value));
                 }
                 set_request_header(name, None);
             } else if let Some(i) = gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE
@@ -898,7 +914,8 @@ impl HttpContext for Http {
         let head = RequestHead {
             method,
             path,
-            key: presented_key(authorization, api_key, x_api_key),
+            key: keys.presented(),
+            tags,
             content_length,
             end_of_stream,
         };
@@ -948,7 +965,7 @@ impl HttpContext for Http {
         routed.response_complete = end_of_stream;
         if gateway::is_deployment_failure(status) && routed.replay.is_some() {
             Self::settle(&config, &mut self.host, &mut routed.current);
-            if Self::start_failover(&config, &mut self.host, routed) {
+            if Self::start_failover(&config, &mut self.host, routed, status) {
                 // Hold this failed answer; the failover's answer replaces it.
                 return Action::Pause;
             }

@@ -39,7 +39,7 @@ def test_check_names_the_path_and_render_runs(tmp_path, mock_a):
     cfg.write_text(litellm_yaml(mock_a[0]))
     r = subprocess.run([CLI, "check", cfg], capture_output=True, text=True)
     assert r.returncode == 0 and "valid" in r.stdout
-    assert "litellm_settings.set_verbose: unknown key, ignored" in r.stderr
+    assert "litellm_settings.set_verbose: ignored: LiteLLM's logging" in r.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text(litellm_yaml(mock_a[0]).replace("hosted_vllm/", "bedrock/"))
     r = subprocess.run([CLI, "check", bad], capture_output=True, text=True)
