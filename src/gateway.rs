@@ -1535,4 +1535,71 @@ mod tests {
             .collect();
         assert_eq!(only, vec![1]);
     }
+
+    #[test]
+    fn retry_policy_decides_retries_by_kind_of_failure() {
+        let cfg = r#"{"model_list":[
+            {"model_name":"g","litellm_params":{"model":"openai/a","api_base":"http://a:1"}},
+            {"model_name":"g","litellm_params":{"model":"openai/b","api_base":"http://b:1"}},
+            {"model_name":"g","litellm_params":{"model":"openai/c","api_base":"http://c:1"}}],
+          "router_settings":{"num_retries":1,"retry_policy":{"RateLimitErrorRetries":0,"InternalServerErrorRetries":2}}}"#;
+        let c = parse(cfg.as_bytes(), &|_| None, 0).unwrap().0;
+        let mut h = FakeHost::new(3);
+        crate::router::precreate(&c, &mut h);
+        let body = br#"{"model":"g","messages":[{"role":"user","content":"x"}]}"#;
+        let f = forwarded(on_request_body(
+            &c,
+            &mut h,
+            &master(Endpoint::Inference(Inference::Chat)),
+            body,
+        ));
+        let mut replay = f.replay.expect("three deployments");
+        assert!(
+            failover(&c, &mut h, &mut replay.clone(), 429).is_none(),
+            "no retry after a 429"
+        );
+        assert!(failover(&c, &mut h, &mut replay, 500).is_some());
+        assert!(
+            failover(&c, &mut h, &mut replay, 500).is_some(),
+            "two after a 500"
+        );
+        assert!(
+            failover(&c, &mut h, &mut replay, 500).is_none(),
+            "and no deployment is left"
+        );
+        // Timeouts have no entry: num_retries (1).
+        let f = forwarded(on_request_body(
+            &c,
+            &mut h,
+            &master(Endpoint::Inference(Inference::Chat)),
+            body,
+        ));
+        let mut replay = f.replay.unwrap();
+        assert!(failover(&c, &mut h, &mut replay, 504).is_some());
+        assert!(failover(&c, &mut h, &mut replay, 504).is_none());
+    }
+
+    #[test]
+    fn stream_timeout_bounds_time_to_first_byte_of_streams_only() {
+        let cfg = r#"{"model_list":[{"model_name":"g","litellm_params":{"model":"openai/a","api_base":"http://a:1","timeout":60,"stream_timeout":5}}]}"#;
+        let c = parse(cfg.as_bytes(), &|_| None, 0).unwrap().0;
+        let mut h = FakeHost::new(3);
+        let pending = master(Endpoint::Inference(Inference::Chat));
+        let stream = br#"{"model":"g","stream":true,"messages":[{"role":"user","content":"x"}]}"#;
+        let f = forwarded(on_request_body(&c, &mut h, &pending, stream));
+        assert_eq!(
+            (f.timeout_ms, f.first_byte_timeout_ms),
+            (60_000, Some(5_000))
+        );
+        let plain = br#"{"model":"g","messages":[{"role":"user","content":"x"}]}"#;
+        let f = forwarded(on_request_body(&c, &mut h, &pending, plain));
+        assert_eq!((f.timeout_ms, f.first_byte_timeout_ms), (60_000, None));
+        let own = br#"{"model":"g","stream":true,"timeout":2,"messages":[{"role":"user","content":"x"}]}"#;
+        let f = forwarded(on_request_body(&c, &mut h, &pending, own));
+        assert_eq!(
+            (f.timeout_ms, f.first_byte_timeout_ms),
+            (2_000, None),
+            "the request's own timeout wins"
+        );
+    }
 }

@@ -121,3 +121,21 @@ def test_static_keys_expiry_and_hygiene(gateway_factory, mock_a):
     # Keys never appear in error messages or the log.
     assert short not in r.text
     assert "sk-only-the-hash" not in gw.logs() and short not in gw.logs() and MASTER not in gw.logs()
+
+
+def test_key_in_the_configured_header(gateway_factory, mock_a):
+    """general_settings.litellm_key_header_name: the key is read from that header too (with or
+    without Bearer), and the header never reaches the upstream."""
+    gw = gateway_factory(config(mock_a[0], litellm_key_header_name="X-Litellm-Key"), [mock_a[0]])
+    mock_a[1].take()
+    for value in [MASTER, f"Bearer {MASTER}"]:
+        r = requests.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "chat"},
+                          headers={"x-litellm-key": value})
+        assert r.status_code == 200, r.text
+    seen = mock_a[1].take()
+    assert len(seen) == 2 and all("x-litellm-key" not in s["headers"] for s in seen)
+    assert MASTER not in json.dumps([s["headers"] for s in seen])
+    r = requests.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "chat"},
+                      headers={"x-litellm-key": "sk-wrong", "Authorization": f"Bearer {MASTER}"})
+    assert r.status_code == 401, "the configured header is read first"
+    assert mock_a[1].take() == []
