@@ -104,6 +104,8 @@ pub struct Forward {
     pub reservation: Reservation,
     /// What it takes to try another deployment or group if this one fails.
     pub replay: Option<Replay>,
+    /// The model the client asked for, when a wildcard group serves it (for the access log).
+    pub requested_model: Option<String>,
     /// What the caller's key was charged, settled when the request ends.
     pub key_charge: Option<KeyCharge>,
     /// The caller as a stat label: the key's alias, `master`, or `none`.
@@ -561,12 +563,19 @@ fn attempt(
     reservation: Reservation,
     replay: Option<Replay>,
 ) -> Result<Forward, GatewayError> {
-    let Some(deployment) = config.deployment(reservation.deployment) else {
+    let Some(configured) = config.deployment(reservation.deployment) else {
         return Err(GatewayError::new(
             ErrorKind::ServiceUnavailable,
             "deployment missing",
         ));
     };
+    // A wildcard deployment sends the requested name on: `openai/gpt-4o` asked of
+    // `openai/*` goes upstream as `gpt-4o`.
+    let completed = configured
+        .wildcard
+        .as_ref()
+        .map(|before| wildcard_deployment(config, configured, before, &request.model));
+    let deployment = completed.as_ref().unwrap_or(configured);
     let translator = translator_for(deployment);
     let ctx = if translator.writes_responses() {
         response_context(host, request.kind, &request.model)
@@ -591,6 +600,7 @@ fn attempt(
                 .unwrap_or(config.router.num_retries),
             reservation,
             replay,
+            requested_model: completed.map(|_| request.model.clone()),
             key_charge: None,
             key_label: String::new(),
             cache: None,
@@ -599,6 +609,28 @@ fn attempt(
             router::settle(config, host, &reservation, false, Some(0), None);
             Err(e)
         }
+    }
+}
+
+/// A wildcard deployment completed with the requested name: the part after the group's
+/// prefix (the whole name when the request came through a fallback to this group).
+fn wildcard_deployment(
+    config: &Config,
+    deployment: &Deployment,
+    before: &str,
+    requested: &str,
+) -> Deployment {
+    let prefix = config
+        .groups
+        .get(deployment.group)
+        .and_then(|g| g.wildcard_prefix.as_deref())
+        .unwrap_or("");
+    let rest = requested.strip_prefix(prefix).unwrap_or(requested);
+    let upstream = format!("{before}{rest}");
+    Deployment {
+        upstream_model_json: serde_json::to_string(&upstream).unwrap_or_default(),
+        upstream_model: upstream,
+        ..deployment.clone()
     }
 }
 
@@ -683,9 +715,7 @@ pub fn health_probes(config: &Config, scope: &Scope) -> Vec<Probe> {
                     is_vllm: true,
                     ..
                 } => format!("{native_base_path}/health"),
-                Provider::OpenAiCompatible {
-                    native_base_path, ..
-                } => format!("{native_base_path}/v1/models"),
+                Provider::OpenAiCompatible { health_path, .. } => health_path.clone(),
             };
             Probe {
                 deployment: i,
@@ -863,6 +893,7 @@ fn vllm_forward(
         envoy_retries: 0,
         reservation,
         replay: None,
+        requested_model: None,
         key_charge,
         key_label: key_label(principal),
         cache: None,
@@ -1601,5 +1632,147 @@ mod tests {
             (2_000, None),
             "the request's own timeout wins"
         );
+    }
+
+    fn chat_to(c: &Config, model: &str) -> Forward {
+        let mut h = FakeHost::new(2);
+        crate::router::precreate(c, &mut h);
+        let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"x"}}]}}"#);
+        forwarded(on_request_body(
+            c,
+            &mut h,
+            &master(Endpoint::Inference(Inference::Chat)),
+            body.as_bytes(),
+        ))
+    }
+
+    #[test]
+    fn providers_from_the_table_default_base_path_and_key_header() {
+        let cfg = r#"{"model_list":[
+            {"model_name":"o","litellm_params":{"model":"openai/gpt-4o","api_key":"sk-o"}},
+            {"model_name":"bare","litellm_params":{"model":"gpt-4o-mini"}},
+            {"model_name":"az","litellm_params":{"model":"azure/my-gpt","api_base":"https://res.openai.azure.com/","api_key":"az-key","api_version":"2024-06-01"}},
+            {"model_name":"az-default","litellm_params":{"model":"azure/d","api_base":"https://res.openai.azure.com"}},
+            {"model_name":"groq","litellm_params":{"model":"groq/llama3-8b-8192","api_key":"g"}},
+            {"model_name":"pplx","litellm_params":{"model":"perplexity/sonar"}},
+            {"model_name":"local","litellm_params":{"model":"ollama/llama3"}},
+            {"model_name":"mine","litellm_params":{"model":"groq/x","api_base":"http://127.0.0.1:9/openai/v1"}}]}"#;
+        let (c, _) = parse(cfg.as_bytes(), &|_| None, 0).unwrap();
+        let d = |name: &str| &c.deployments[c.resolve_model(name).unwrap().deployments[0]];
+        assert_eq!(
+            (d("o").cluster.as_str(), d("o").authority.as_str()),
+            ("api.openai.com:443", "api.openai.com")
+        );
+        assert_eq!(
+            d("o").auth_header,
+            Some(("authorization", "Bearer sk-o".to_string()))
+        );
+        assert_eq!(chat_to(&c, "o").path, "/v1/chat/completions");
+        assert_eq!(d("bare").model, "gpt-4o-mini");
+        assert_eq!(d("bare").upstream_model, "gpt-4o-mini");
+        assert_eq!(d("bare").cluster, "api.openai.com:443");
+        assert_eq!(
+            chat_to(&c, "az").path,
+            "/openai/deployments/my-gpt/chat/completions?api-version=2024-06-01"
+        );
+        assert_eq!(
+            d("az").auth_header,
+            Some(("api-key", "az-key".to_string())),
+            "Azure's header, no Bearer"
+        );
+        assert!(chat_to(&c, "az-default").path.ends_with(&format!(
+            "api-version={}",
+            crate::config::providers::AZURE_DEFAULT_API_VERSION
+        )));
+        assert_eq!(d("groq").cluster, "api.groq.com:443");
+        assert_eq!(chat_to(&c, "groq").path, "/openai/v1/chat/completions");
+        assert_eq!(chat_to(&c, "pplx").path, "/chat/completions");
+        assert_eq!(d("local").cluster, "localhost:11434");
+        assert_eq!(chat_to(&c, "local").path, "/v1/chat/completions");
+        assert_eq!(
+            (
+                d("mine").cluster.as_str(),
+                chat_to(&c, "mine").path.as_str()
+            ),
+            ("127.0.0.1:9", "/openai/v1/chat/completions"),
+            "an explicit api_base wins"
+        );
+    }
+
+    #[test]
+    fn unsupported_providers_are_named_with_the_reason_first() {
+        for (model, why) in [
+            ("bedrock/anthropic.claude-v2", "AWS request signing"),
+            ("vertex_ai/gemini-pro", "Google OAuth"),
+            ("anthropic/claude-3", "Messages API"),
+            ("llama-3", "no provider prefix"),
+        ] {
+            let cfg = format!(
+                r#"{{"model_list":[{{"model_name":"m","litellm_params":{{"model":"{model}","api_base":"http://h:1"}}}}]}}"#
+            );
+            let e = parse(cfg.as_bytes(), &|_| None, 0).unwrap_err();
+            assert_eq!(e.path, "model_list[0].litellm_params.model");
+            assert!(e.message.contains(why), "{model}: {}", e.message);
+        }
+        let cfg = r#"{"model_list":[{"model_name":"m","litellm_params":{"model":"azure/x"}}]}"#;
+        let e = parse(cfg.as_bytes(), &|_| None, 0).unwrap_err();
+        assert!(
+            e.path.ends_with("api_base") && e.message.contains("azure/"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn wildcard_groups_serve_names_no_group_has_most_specific_first() {
+        let cfg = r#"{"model_list":[
+            {"model_name":"gpt-4o","litellm_params":{"model":"openai/explicit","api_base":"http://e:1"}},
+            {"model_name":"*","litellm_params":{"model":"openai/*","api_base":"http://any:1"}},
+            {"model_name":"groq/*","litellm_params":{"model":"groq/*","api_base":"http://groq:1"}}],
+          "general_settings":{"master_key":"sk-m","virtual_keys":[{"key":"sk-g","models":["groq/*"]}]}}"#;
+        let (c, _) = parse(cfg.as_bytes(), &|_| None, 0).unwrap();
+        let upstream = |f: &Forward| -> String {
+            let v: serde_json::Value = serde_json::from_slice(f.body.as_ref().unwrap()).unwrap();
+            v["model"].as_str().unwrap().to_string()
+        };
+        let f = chat_to(&c, "gpt-4o");
+        assert_eq!(
+            (c.deployments[f.deployment()].group, upstream(&f)),
+            (0, "explicit".into()),
+            "explicit groups win"
+        );
+        let f = chat_to(&c, "groq/llama3-8b");
+        assert_eq!(
+            (c.deployments[f.deployment()].group, upstream(&f)),
+            (2, "llama3-8b".into())
+        );
+        assert_eq!(f.requested_model.as_deref(), Some("groq/llama3-8b"));
+        let f = chat_to(&c, "o3-mini");
+        assert_eq!(
+            (c.deployments[f.deployment()].group, upstream(&f)),
+            (1, "o3-mini".into())
+        );
+        assert_eq!(
+            c.visible_models,
+            vec!["gpt-4o"],
+            "patterns are not listed as models"
+        );
+        // A key may name a wildcard group, and reaches only what it matches.
+        let key = c.keys.authenticate(Some("sk-g"), 0).unwrap();
+        let scope = crate::scope::Scope::of(&c, &key);
+        assert!(scope.admit(&c, "groq/mixtral", "model").is_ok());
+        assert_eq!(
+            scope.admit(&c, "o3-mini", "model").unwrap_err().status(),
+            403
+        );
+        // A wildcard name needs a wildcard model, and the other way round.
+        for bad in [
+            r#"{"model_name":"x/*","litellm_params":{"model":"openai/x","api_base":"http://h:1"}}"#,
+            r#"{"model_name":"x","litellm_params":{"model":"openai/*","api_base":"http://h:1"}}"#,
+            r#"{"model_name":"t/*","litellm_params":{"model":"triton/*","api_base":"http://h:1/v2/models/m/generate"}}"#,
+        ] {
+            let cfg = format!(r#"{{"model_list":[{bad}]}}"#);
+            assert!(parse(cfg.as_bytes(), &|_| None, 0).is_err(), "{bad}");
+        }
     }
 }

@@ -109,6 +109,7 @@ pub fn access_record(
     config: &crate::config::Config,
     deployment: usize,
     key_label: &str,
+    requested_model: Option<&str>,
     usage: Option<crate::translate::text::Usage>,
 ) -> Vec<u8> {
     use crate::json::{write, write_str};
@@ -130,6 +131,10 @@ pub fn access_record(
             key_label
         },
     );
+    if let Some(model) = requested_model {
+        out.extend_from_slice(b",\"requested_model\":");
+        write_str(&mut out, model);
+    }
     if let Some(u) = usage {
         out.extend_from_slice(b",\"prompt_tokens\":");
         write(&mut out, &u.prompt_tokens);
@@ -193,22 +198,32 @@ mod tests {
         )
         .unwrap();
         let routed: serde_json::Value =
-            serde_json::from_slice(&access_record(&config, 0, "", None)).unwrap();
+            serde_json::from_slice(&access_record(&config, 0, "", None, None)).unwrap();
         assert_eq!(
             routed,
             serde_json::json!({"model_group": config.groups[0].header_name,
                 "deployment": config.deployments[0].header_id, "key_alias": "none"})
         );
         let usage = crate::translate::text::Usage::new(5, 6);
-        let done: serde_json::Value =
-            serde_json::from_slice(&access_record(&config, 0, "team_a", Some(usage))).unwrap();
+        let done: serde_json::Value = serde_json::from_slice(&access_record(
+            &config,
+            0,
+            "team_a",
+            Some("asked"),
+            Some(usage),
+        ))
+        .unwrap();
         assert_eq!(done["key_alias"], "team_a");
+        assert_eq!(
+            done["requested_model"], "asked",
+            "the name a wildcard group served"
+        );
         assert_eq!(done["prompt_tokens"], 5);
         assert_eq!(done["completion_tokens"], 6);
         assert!((done["cost"].as_f64().unwrap() - 0.017).abs() < 1e-12);
         // A deployment index from nowhere still makes a record, not a panic.
         let nowhere: serde_json::Value =
-            serde_json::from_slice(&access_record(&config, 99, "k", Some(usage))).unwrap();
+            serde_json::from_slice(&access_record(&config, 99, "k", None, Some(usage))).unwrap();
         assert_eq!(nowhere["model_group"], "");
         assert!(nowhere.get("cost").is_none());
     }

@@ -56,13 +56,34 @@ fn cluster(name: &str, url: &Url) -> Value {
             "socket_address": {"address": host, "port_value": url.port}}}}]}]},
     });
     if url.https {
+        // The system's CA bundle, SNI for the host, and the certificate checked against it:
+        // by name (a SAN matcher) and, with auto_sni/auto_san_validation, against the
+        // :authority each request carries.
+        let mut validation =
+            json!({"trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"}});
+        if !is_ip {
+            if let Some(v) = validation.as_object_mut() {
+                v.insert(
+                    "match_typed_subject_alt_names".into(),
+                    json!([{"san_type": "DNS", "matcher": {"exact": host}}]),
+                );
+            }
+        }
         if let Some(map) = c.as_object_mut() {
             map.insert(
                 "transport_socket".into(),
                 json!({"name": "envoy.transport_sockets.tls", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
                     "sni": host,
-                    "common_tls_context": {"validation_context": {"trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"}}}
+                    "common_tls_context": {"validation_context": validation}
+                }}),
+            );
+            map.insert(
+                "typed_extension_protocol_options".into(),
+                json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "upstream_http_protocol_options": {"auto_sni": true, "auto_san_validation": true},
+                    "explicit_http_config": {"http_protocol_options": {}}
                 }}),
             );
         }
@@ -231,6 +252,14 @@ mod tests {
             tls["transport_socket"]["typed_config"]["sni"],
             "api.example.com"
         );
+        assert_eq!(
+            tls["transport_socket"]["typed_config"]["common_tls_context"]["validation_context"]
+                ["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            "api.example.com"
+        );
+        let http = &tls["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert_eq!(http["upstream_http_protocol_options"]["auto_sni"], true);
         let plain = clusters
             .iter()
             .find(|c| c["name"] == "10.0.0.1:8000")

@@ -88,7 +88,7 @@ impl Scope {
         requested: &str,
         param: &'static str,
     ) -> Result<Target, GatewayError> {
-        let Some(&group) = config.model_index.get(requested) else {
+        let Some(group) = config.resolve_index(requested) else {
             return Err(self.not_found(config, requested).with_param(param));
         };
         self.admit_group(group)

@@ -26,6 +26,7 @@ mod tests {
             deployments: (10..10 + weights.len()).collect(),
             weights: weights.to_vec(),
             orders: vec![0],
+            wildcard_prefix: None,
             cumulative_weights: weights
                 .iter()
                 .map(|w| {

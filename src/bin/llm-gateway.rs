@@ -7,7 +7,7 @@ use llm_gateway::render::{ecds_resource, envoy_bootstrap, RenderOptions};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  llm-gateway render CONFIG [-o FILE] [--port 4000] [--admin-port 9901] [--wasm PATH] [--reloadable ECDS_FILE]
+  llm-gateway render CONFIG [-o FILE] [--port 4000] [--admin-port 9901] [--wasm PATH] [--reloadable ECDS_FILE] [--drop-unsupported]
   llm-gateway check CONFIG";
 
 const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/llm_gateway.wasm";
@@ -37,8 +37,14 @@ fn located(loaded: &yaml::Loaded, path: &str, message: &str) -> String {
 /// problem.
 fn read_and_check(
     config_path: &str,
+    drop: bool,
 ) -> Result<(yaml::Loaded, Option<config::Config>, Report), String> {
-    let loaded = yaml::load_file(std::path::Path::new(config_path))?;
+    let mut loaded = yaml::load_file(std::path::Path::new(config_path))?;
+    if drop {
+        for line in drop_unsupported(&mut loaded) {
+            eprintln!("{line}");
+        }
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -100,84 +106,158 @@ fn print_report(config_path: &str, report: &Report) {
     }
 }
 
+/// `render`'s options.
+struct RenderFlags {
+    opts: RenderOptions,
+    out: Option<String>,
+    drop_unsupported: bool,
+}
+
+fn render_flags(flags: &[String]) -> Result<RenderFlags, String> {
+    let mut r = RenderFlags {
+        opts: RenderOptions {
+            port: 4000,
+            admin_port: 9901,
+            wasm_path: DEFAULT_WASM.to_string(),
+            reloadable: None,
+        },
+        out: None,
+        drop_unsupported: false,
+    };
+    let mut it = flags.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "-o" | "--output" => r.out = Some(value()?),
+            "--port" => r.opts.port = value()?.parse().map_err(|_| "--port needs a port number")?,
+            "--admin-port" => {
+                r.opts.admin_port = value()?
+                    .parse()
+                    .map_err(|_| "--admin-port needs a port number")?
+            }
+            "--wasm" => r.opts.wasm_path = value()?,
+            "--reloadable" => r.opts.reloadable = Some(value()?),
+            "--drop-unsupported" => r.drop_unsupported = true,
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    Ok(r)
+}
+
 fn run(args: &[String]) -> Result<(), String> {
     let (command, rest) = args.split_first().ok_or(USAGE)?;
     let (config_path, flags) = rest.split_first().ok_or(USAGE)?;
-    let (loaded, config, report) = read_and_check(config_path)?;
+    let render = match command.as_str() {
+        "check" if flags.is_empty() => None,
+        "render" => Some(render_flags(flags)?),
+        _ => return Err(USAGE.to_string()),
+    };
+    let drop = render.as_ref().is_some_and(|r| r.drop_unsupported);
+    let (loaded, config, report) = read_and_check(config_path, drop)?;
     print_report(config_path, &report);
     let Some(config) = config else {
         return Err(String::new());
     };
     let value = loaded.value;
-    match command.as_str() {
-        "check" => {
-            let mut hosts: Vec<&str> = config
-                .deployments
-                .iter()
-                .map(|d| d.cluster.as_str())
-                .collect();
-            hosts.sort_unstable();
-            hosts.dedup();
-            println!(
-                "{config_path}: valid — {}, {}{}; calls {}",
-                plural(config.groups.len(), "model group", "model groups"),
-                plural(config.deployments.len(), "deployment", "deployments"),
-                if report.warnings.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {}", plural(report.warnings.len(), "warning", "warnings"))
-                },
-                hosts.join(", ")
-            );
+    let Some(RenderFlags { opts, out, .. }) = render else {
+        let mut hosts: Vec<&str> = config
+            .deployments
+            .iter()
+            .map(|d| d.cluster.as_str())
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        println!(
+            "{config_path}: valid — {}, {}{}; calls {}",
+            plural(config.groups.len(), "model group", "model groups"),
+            plural(config.deployments.len(), "deployment", "deployments"),
+            if report.warnings.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", plural(report.warnings.len(), "warning", "warnings"))
+            },
+            hosts.join(", ")
+        );
+        return Ok(());
+    };
+    if let Some(ecds) = &opts.reloadable {
+        let resource = serde_yaml::to_string(&ecds_resource(&value, &opts.wasm_path))
+            .map_err(|e| e.to_string())?;
+        write_atomically(ecds, &resource)?;
+        eprintln!("wrote {ecds}: edit the gateway config there (atomic rename) to reload it live");
+    }
+    let yaml = serde_yaml::to_string(&envoy_bootstrap(&value, &config, &opts))
+        .map_err(|e| e.to_string())?;
+    let yaml = format!("# Rendered by `llm-gateway render {config_path}`.\n{yaml}");
+    match out {
+        Some(path) => write_atomically(&path, &yaml),
+        None => {
+            print!("{yaml}");
             Ok(())
         }
-        "render" => {
-            let mut opts = RenderOptions {
-                port: 4000,
-                admin_port: 9901,
-                wasm_path: DEFAULT_WASM.to_string(),
-                reloadable: None,
-            };
-            let mut out: Option<String> = None;
-            let mut it = flags.iter();
-            while let Some(flag) = it.next() {
-                let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
-                match flag.as_str() {
-                    "-o" | "--output" => out = Some(value()?),
-                    "--port" => {
-                        opts.port = value()?.parse().map_err(|_| "--port needs a port number")?
-                    }
-                    "--admin-port" => {
-                        opts.admin_port = value()?
-                            .parse()
-                            .map_err(|_| "--admin-port needs a port number")?
-                    }
-                    "--wasm" => opts.wasm_path = value()?,
-                    "--reloadable" => opts.reloadable = Some(value()?),
-                    other => return Err(format!("unknown option {other}\n{USAGE}")),
-                }
+    }
+}
+
+/// `render --drop-unsupported`: take out the deployments whose provider the gateway cannot
+/// call (so a mixed config can move over today), saying which and why.
+fn drop_unsupported(loaded: &mut yaml::Loaded) -> Vec<String> {
+    let Some(list) = loaded
+        .value
+        .get_mut("model_list")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return Vec::new();
+    };
+    let mut said = Vec::new();
+    let mut kept = Vec::new();
+    let mut renumber: Vec<Option<usize>> = Vec::new();
+    for (i, entry) in std::mem::take(list).into_iter().enumerate() {
+        let model = entry
+            .pointer("/litellm_params/model")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        let why = model
+            .split_once('/')
+            .and_then(|(prefix, _)| config::providers::unsupported(prefix).map(|w| (prefix, w)));
+        match why {
+            Some((prefix, why)) => {
+                let group = entry
+                    .get("model_name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("?");
+                said.push(format!(
+                    "dropped model_list[{i}] (`{model}` in model group `{group}`): `{prefix}/` is not supported: {why}"
+                ));
+                renumber.push(None);
             }
-            if let Some(ecds) = &opts.reloadable {
-                let resource = serde_yaml::to_string(&ecds_resource(&value, &opts.wasm_path))
-                    .map_err(|e| e.to_string())?;
-                write_atomically(ecds, &resource)?;
-                eprintln!(
-                    "wrote {ecds}: edit the gateway config there (atomic rename) to reload it live"
-                );
-            }
-            let yaml = serde_yaml::to_string(&envoy_bootstrap(&value, &config, &opts))
-                .map_err(|e| e.to_string())?;
-            let yaml = format!("# Rendered by `llm-gateway render {config_path}`.\n{yaml}");
-            match out {
-                Some(path) => write_atomically(&path, &yaml),
-                None => {
-                    print!("{yaml}");
-                    Ok(())
-                }
+            None => {
+                renumber.push(Some(kept.len()));
+                kept.push(entry);
             }
         }
-        _ => Err(USAGE.to_string()),
     }
+    *list = kept;
+    // Positions follow their entries to the new indices.
+    let old = std::mem::take(&mut loaded.positions);
+    for (path, pos) in old {
+        let renamed = match path.strip_prefix("model_list[") {
+            Some(rest) => {
+                let (index, tail) = rest.split_once(']').unwrap_or((rest, ""));
+                match index
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| renumber.get(i).copied())
+                {
+                    Some(Some(new)) => format!("model_list[{new}]{tail}"),
+                    Some(None) => continue,
+                    None => path,
+                }
+            }
+            None => path,
+        };
+        loaded.positions.insert(renamed, pos);
+    }
+    said
 }
 
 /// Write through a temporary file and a rename, so a watcher never sees half a file.

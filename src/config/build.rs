@@ -32,6 +32,13 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         let group = match model_index.get(&name) {
             Some(&g) => g,
             None => {
+                let wildcard_prefix = name.strip_suffix('*').map(str::to_string);
+                if name.matches('*').count() > usize::from(wildcard_prefix.is_some()) {
+                    d.error(
+                        join_key(&path, "model_name"),
+                        "a wildcard model_name has one `*`, at its end (`*` or `openai/*`)",
+                    );
+                }
                 groups.push(ModelGroup {
                     name: name.clone(),
                     header_name: header_safe(&name),
@@ -40,10 +47,14 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
                     cumulative_weights: Vec::new(),
                     weights: Vec::new(),
                     orders: Vec::new(),
+                    wildcard_prefix: wildcard_prefix.clone(),
                 });
                 let g = groups.len() - 1;
                 model_index.insert(name.clone(), g);
-                visible_models.push(name.clone());
+                // A pattern is not a model: model lists name the explicit groups only.
+                if wildcard_prefix.is_none() {
+                    visible_models.push(name.clone());
+                }
                 g
             }
         };
@@ -58,6 +69,20 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
                     continue;
                 }
             };
+        let group_is_wildcard = groups
+            .get(group)
+            .is_some_and(|g| g.wildcard_prefix.is_some());
+        if group_is_wildcard != deployment.wildcard.is_some() {
+            d.error(
+                join_key(&path, "litellm_params.model"),
+                if group_is_wildcard {
+                    "a wildcard model_name needs a wildcard model (`openai/*`), so the requested name can complete it"
+                } else {
+                    "a wildcard model (`openai/*`) needs a wildcard model_name (`*` or `openai/*`)"
+                },
+            );
+            continue;
+        }
         if let Some(previous) = ids.insert(deployment.id.clone(), entry.index) {
             d.error(
                 format!("{path}.model_info.id"),
@@ -185,6 +210,13 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
     }
 
     let models_list_body = render_models_list(&visible_models, now_unix);
+    let mut wildcards: Vec<(String, usize)> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| g.wildcard_prefix.clone().map(|p| (p, i)))
+        .collect();
+    // Most specific first; equal lengths keep config order (the sort is stable).
+    wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
     let vllm_deployments = deployments
         .iter()
         .enumerate()
@@ -193,6 +225,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         .collect();
     Some(Config {
         vllm_deployments,
+        wildcards,
         deployments,
         groups,
         model_index,

@@ -1,5 +1,6 @@
 //! `model_list` entries: provider, upstream paths, auth header, limits, template.
 
+use super::providers;
 use super::*;
 use crate::template::{CustomTemplate, PromptTemplate};
 
@@ -43,15 +44,20 @@ pub(super) fn validate_deployment(
     let p = d.litellm_params;
     let params = format!("{path}.litellm_params");
     let model_path = format!("{path}.litellm_params.model");
-    let (prefix, upstream_model) = p.model.split_once('/').ok_or_else(|| {
-        err(
-            &model_path,
-            format!(
-                "\"{}\" has no provider prefix; use triton/, hosted_vllm/, vllm/ or openai/",
-                p.model
-            ),
-        )
-    })?;
+    // LiteLLM takes a bare OpenAI model name (`gpt-4o`) for `openai/gpt-4o`.
+    let (prefix, upstream_model) = match p.model.split_once('/') {
+        Some(split) => split,
+        None if providers::is_bare_openai_model(&p.model) => ("openai", p.model.as_str()),
+        None => {
+            return Err(err(
+                &model_path,
+                format!(
+                    "\"{}\" has no provider prefix (and is not an OpenAI model name); write provider/model, e.g. hosted_vllm/{}",
+                    p.model, p.model
+                ),
+            ))
+        }
+    };
     if upstream_model.is_empty() {
         return Err(err(
             &model_path,
@@ -59,19 +65,26 @@ pub(super) fn validate_deployment(
         ));
     }
     // The provider first: a user of an unsupported one learns that before anything else.
-    if !matches!(prefix, "hosted_vllm" | "vllm" | "openai" | "triton") {
+    let row = providers::find(prefix);
+    if row.is_none() && prefix != "triton" {
+        let why = providers::unsupported(prefix)
+            .unwrap_or("it is not one of the OpenAI-compatible providers the gateway knows");
         return Err(err(
             &model_path,
-            format!("provider \"{prefix}/\" is not supported; use triton/, hosted_vllm/, vllm/ or openai/"),
+            format!("`{prefix}/` is not supported: {why} (supported: triton/, hosted_vllm/, vllm/, openai/, azure/ and the OpenAI-compatible providers in the README)"),
         ));
     }
     let base_path = format!("{path}.litellm_params.api_base");
-    let api_base = p.api_base.as_deref().ok_or_else(|| {
-        err(
-            &base_path,
-            "is required (the gateway calls no default endpoint)",
-        )
-    })?;
+    let api_base = match (p.api_base.as_deref(), row.and_then(|r| r.default_base)) {
+        (Some(b), _) => b,
+        (None, Some(default)) => default,
+        (None, None) => {
+            return Err(err(
+                &base_path,
+                format!("is required for `{prefix}/` (it has no default endpoint)"),
+            ))
+        }
+    };
     let url = Url::parse(api_base).map_err(|m| err(&base_path, m))?;
 
     let template = custom_template(&p).map_or_else(
@@ -87,32 +100,46 @@ pub(super) fn validate_deployment(
         Ok,
     )?;
 
-    let provider = match prefix {
-        "hosted_vllm" | "vllm" | "openai" => {
-            let base = url.path.trim_end_matches('/');
-            let base = base.strip_suffix("/v1").unwrap_or(base);
+    let provider = match (prefix, row) {
+        (_, Some(row)) => {
+            let version = p
+                .api_version
+                .as_deref()
+                .unwrap_or(providers::AZURE_DEFAULT_API_VERSION);
+            let paths = providers::paths(row.paths, &url.path, upstream_model, version);
             Provider::OpenAiCompatible {
-                chat_path: format!("{base}/v1/chat/completions"),
-                completions_path: format!("{base}/v1/completions"),
-                embeddings_path: format!("{base}/v1/embeddings"),
-                native_base_path: base.to_string(),
-                is_vllm: prefix != "openai",
+                chat_path: with_query(paths.chat, &url.query),
+                completions_path: with_query(paths.completions, &url.query),
+                embeddings_path: with_query(paths.embeddings, &url.query),
+                native_base_path: paths.native_base,
+                health_path: paths.health,
+                is_vllm: row.is_vllm,
             }
         }
-        "triton" => {
+        _ => {
             let trimmed = url.path.trim_end_matches('/');
-            let (mode, path_, stream_path) = if let Some(stem) = trimmed.strip_suffix("/generate_stream") {
+            let (mode, path_, stream_path) = if let Some(stem) =
+                trimmed.strip_suffix("/generate_stream")
+            {
                 (
                     TritonMode::Generate,
                     format!("{stem}/generate"),
                     trimmed.to_string(),
                 )
             } else if trimmed.ends_with("/generate") {
-                (TritonMode::Generate, trimmed.to_string(), format!("{trimmed}_stream"))
+                (
+                    TritonMode::Generate,
+                    trimmed.to_string(),
+                    format!("{trimmed}_stream"),
+                )
             } else if trimmed.ends_with("/infer") {
                 (TritonMode::Infer, trimmed.to_string(), trimmed.to_string())
             } else if trimmed.ends_with("/embeddings") {
-                (TritonMode::Embeddings, trimmed.to_string(), trimmed.to_string())
+                (
+                    TritonMode::Embeddings,
+                    trimmed.to_string(),
+                    trimmed.to_string(),
+                )
             } else {
                 return Err(err(
                     &base_path,
@@ -126,15 +153,10 @@ pub(super) fn validate_deployment(
                 template,
             }
         }
-        other => {
-            return Err(err(
-                &model_path,
-                format!("provider \"{other}/\" is not supported; use triton/, hosted_vllm/, vllm/ or openai/"),
-            ))
-        }
     };
 
-    let authorization = match p.api_key.as_deref() {
+    let key_header = row.map_or("authorization", |r| r.key_header);
+    let auth_header = match p.api_key.as_deref() {
         Some(k) => {
             let k = k.to_string();
             if k.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
@@ -143,7 +165,14 @@ pub(super) fn validate_deployment(
                     "contains a control character",
                 ));
             }
-            (!k.is_empty()).then(|| format!("Bearer {k}"))
+            (!k.is_empty()).then(|| {
+                let value = if key_header == "authorization" {
+                    format!("Bearer {k}")
+                } else {
+                    k
+                };
+                (key_header, value)
+            })
         }
         None => None,
     };
@@ -208,13 +237,28 @@ pub(super) fn validate_deployment(
             "ignored: it is the OpenAI client's own retry count in LiteLLM; here num_retries decides retries",
         );
     }
-    if p.api_version.is_some() {
+    if p.api_version.is_some() && !matches!(row.map(|r| r.paths), Some(providers::PathStyle::Azure))
+    {
         diag.warn(
             format!("{params}.api_version"),
             format!("ignored: `{prefix}/` deployments have no API version"),
         );
     }
     let tags: Vec<String> = p.tags.clone().unwrap_or_default();
+    let wildcard = match upstream_model.strip_suffix('*') {
+        Some(before) if row.is_some() && !before.contains('*') => Some(before.to_string()),
+        Some(_) if row.is_none() => {
+            return Err(err(
+                &model_path,
+                "a wildcard deployment must be OpenAI-compatible (not triton/)",
+            ))
+        }
+        Some(_) => return Err(err(&model_path, "a wildcard model has one `*`, at its end")),
+        None if upstream_model.contains('*') => {
+            return Err(err(&model_path, "a wildcard model has one `*`, at its end"))
+        }
+        None => None,
+    };
     Ok(Deployment {
         state_key: format!("llm_gateway.deployment.{id}"),
         cooldown_key: format!("llm_gateway.cooldown.{id}"),
@@ -229,7 +273,7 @@ pub(super) fn validate_deployment(
         upstream_model_json,
         cluster,
         authority: url.authority(),
-        authorization,
+        auth_header,
         weight,
         rpm,
         tpm,
@@ -246,6 +290,7 @@ pub(super) fn validate_deployment(
             .or(p.output_cost_per_token),
         tags,
         stream_timeout_ms,
+        wildcard,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod env;
 mod key_settings;
 mod load;
 pub mod policy;
+pub mod providers;
 mod routing;
 mod url;
 #[cfg(not(target_arch = "wasm32"))]
@@ -79,6 +80,8 @@ pub enum Provider {
         embeddings_path: String,
         /// `<api_base without /v1>`, for `/vllm/*` pass-through.
         native_base_path: String,
+        /// What `GET /health` asks (vLLM: `/health`; others their model list).
+        health_path: String,
         is_vllm: bool,
     },
     Triton {
@@ -112,8 +115,9 @@ pub struct Deployment {
     /// The shared-data key of its cooldown marker (see `router::cooling_until`).
     pub cooldown_key: String,
     pub authority: String,
-    /// `Bearer <api_key>`, resolved at configure time.
-    pub authorization: Option<String>,
+    /// The upstream key header: (`authorization`, `Bearer <api_key>`), or Azure's
+    /// (`api-key`, `<api_key>`); resolved at configure time.
+    pub auth_header: Option<(&'static str, String)>,
     /// `weight` as configured; `None` when the user set none.
     pub weight: Option<f64>,
     pub rpm: Option<u64>,
@@ -130,6 +134,9 @@ pub struct Deployment {
     pub tags: Vec<String>,
     /// `litellm_params.stream_timeout`: the upstream timeout of streamed requests.
     pub stream_timeout_ms: Option<u64>,
+    /// A wildcard deployment (`model: openai/*`): the upstream model's part before `*`; the
+    /// rest of the requested name completes it.
+    pub wildcard: Option<String>,
 }
 
 impl Deployment {
@@ -154,6 +161,8 @@ pub struct ModelGroup {
     pub weights: Vec<f64>,
     /// Distinct `order` values of the members, lowest first.
     pub orders: Vec<u32>,
+    /// A wildcard group (`model_name: "openai/*"`): the part of the name before `*`.
+    pub wildcard_prefix: Option<String>,
 }
 
 #[derive(Debug)]
@@ -174,6 +183,9 @@ pub struct Config {
     pub router: RouterSettings,
     /// `litellm_settings.cache: true`: the response cache.
     pub cache: Option<crate::cache::CacheSettings>,
+    /// Wildcard groups as (name before `*`, group), most specific (longest) first: a model
+    /// name no group or alias has goes to the first that prefixes it.
+    pub wildcards: Vec<(String, usize)>,
     /// The `hosted_vllm`/`vllm` deployments in config order: where `/vllm/*` goes when the
     /// body names no model (the first one the caller may use and that is usable).
     pub vllm_deployments: Vec<usize>,
@@ -325,7 +337,19 @@ pub fn render_models_list<S: AsRef<str>>(models: &[S], created: u64) -> Vec<u8> 
 
 impl Config {
     pub fn resolve_model(&self, name: &str) -> Option<&ModelGroup> {
-        self.model_index.get(name).and_then(|&g| self.groups.get(g))
+        self.resolve_index(name).and_then(|g| self.groups.get(g))
+    }
+
+    /// The group a requested name routes to: a group or alias of that name (they always
+    /// win), else the most specific wildcard group whose prefix it extends.
+    pub fn resolve_index(&self, name: &str) -> Option<usize> {
+        if let Some(&g) = self.model_index.get(name) {
+            return Some(g);
+        }
+        self.wildcards
+            .iter()
+            .find(|(prefix, _)| name.len() > prefix.len() && name.starts_with(prefix.as_str()))
+            .map(|&(_, g)| g)
     }
 
     pub fn deployment(&self, index: usize) -> Option<&Deployment> {
@@ -404,7 +428,7 @@ mod tests {
         assert_eq!(d.id, "triton-a");
         assert_eq!(d.cluster, "optional_envoy_cluster");
         assert_eq!(
-            d.authorization.as_deref(),
+            d.auth_header.as_ref().map(|(_, v)| v.as_str()),
             Some("Bearer optional upstream key")
         );
         assert_eq!(d.timeout_ms, 60_000);
@@ -497,7 +521,10 @@ mod tests {
         let json = r#"{"model_list":[{"model_name":"a","litellm_params":{"model":"openai/x","api_base":"http://h:1","api_key":"os.environ/VLLM_KEY"}}]}"#;
         let (c, _) = parse(json.as_bytes(), &env, 0).unwrap();
         assert_eq!(
-            c.deployments[0].authorization.as_deref(),
+            c.deployments[0]
+                .auth_header
+                .as_ref()
+                .map(|(_, v)| v.as_str()),
             Some("Bearer secret")
         );
         let e = load(json).unwrap_err();

@@ -346,6 +346,8 @@ struct Attempt {
     response: Box<dyn ResponseTranslator>,
     deployment: usize,
     reservation: Reservation,
+    /// The model asked for, when a wildcard group answers (for the access log).
+    requested_model: Option<String>,
     status: Option<u16>,
     first_byte_ms: Option<u64>,
     settled: bool,
@@ -433,11 +435,16 @@ fn set_response_header(name: &str, value: Option<&str>) {
     abi::set_header(MapType::HttpResponseHeaders, name, value);
 }
 
-fn attempt_of(response: Box<dyn ResponseTranslator>, reservation: Reservation) -> Attempt {
+fn attempt_of(
+    response: Box<dyn ResponseTranslator>,
+    reservation: Reservation,
+    requested_model: Option<String>,
+) -> Attempt {
     Attempt {
         response,
         deployment: reservation.deployment,
         reservation,
+        requested_model,
         status: None,
         first_byte_ms: None,
         settled: false,
@@ -498,8 +505,8 @@ impl Http {
         }
         set_request_header(":authority", Some(&deployment.authority));
         // The client's own key headers were removed with its request headers.
-        if let Some(authorization) = &deployment.authorization {
-            set_request_header("authorization", Some(authorization));
+        if let Some((name, value)) = &deployment.auth_header {
+            set_request_header(name, Some(value));
         }
         let mut digits = [0u8; 20];
         set_request_header(
@@ -550,6 +557,7 @@ impl Http {
         let Forward {
             response,
             reservation,
+            requested_model,
             replay,
             key_charge,
             key_label,
@@ -561,7 +569,7 @@ impl Http {
             let _ = hostcalls::increment_metric(id, 1);
         }
         self.state = State::Routed(Box::new(Routed {
-            current: attempt_of(response, reservation),
+            current: attempt_of(response, reservation, requested_model),
             mode: BodyMode::PassThrough,
             discarding: false,
             replay,
@@ -651,8 +659,8 @@ impl Http {
                 (":path", &p.path),
                 (":authority", &d.authority),
             ];
-            if let Some(auth) = d.authorization.as_deref() {
-                headers.push(("authorization", auth));
+            if let Some((name, value)) = &d.auth_header {
+                headers.push((name, value.as_str()));
             }
             match hostcalls::dispatch_http_call(
                 &d.cluster,
@@ -700,8 +708,8 @@ impl Http {
                 ("content-type", "application/json"),
                 ("x-envoy-upstream-rq-timeout-ms", timeout),
             ];
-            if let Some(auth) = d.authorization.as_deref() {
-                headers.push(("authorization", auth));
+            if let Some((name, value)) = &d.auth_header {
+                headers.push((name, value.as_str()));
             }
             let body = forward.body.take().unwrap_or_default();
             let call = hostcalls::dispatch_http_call(
@@ -711,7 +719,11 @@ impl Http {
                 vec![],
                 Duration::from_millis(forward.timeout_ms),
             );
-            let mut attempt = attempt_of(forward.response, forward.reservation);
+            let mut attempt = attempt_of(
+                forward.response,
+                forward.reservation,
+                forward.requested_model,
+            );
             match call {
                 Ok(token) => {
                     attempt.first_byte_ms = None;
@@ -1170,6 +1182,7 @@ fn expose_record(config: &Config, attempt: &Attempt, key_label: &str) {
         config,
         attempt.deployment,
         key_label,
+        attempt.requested_model.as_deref(),
         attempt.response.usage(),
     );
     abi::set_property(b"llm_gateway", &record);

@@ -1,0 +1,119 @@
+"""OpenAI, Azure OpenAI and the OpenAI-compatible clouds as deployments, against local
+stand-ins (no test calls the internet): what each upstream receives (path, api-version, key
+header), wildcard routing, and `render --drop-unsupported`."""
+
+import json
+import subprocess
+import time
+
+import requests
+
+from test_render import CLI
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def post(gw, path, body, key=None):
+    headers = {"connection": "close"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return requests.post(f"{gw.url}{path}", json=body, headers=headers)
+
+
+def test_azure_openai_gets_what_azure_expects(gateway_factory, mock_a):
+    base = f"http://127.0.0.1:{mock_a[0]}"
+    cfg = {"model_list": [
+        {"model_name": "gpt-4", "litellm_params": {"model": "azure/my-gpt4", "api_base": base,
+                                                   "api_key": "az-secret", "api_version": "2024-06-01"}},
+        {"model_name": "embed", "litellm_params": {"model": "azure/my-embed", "api_base": base + "/",
+                                                   "api_key": "az-secret"}},
+        {"model_name": "broken", "litellm_params": {"model": "azure/fail-400", "api_base": base, "api_key": "k"}}],
+        "general_settings": {"master_key": "sk-m"}}
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    r = post(gw, "/v1/chat/completions", {**CHAT, "model": "gpt-4"}, "sk-m")
+    assert r.status_code == 200, r.text
+    r = post(gw, "/v1/embeddings", {"model": "embed", "input": "x"}, "sk-m")
+    assert r.status_code == 200, r.text
+    chat, embed = mock_a[1].take()
+    assert chat["path"] == "/openai/deployments/my-gpt4/chat/completions?api-version=2024-06-01"
+    assert chat["headers"]["api-key"] == "az-secret"
+    assert "authorization" not in chat["headers"], "Azure's key header only, never the client's key"
+    assert embed["path"].startswith("/openai/deployments/my-embed/embeddings?api-version=")
+    # Azure's errors reach the client OpenAI-shaped, with their status.
+    r = post(gw, "/v1/chat/completions", {**CHAT, "model": "broken"}, "sk-m")
+    assert r.status_code == 400
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    mock_a[1].take()
+
+
+def test_table_providers_use_their_paths_and_key_header(gateway_factory, mock_a):
+    base = f"http://127.0.0.1:{mock_a[0]}"
+    cfg = {"model_list": [
+        # An explicit api_base always wins over the provider's default.
+        {"model_name": "groq", "litellm_params": {"model": "groq/llama3-8b-8192", "api_base": base + "/openai/v1",
+                                                  "api_key": "gsk-test"}},
+        {"model_name": "ollama", "litellm_params": {"model": "ollama/llama3", "api_base": base}},
+        {"model_name": "pplx", "litellm_params": {"model": "perplexity/sonar", "api_base": base, "api_key": "p"}}]}
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    for model in ["groq", "ollama", "pplx"]:
+        r = post(gw, "/v1/chat/completions", {**CHAT, "model": model})
+        assert r.status_code == 200, r.text
+    groq, ollama, pplx = mock_a[1].take()
+    assert groq["path"] == "/openai/v1/chat/completions"
+    assert groq["headers"]["authorization"] == "Bearer gsk-test"
+    assert json.loads(groq["body"])["model"] == "llama3-8b-8192"
+    assert ollama["path"] == "/v1/chat/completions" and "authorization" not in ollama["headers"]
+    assert pplx["path"] == "/chat/completions", "perplexity's API has no /v1"
+
+
+def test_wildcard_groups_forward_the_requested_name(gateway_factory, mock_a, mock_b):
+    cfg = {"model_list": [
+        {"model_name": "gpt-4o", "litellm_params": {"model": "openai/pinned", "api_base": f"http://127.0.0.1:{mock_a[0]}"}},
+        {"model_name": "*", "litellm_params": {"model": "openai/*", "api_base": f"http://127.0.0.1:{mock_a[0]}"}},
+        {"model_name": "groq/*", "litellm_params": {"model": "groq/*", "api_base": f"http://127.0.0.1:{mock_b[0]}/openai/v1"}}],
+        "general_settings": {"master_key": "sk-m", "virtual_keys": [{"key": "sk-groq", "models": ["groq/*"]}]}}
+    gw = gateway_factory(cfg, [mock_a[0], mock_b[0]])
+    mock_a[1].take(), mock_b[1].take()
+    for model, upstream in [("gpt-4o", "pinned"), ("o3-mini", "o3-mini"), ("anything-else", "anything-else")]:
+        r = post(gw, "/v1/chat/completions", {**CHAT, "model": model}, "sk-m")
+        assert r.status_code == 200, r.text
+        (seen,) = mock_a[1].take()
+        assert json.loads(seen["body"])["model"] == upstream
+    r = post(gw, "/v1/chat/completions", {**CHAT, "model": "groq/llama3-70b"}, "sk-groq")
+    assert r.status_code == 200 and r.headers["x-llm-model-group"] == "groq/*"
+    (seen,) = mock_b[1].take()
+    assert json.loads(seen["body"])["model"] == "llama3-70b", "the most specific pattern wins"
+    assert post(gw, "/v1/chat/completions", {**CHAT, "model": "o3-mini"}, "sk-groq").status_code == 403
+    ids = [m["id"] for m in requests.get(f"{gw.url}/v1/models", headers={"Authorization": "Bearer sk-m"}).json()["data"]]
+    assert ids == ["gpt-4o"], "patterns are not models"
+    time.sleep(0.3)
+    records = [json.loads(line.split(" llm=", 1)[1]) for line in gw.logs().splitlines() if " llm={" in line]
+    assert {"model_group": "groq/*", "requested_model": "groq/llama3-70b"}.items() <= records[-1].items()
+
+
+def test_render_drop_unsupported_names_what_it_dropped(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("""
+model_list:
+  - model_name: claude
+    litellm_params: {model: bedrock/anthropic.claude-v2}
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}
+  - model_name: gemini
+    litellm_params: {model: vertex_ai/gemini-pro}
+environment_variables: {OPENAI_API_KEY: sk-x}
+""")
+    r = subprocess.run([CLI, "check", cfg], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "model_list[0].litellm_params.model: `bedrock/` is not supported: it needs AWS request signing" in r.stderr
+    assert "model_list[2].litellm_params.model: `vertex_ai/` is not supported" in r.stderr, "every one in one run"
+    out = tmp_path / "envoy.yaml"
+    r = subprocess.run([CLI, "render", cfg, "--drop-unsupported", "-o", out], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "dropped model_list[0] (`bedrock/anthropic.claude-v2` in model group `claude`)" in r.stderr
+    assert "dropped model_list[2] (`vertex_ai/gemini-pro` in model group `gemini`)" in r.stderr
+    rendered = out.read_text()
+    assert "api.openai.com:443" in rendered and "bedrock" not in rendered
+    assert "auto_san_validation" in rendered and "ca-certificates.crt" in rendered
