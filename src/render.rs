@@ -291,4 +291,46 @@ mod tests {
             "127.0.0.1"
         );
     }
+
+    #[test]
+    fn every_table_provider_renders_its_cluster() {
+        for row in crate::config::providers::OPENAI_COMPATIBLE {
+            let base = row
+                .default_base
+                .unwrap_or("https://given.example.test/base");
+            let url = Url::parse(base).unwrap();
+            let gateway = json!({"model_list": [{"model_name": "m", "litellm_params": {
+                "model": format!("{}/some-model", row.prefix),
+                "api_base": if row.default_base.is_none() { Some(base) } else { None }}}]});
+            let (config, _) = parse(gateway.to_string().as_bytes(), &|_| None, 0).unwrap();
+            let d = &config.deployments[0];
+            assert_eq!(d.cluster, url.host_port(), "{}", row.prefix);
+            let opts = RenderOptions {
+                port: 4000,
+                admin_port: 9901,
+                wasm_path: "/x.wasm".into(),
+                reloadable: None,
+            };
+            let out = envoy_bootstrap(&gateway, &config, &opts);
+            let cluster = &out["static_resources"]["clusters"][0];
+            assert_eq!(cluster["name"], d.cluster.as_str());
+            let addr = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+                ["address"]["socket_address"];
+            assert_eq!(
+                (
+                    addr["address"].as_str().unwrap(),
+                    addr["port_value"].as_u64().unwrap()
+                ),
+                (url.host.as_str(), u64::from(url.port)),
+                "{}",
+                row.prefix
+            );
+            let sni = &cluster["transport_socket"]["typed_config"]["sni"];
+            if url.https {
+                assert_eq!(sni, url.host.as_str(), "{}", row.prefix);
+            } else {
+                assert!(sni.is_null(), "{}", row.prefix);
+            }
+        }
+    }
 }

@@ -181,14 +181,17 @@ fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     };
     if let Some(ecds) = &opts.reloadable {
-        let resource = serde_yaml::to_string(&ecds_resource(&value, &opts.wasm_path))
+        // JSON is YAML: Envoy's YAML loader reads it, and no YAML writer is needed.
+        let resource = serde_json::to_string_pretty(&ecds_resource(&value, &opts.wasm_path))
             .map_err(|e| e.to_string())?;
         write_atomically(ecds, &resource)?;
         eprintln!("wrote {ecds}: edit the gateway config there (atomic rename) to reload it live");
     }
-    let yaml = serde_yaml::to_string(&envoy_bootstrap(&value, &config, &opts))
+    let yaml = serde_json::to_string_pretty(&envoy_bootstrap(&value, &config, &opts))
         .map_err(|e| e.to_string())?;
-    let yaml = format!("# Rendered by `llm-gateway render {config_path}`.\n{yaml}");
+    let yaml = format!(
+        "# Rendered by `llm-gateway render {config_path}` (JSON, which is YAML).\n{yaml}\n"
+    );
     match out {
         Some(path) => write_atomically(&path, &yaml),
         None => {

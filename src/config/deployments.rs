@@ -87,6 +87,9 @@ pub(super) fn validate_deployment(
     };
     let url = Url::parse(api_base).map_err(|m| err(&base_path, m))?;
 
+    // Problems in fields that do not depend on each other are all reported, not only the
+    // first (the fatal ones above return at once: nothing else can be checked without them).
+    let mut more: Vec<ConfigError> = Vec::new();
     let template = custom_template(&p).map_or_else(
         || match p.prompt_template.as_deref() {
             Some(name) => PromptTemplate::named(name).ok_or_else(|| {
@@ -98,7 +101,11 @@ pub(super) fn validate_deployment(
             None => Ok(PromptTemplate::infer_from_model_name(upstream_model)),
         },
         Ok,
-    )?;
+    );
+    let template = template.unwrap_or_else(|e| {
+        more.push(e);
+        PromptTemplate::infer_from_model_name(upstream_model)
+    });
 
     let provider = match (prefix, row) {
         (_, Some(row)) => {
@@ -159,13 +166,14 @@ pub(super) fn validate_deployment(
     let auth_header = match p.api_key.as_deref() {
         Some(k) => {
             let k = k.to_string();
-            if k.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(err(
+            let control = k.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
+            if control {
+                more.push(err(
                     format!("{path}.litellm_params.api_key"),
                     "contains a control character",
                 ));
             }
-            (!k.is_empty()).then(|| {
+            (!k.is_empty() && !control).then(|| {
                 let value = if key_header == "authorization" {
                     format!("Bearer {k}")
                 } else {
@@ -180,30 +188,35 @@ pub(super) fn validate_deployment(
     let cluster = match p.cluster {
         Some(c) if is_token(&c) => c,
         Some(_) => {
-            return Err(err(
+            more.push(err(
                 format!("{path}.litellm_params.cluster"),
                 "must be a non-empty Envoy cluster name of visible ASCII characters",
-            ))
+            ));
+            url.host_port()
         }
         None => url.host_port(),
     };
-    let timeout = p.timeout.unwrap_or(default_timeout);
+    let mut timeout = p.timeout.unwrap_or(default_timeout);
     if !(timeout.is_finite() && timeout > 0.0) {
-        return Err(err(
+        more.push(err(
             format!("{path}.litellm_params.timeout"),
             "must be a positive number of seconds",
         ));
+        timeout = default_timeout;
     }
     let weight = p.weight;
     if weight.is_some_and(|w| !(w.is_finite() && w >= 0.0)) {
-        return Err(err(
+        more.push(err(
             format!("{path}.litellm_params.weight"),
             "must be a number ≥ 0",
         ));
     }
     let id = match d.model_info.id {
         Some(id) if !id.is_empty() => id,
-        Some(_) => return Err(err(format!("{path}.model_info.id"), "must not be empty")),
+        Some(_) => {
+            more.push(err(format!("{path}.model_info.id"), "must not be empty"));
+            format!("{}/{}", d.model_name, index)
+        }
         None => format!("{}/{}", d.model_name, index),
     };
     let upstream_model_json =
@@ -223,10 +236,11 @@ pub(super) fn validate_deployment(
     let tpm = limit("tpm", d.tpm, p.tpm);
     let stream_timeout_ms = match p.stream_timeout {
         Some(t) if !(t.is_finite() && t > 0.0) => {
-            return Err(err(
+            more.push(err(
                 format!("{params}.stream_timeout"),
                 "must be a positive number of seconds",
-            ))
+            ));
+            None
         }
         Some(t) => Some((t * 1000.0).round() as u64),
         None => None,
@@ -259,6 +273,13 @@ pub(super) fn validate_deployment(
         }
         None => None,
     };
+    let mut more = more.into_iter();
+    if let Some(first) = more.next() {
+        for e in more {
+            diag.push(e);
+        }
+        return Err(first);
+    }
     Ok(Deployment {
         state_key: format!("llm_gateway.deployment.{id}"),
         cooldown_key: format!("llm_gateway.cooldown.{id}"),
