@@ -872,13 +872,21 @@ fn vllm_forward(
         Provider::Triton { .. } => "",
     };
     let new_body = match (&named, body) {
-        (Some(BodyModel { span, .. }), Some(body)) => {
+        (Some(BodyModel { span, name }), Some(body)) => {
             let (Some(head), Some(tail)) = (body.get(..span.0), body.get(span.1..)) else {
                 return Err(GatewayError::invalid_request("malformed body"));
             };
-            let mut out = Vec::with_capacity(body.len() + deployment.upstream_model_json.len());
+            // A wildcard deployment takes the requested name, as on the OpenAI routes.
+            let completed = deployment
+                .wildcard
+                .as_ref()
+                .map(|before| wildcard_deployment(config, deployment, before, name));
+            let model_json = completed
+                .as_ref()
+                .map_or(&deployment.upstream_model_json, |d| &d.upstream_model_json);
+            let mut out = Vec::with_capacity(body.len() + model_json.len());
             out.extend_from_slice(head);
-            out.extend_from_slice(deployment.upstream_model_json.as_bytes());
+            out.extend_from_slice(model_json.as_bytes());
             out.extend_from_slice(tail);
             Some(out)
         }
@@ -1756,6 +1764,18 @@ mod tests {
             c.visible_models,
             vec!["gpt-4o"],
             "patterns are not listed as models"
+        );
+        let mut h = FakeHost::new(4);
+        let f = forwarded(on_request_body(
+            &c,
+            &mut h,
+            &master(Endpoint::Vllm("/tokenize".into())),
+            br#"{"model":"groq/llama3-8b","prompt":"x"}"#,
+        ));
+        assert_eq!(
+            upstream(&f),
+            "llama3-8b",
+            "the pass-through completes a wildcard too"
         );
         // A key may name a wildcard group, and reaches only what it matches.
         let key = c.keys.authenticate(Some("sk-g"), 0).unwrap();
