@@ -126,7 +126,9 @@ pub(super) fn unknown(path: &str, d: &mut Diagnostics) {
     }
 }
 
-/// One section as its wire type. A value that came from `os.environ/` as text where the
+/// One section as its wire type, with every problem in it reported: a value of the wrong
+/// type is reported and taken out, and the section read again (bounded), so a second bad
+/// value is found in the same run. A value that came from `os.environ/` as text where the
 /// section needs a number or a boolean is read as one (the environment only holds text).
 fn typed<T: DeserializeOwned>(
     value: &Value,
@@ -135,38 +137,84 @@ fn typed<T: DeserializeOwned>(
     d: &mut Diagnostics,
 ) -> Option<T> {
     let mut value = value.clone();
-    for _ in 0..=replaced.len() {
+    let mut failed = false;
+    for _ in 0..MAX_PASSES {
         let mut ignored = Vec::new();
         let result = {
             let mut on_ignored = |p: serde_ignored::Path<'_>| ignored.push(ignored_path(&p));
             let de = serde_ignored::Deserializer::new(&value, &mut on_ignored);
             serde_path_to_error::deserialize::<_, T>(de)
         };
-        match result {
+        let e = match result {
             Ok(t) => {
                 for p in ignored {
                     unknown(&join_path(prefix, &p), d);
                 }
+                // When a value had to be taken out the config is refused (its error is
+                // recorded), and the rest of the section is still checked.
                 return Some(t);
             }
-            Err(e) => {
-                let inner = e.path().to_string();
-                let path = join_path(prefix, if inner == "." { "" } else { &inner });
-                let message = e.inner().to_string();
-                if replaced.contains(&path) && message.starts_with("invalid type: string") {
-                    if let Some(slot) = slot(&mut value, e.path()) {
-                        if let Some(typed) = scalar_from_text(slot) {
-                            *slot = typed;
-                            continue;
-                        }
-                    }
+            Err(e) => e,
+        };
+        let inner = e.path().to_string();
+        let path = join_path(prefix, if inner == "." { "" } else { &inner });
+        let message = e.inner().to_string();
+        if failed && message.starts_with("missing field") {
+            // A required value taken out after its own error: nothing new to say.
+            return None;
+        }
+        if replaced.contains(&path) && message.starts_with("invalid type: string") {
+            if let Some(slot) = slot(&mut value, e.path()) {
+                if let Some(typed) = scalar_from_text(slot) {
+                    *slot = typed;
+                    continue;
                 }
-                d.error(path, message);
-                return None;
             }
+        }
+        d.error(&path, message);
+        failed = true;
+        // Take the offending value out and read again; a required one taken out makes the
+        // next pass report it missing at its parent, which ends the loop below.
+        if !remove(&mut value, e.path()) {
+            return None;
         }
     }
     None
+}
+
+/// How many values of one section may be reported and taken out.
+const MAX_PASSES: usize = 32;
+
+/// Remove the value at `path` from its parent; false when there is nothing to remove (the
+/// error is about the section itself).
+fn remove(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for segment in parents {
+        at = match segment {
+            Segment::Seq { index } => match at.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            Segment::Map { key } => match at.get_mut(key.as_str()) {
+                Some(v) => v,
+                None => return false,
+            },
+            Segment::Enum { .. } | Segment::Unknown => return false,
+        };
+    }
+    match (last, at) {
+        (Segment::Map { key }, Value::Object(map)) => map.remove(key.as_str()).is_some(),
+        (Segment::Seq { index }, Value::Array(items)) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Text from the environment as the number or boolean it spells.
