@@ -814,6 +814,10 @@ fn hex_digit(v: u64) -> char {
 
 fn translator_for(deployment: &Deployment) -> &'static dyn Translator {
     match deployment.provider {
+        Provider::OpenAiCompatible {
+            text_completion: true,
+            ..
+        } => &crate::translate::openai_text::OpenAiTextCompletion,
         Provider::OpenAiCompatible { .. } => &OpenAiCompat,
         Provider::Triton {
             mode: TritonMode::Generate,

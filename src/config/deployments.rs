@@ -121,6 +121,7 @@ pub(super) fn validate_deployment(
                 native_base_path: paths.native_base,
                 health_path: paths.health,
                 is_vllm: row.is_vllm,
+                text_completion: row.text_completion,
             }
         }
         _ => {

@@ -83,6 +83,8 @@ pub enum Provider {
         /// What `GET /health` asks (vLLM: `/health`; others their model list).
         health_path: String,
         is_vllm: bool,
+        /// `text-completion-openai/`: chat is sent to `completions_path` as a prompt.
+        text_completion: bool,
     },
     Triton {
         mode: TritonMode,

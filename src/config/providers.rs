@@ -24,6 +24,8 @@ pub struct Row {
     pub key_header: &'static str,
     /// A vLLM server: `/vllm/*` pass-through and its `/health` probe.
     pub is_vllm: bool,
+    /// A text-completion model: chat requests go to its completions endpoint as a prompt.
+    pub text_completion: bool,
 }
 
 const fn row(prefix: &'static str, default_base: Option<&'static str>, paths: PathStyle) -> Row {
@@ -33,6 +35,7 @@ const fn row(prefix: &'static str, default_base: Option<&'static str>, paths: Pa
         paths,
         key_header: "authorization",
         is_vllm: false,
+        text_completion: false,
     }
 }
 
@@ -51,11 +54,14 @@ pub const OPENAI_COMPATIBLE: &[Row] = &[
         Some("https://api.openai.com/v1"),
         PathStyle::OpenAi,
     ),
-    row(
-        "text-completion-openai",
-        Some("https://api.openai.com/v1"),
-        PathStyle::OpenAi,
-    ),
+    Row {
+        text_completion: true,
+        ..row(
+            "text-completion-openai",
+            Some("https://api.openai.com/v1"),
+            PathStyle::OpenAi,
+        )
+    },
     Row {
         key_header: "api-key",
         ..row("azure", None, PathStyle::Azure)

@@ -3,6 +3,7 @@
 //! response (headers, then body chunks up to end of stream) back to OpenAI.
 
 pub mod openai_compat;
+pub mod openai_text;
 pub mod text;
 pub mod triton_generate;
 pub mod triton_infer;

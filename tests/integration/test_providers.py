@@ -117,3 +117,28 @@ environment_variables: {OPENAI_API_KEY: sk-x}
     rendered = out.read_text()
     assert "api.openai.com:443" in rendered and "bedrock" not in rendered
     assert "auto_san_validation" in rendered and "ca-certificates.crt" in rendered
+
+
+def test_chat_on_a_text_completion_model_goes_to_completions(gateway_factory, mock_a):
+    from conftest import stream_events
+
+    cfg = {"model_list": [{"model_name": "instruct", "litellm_params": {
+        "model": "text-completion-openai/gpt-3.5-turbo-instruct", "api_base": f"http://127.0.0.1:{mock_a[0]}"}}]}
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    r = post(gw, "/v1/chat/completions", {"model": "instruct", "messages": [{"role": "user", "content": "Tell me"}]})
+    assert r.status_code == 200, r.text
+    v = r.json()
+    assert v["object"] == "chat.completion" and v["model"] == "instruct"
+    assert v["choices"][0]["message"] == {"role": "assistant", "content": "once upon a time"}
+    assert v["usage"]["total_tokens"] == 6, "the upstream's usage"
+    (seen,) = mock_a[1].take()
+    sent = json.loads(seen["body"])
+    assert seen["path"] == "/v1/completions" and "Tell me" in sent["prompt"] and "messages" not in sent
+    resp, events = stream_events(gw.url, "/v1/chat/completions",
+                                 {"model": "instruct", "stream": True, "messages": [{"role": "user", "content": "go"}]})
+    assert resp.status == 200 and events[-1][1] == "[DONE]"
+    chunks = [json.loads(d) for _, d in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "t0t1t2t3t4"
+    mock_a[1].take()
