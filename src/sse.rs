@@ -155,6 +155,49 @@ impl SseParser {
     }
 }
 
+/// The events a body chunk completes (and, at the end of the stream, whatever is left):
+/// their data back to back and where each ends — two buffers per chunk, not one per event.
+/// `overflow` when an event outgrew the parser's bound (the events before it are kept).
+pub struct Events {
+    pub data: Vec<u8>,
+    pub ends: Vec<usize>,
+    pub overflow: bool,
+}
+
+impl Events {
+    pub fn of(parser: &mut SseParser, chunk: &[u8], end_of_stream: bool) -> Events {
+        let mut data: Vec<u8> = Vec::with_capacity(chunk.len());
+        let mut ends: Vec<usize> = Vec::new();
+        let mut keep = |e: &[u8]| {
+            data.extend_from_slice(e);
+            ends.push(data.len());
+        };
+        let fed = parser.feed(chunk, &mut keep);
+        let fed = fed.and_then(|()| {
+            if end_of_stream {
+                parser.finish(&mut keep)
+            } else {
+                Ok(())
+            }
+        });
+        Events {
+            data,
+            ends,
+            overflow: fed.is_err(),
+        }
+    }
+
+    /// Each event's data, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let e = self.data.get(start..end).unwrap_or_default();
+            start = end;
+            e
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

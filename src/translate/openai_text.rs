@@ -24,10 +24,6 @@ const MAX_UPSTREAM_STOPS: usize = 4;
 pub struct OpenAiTextCompletion;
 
 impl Translator for OpenAiTextCompletion {
-    fn writes_responses(&self) -> bool {
-        true
-    }
-
     fn translate_request(
         &self,
         config: &Config,
@@ -309,20 +305,11 @@ impl ResponseTranslator for TextStream {
             return error_output(self.status, chunk);
         }
         let mut out = Vec::with_capacity(chunk.len() * 2 + 256);
-        let mut events: Vec<Vec<u8>> = Vec::new();
-        let mut keep = |e: &[u8]| events.push(e.to_vec());
-        let fed = self.parser.feed(chunk, &mut keep);
-        let fed = fed.and_then(|()| {
-            if end_of_stream {
-                self.parser.finish(&mut keep)
-            } else {
-                Ok(())
-            }
-        });
-        for e in &events {
-            self.on_event(e, &mut out);
+        let events = crate::sse::Events::of(&mut self.parser, chunk, end_of_stream);
+        for event in events.iter() {
+            self.on_event(event, &mut out);
         }
-        if fed.is_err() && !self.finished {
+        if events.overflow && !self.finished {
             self.start(&mut out);
             self.fail(
                 &mut out,

@@ -518,28 +518,11 @@ impl ResponseTranslator for GenerateStream {
             return error_output(self.status, chunk);
         }
         let mut out = Vec::with_capacity(chunk.len() * 4 + 256);
-        // The events' data, back to back, and where each ends: two buffers per chunk rather
-        // than one per event.
-        let mut data: Vec<u8> = Vec::with_capacity(chunk.len());
-        let mut ends: Vec<usize> = Vec::new();
-        let mut keep = |e: &[u8]| {
-            data.extend_from_slice(e);
-            ends.push(data.len());
-        };
-        let fed = self.parser.feed(chunk, &mut keep);
-        let fed = fed.and_then(|()| {
-            if end_of_stream {
-                self.parser.finish(&mut keep)
-            } else {
-                Ok(())
-            }
-        });
-        let mut start = 0;
-        for &end in &ends {
-            self.on_event(data.get(start..end).unwrap_or_default(), &mut out);
-            start = end;
+        let events = crate::sse::Events::of(&mut self.parser, chunk, end_of_stream);
+        for event in events.iter() {
+            self.on_event(event, &mut out);
         }
-        if fed.is_err() && !self.finished {
+        if events.overflow && !self.finished {
             self.start(&mut out);
             self.fail(
                 &mut out,
