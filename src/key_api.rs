@@ -96,7 +96,7 @@ fn opt_count(field: &str, v: &Value) -> Result<Option<u64>, GatewayError> {
     }
 }
 
-fn parse_generate(config: &Config, body: &[u8]) -> Result<GenerateRequest, GatewayError> {
+fn parse_generate(body: &[u8]) -> Result<GenerateRequest, GatewayError> {
     let mut req = GenerateRequest::default();
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(req);
@@ -111,7 +111,7 @@ fn parse_generate(config: &Config, body: &[u8]) -> Result<GenerateRequest, Gatew
     };
     for (name, v) in &fields {
         match name.as_str() {
-            "models" => req.models = models(config, v)?,
+            "models" => req.models = models(v)?,
             "duration" => req.duration = opt_string(name, v)?,
             "key_alias" => req.key_alias = opt_string(name, v)?,
             "rpm_limit" => req.rpm_limit = opt_count(name, v)?,
@@ -173,9 +173,10 @@ fn check_other(name: &str, v: &Value) -> Result<(), GatewayError> {
     ))
 }
 
-/// `models`: a list of model groups or aliases of this config (empty or null: every model,
-/// as LiteLLM).
-fn models(config: &Config, v: &Value) -> Result<Vec<String>, GatewayError> {
+/// `models`: model names (empty or null: every model, as LiteLLM). As in LiteLLM a name need
+/// not be in the config yet: groups, aliases, wildcard groups (`groq/*`), or names added
+/// later. A name can only narrow a key: one the config does not have reaches nothing.
+fn models(v: &Value) -> Result<Vec<String>, GatewayError> {
     let list = match v {
         Value::Null => return Ok(Vec::new()),
         Value::Array(list) => list,
@@ -186,11 +187,10 @@ fn models(config: &Config, v: &Value) -> Result<Vec<String>, GatewayError> {
             let Value::String(name) = m else {
                 return Err(field_error("models", "must be a list of model names"));
             };
-            if !config.model_index.contains_key(name) {
-                let shown: String = name.chars().filter(|c| !c.is_control()).take(128).collect();
+            if name.is_empty() || name.chars().any(char::is_control) || name.len() > 256 {
                 return Err(field_error(
                     "models",
-                    &format!("names `{shown}`, which is not a model group or alias"),
+                    "must hold model names (non-empty, printable, at most 256 bytes)",
                 ));
             }
             Ok(name.clone())
@@ -204,7 +204,7 @@ pub fn generate(
     host: &mut dyn Host,
     body: &[u8],
 ) -> Result<LocalReply, GatewayError> {
-    let req = parse_generate(config, body)?;
+    let req = parse_generate(body)?;
     let duration = match req.duration.as_deref() {
         None => keys::DEFAULT_DURATION_SECS,
         Some(d) => keys::parse_duration(d)
@@ -343,7 +343,7 @@ mod tests {
     fn generate_refuses_what_it_cannot_honour_by_name() {
         let c = config();
         for (body, param) in [
-            (r#"{"models":["nope"]}"#, "models"),
+            (r#"{"models":[""]}"#, "models"),
             (r#"{"models":"chat"}"#, "models"),
             (r#"{"models":[1]}"#, "models"),
             (r#"{"model":["chat"]}"#, "model"),
@@ -388,6 +388,22 @@ mod tests {
         let a = minted(&c, &mut h, "");
         let b = minted(&c, &mut h, "{}");
         assert_ne!(a, b, "every key gets its own id");
+    }
+
+    #[test]
+    fn names_not_in_the_config_narrow_a_key_and_months_count() {
+        let c = config();
+        let mut h = FakeHost::new(1);
+        let key = minted(
+            &c,
+            &mut h,
+            r#"{"models":["added-later","groq/*"],"duration":"2mo"}"#,
+        );
+        let p = c.keys.authenticate(Some(&key), h.now_ms / 1000).unwrap();
+        let scope = crate::scope::Scope::of(&c, &p);
+        assert_eq!(scope.admit(&c, "chat", "model").unwrap_err().status(), 403);
+        let Principal::Key(g) = &p else { panic!() };
+        assert_eq!(g.expires, Some(h.now_ms / 1000 + 60 * 86_400));
     }
 
     #[test]

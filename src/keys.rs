@@ -214,6 +214,8 @@ pub fn parse_duration(s: &str) -> Option<u64> {
         "h" | "hr" | "hour" | "hours" => 3600,
         "d" | "day" | "days" => 86_400,
         "w" | "week" | "weeks" => 604_800,
+        // LiteLLM's `mo`: a month, taken as 30 days (a signed key holds seconds).
+        "mo" | "month" | "months" => 2_592_000,
         _ => return None,
     };
     n.checked_mul(unit_secs).filter(|&d| d > 0)
