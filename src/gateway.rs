@@ -217,6 +217,43 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
     }
 }
 
+/// LiteLLM's `/health/readiness` fields that mean something here: the version is the
+/// gateway's (clients read `litellm_version` as "which proxy answered").
+fn readiness(config: &Config) -> Vec<u8> {
+    let body = serde_json::json!({
+        "status": "healthy",
+        "db": "Not connected",
+        "cache": config.cache.as_ref().map(|_| "local"),
+        "litellm_version": env!("CARGO_PKG_VERSION"),
+        "gateway": "llm-gateway",
+        "success_callbacks": [],
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// `GET /routes`, in LiteLLM's shape: every endpoint this gateway answers.
+const ROUTES: &str = r#"{"routes":[
+{"path":"/v1/chat/completions","methods":["POST"],"name":"chat_completion"},
+{"path":"/chat/completions","methods":["POST"],"name":"chat_completion"},
+{"path":"/v1/completions","methods":["POST"],"name":"completion"},
+{"path":"/completions","methods":["POST"],"name":"completion"},
+{"path":"/v1/embeddings","methods":["POST"],"name":"embeddings"},
+{"path":"/embeddings","methods":["POST"],"name":"embeddings"},
+{"path":"/v1/models","methods":["GET"],"name":"model_list"},
+{"path":"/models","methods":["GET"],"name":"model_list"},
+{"path":"/v1/models/{model_id}","methods":["GET"],"name":"model_info"},
+{"path":"/v1/model/info","methods":["GET"],"name":"model_info_v1"},
+{"path":"/v1/model_group/info","methods":["GET"],"name":"model_group_info"},
+{"path":"/vllm/{endpoint}","methods":["GET","POST","PUT","DELETE","PATCH"],"name":"vllm_proxy_route"},
+{"path":"/health","methods":["GET"],"name":"health_endpoint"},
+{"path":"/health/liveliness","methods":["GET"],"name":"health_liveliness"},
+{"path":"/health/readiness","methods":["GET"],"name":"health_readiness"},
+{"path":"/v1/health/live","methods":["GET"],"name":"health_live"},
+{"path":"/v1/health/ready","methods":["GET"],"name":"health_ready"},
+{"path":"/key/generate","methods":["POST"],"name":"generate_key_fn"},
+{"path":"/key/info","methods":["GET"],"name":"info_key_fn"},
+{"path":"/routes","methods":["GET"],"name":"get_routes"}]}"#;
+
 pub fn too_large(config: &Config) -> GatewayError {
     GatewayError::new(
         ErrorKind::PayloadTooLarge,
@@ -241,7 +278,8 @@ fn local_endpoint(
             Err(e) => e.into(),
         },
         Endpoint::Liveliness => LocalReply::json(200, br#""I'm alive!""#.to_vec()),
-        Endpoint::Readiness => LocalReply::json(200, br#"{"status":"healthy"}"#.to_vec()),
+        Endpoint::Readiness => LocalReply::json(200, readiness(config)),
+        Endpoint::Routes => LocalReply::json(200, ROUTES.as_bytes().to_vec()),
         Endpoint::V1Live => LocalReply::json(200, br#"{"message":"Service is live."}"#.to_vec()),
         Endpoint::V1Ready => {
             if !router::any_usable(config, host) {
@@ -1797,6 +1835,54 @@ mod tests {
         ] {
             let cfg = format!(r#"{{"model_list":[{bad}]}}"#);
             assert!(parse(cfg.as_bytes(), &|_| None, 0).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn readiness_says_the_version_and_routes_lists_every_endpoint() {
+        let c = config();
+        let r = reply(on_request_head(
+            &c,
+            &mut FakeHost::new(0),
+            &head("GET", "/health/readiness", None),
+        ));
+        let v = json(&r);
+        assert_eq!(
+            (v["status"].as_str(), v["litellm_version"].as_str()),
+            (Some("healthy"), Some(env!("CARGO_PKG_VERSION")))
+        );
+        let r = reply(on_request_head(
+            &c,
+            &mut FakeHost::new(0),
+            &head("GET", "/routes", None),
+        ));
+        assert_eq!(r.status, 401, "the route list needs a key");
+        let r = reply(on_request_head(
+            &c,
+            &mut FakeHost::new(0),
+            &head("GET", "/routes", Some("sk-master")),
+        ));
+        let paths: Vec<String> = json(&r)["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_string())
+            .collect();
+        for p in [
+            "/v1/chat/completions",
+            "/vllm/{endpoint}",
+            "/key/generate",
+            "/routes",
+        ] {
+            assert!(paths.iter().any(|x| x == p), "{p}");
+        }
+        // Every listed path (with an example for the parameters) is one the gateway answers.
+        for p in &paths {
+            let concrete = p
+                .replace("{model_id}", "chat")
+                .replace("{endpoint}", "metrics");
+            let e = crate::request::classify("GET", &concrete);
+            assert!(!matches!(e, Endpoint::NotFound), "{p}");
         }
     }
 }

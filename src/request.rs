@@ -38,6 +38,8 @@ pub enum Endpoint {
     ModelInfo,
     ModelGroupInfo,
     KeyGenerate,
+    /// `GET /routes`: the endpoints this gateway serves (LiteLLM's route list).
+    Routes,
     /// `GET /key/info[?key=…]`.
     KeyInfo(Option<String>),
     /// `/vllm/<rest>`: `rest` starts with `/` and keeps the query string.
@@ -87,6 +89,7 @@ pub fn classify(method: &str, full_path: &str) -> Endpoint {
         "/model/info" => want(get, Endpoint::ModelInfo, "GET"),
         "/model_group/info" => want(get, Endpoint::ModelGroupInfo, "GET"),
         "/key/generate" => want(post, Endpoint::KeyGenerate, "POST"),
+        "/routes" => want(get, Endpoint::Routes, "GET"),
         "/key/info" => want(get, Endpoint::KeyInfo(query_param(full_path, "key")), "GET"),
         _ => match path {
             "/health/liveliness" | "/health/liveness" => want(get, Endpoint::Liveliness, "GET"),

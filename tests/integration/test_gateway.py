@@ -136,6 +136,10 @@ def test_keys(gw):
         assert r.status_code == 200, path
         if body:
             assert r.json() == body
+    assert requests.get(f"{gw.url}/health/readiness").json()["litellm_version"]
+    error_of(requests.get(f"{gw.url}/routes"), 401)
+    routes = requests.get(f"{gw.url}/routes", headers=AUTH).json()["routes"]
+    assert {"path": "/v1/chat/completions", "methods": ["POST"], "name": "chat_completion"} in routes
 
 
 def test_unknown_model_lists_available(gw):
