@@ -10,11 +10,13 @@ use crate::keys::Principal;
 use crate::request::{classify, Endpoint, Inference, InferenceBody};
 use crate::router::{self, Reservation};
 use crate::scope::{Scope, Target};
-use crate::translate::openai_compat::{OpenAiCompat, PassThroughResponse};
+use crate::translate::openai_compat::OpenAiCompat;
 use crate::translate::triton_generate::TritonGenerate;
 use crate::translate::triton_infer::TritonInfer;
 use crate::translate::{ResponseContext, ResponseTranslator, Translator, JSON};
 use crate::{key_api, listing};
+
+pub use crate::health::{health_probes, health_report, Probe, HEALTH_PROBE_TIMEOUT_MS};
 
 /// Request headers removed before any upstream. The gateway reads upstream bodies (to
 /// translate them, normalise errors and count tokens), so it asks for them uncompressed:
@@ -198,7 +200,7 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
         }
         Endpoint::Vllm(rest) => {
             if head.end_of_stream {
-                match vllm_forward(config, host, &principal, &rest, None) {
+                match crate::passthrough::vllm_forward(config, host, &principal, &rest, None) {
                     Ok(f) => HeadAction::Forward(Box::new(f)),
                     Err(e) => HeadAction::Reply(e.into()),
                 }
@@ -216,43 +218,6 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
         other => HeadAction::Reply(local_endpoint(config, host, &principal, &other)),
     }
 }
-
-/// LiteLLM's `/health/readiness` fields that mean something here: the version is the
-/// gateway's (clients read `litellm_version` as "which proxy answered").
-fn readiness(config: &Config) -> Vec<u8> {
-    let body = serde_json::json!({
-        "status": "healthy",
-        "db": "Not connected",
-        "cache": config.cache.as_ref().map(|_| "local"),
-        "litellm_version": env!("CARGO_PKG_VERSION"),
-        "gateway": "llm-gateway",
-        "success_callbacks": [],
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
-}
-
-/// `GET /routes`, in LiteLLM's shape: every endpoint this gateway answers.
-const ROUTES: &str = r#"{"routes":[
-{"path":"/v1/chat/completions","methods":["POST"],"name":"chat_completion"},
-{"path":"/chat/completions","methods":["POST"],"name":"chat_completion"},
-{"path":"/v1/completions","methods":["POST"],"name":"completion"},
-{"path":"/completions","methods":["POST"],"name":"completion"},
-{"path":"/v1/embeddings","methods":["POST"],"name":"embeddings"},
-{"path":"/embeddings","methods":["POST"],"name":"embeddings"},
-{"path":"/v1/models","methods":["GET"],"name":"model_list"},
-{"path":"/models","methods":["GET"],"name":"model_list"},
-{"path":"/v1/models/{model_id}","methods":["GET"],"name":"model_info"},
-{"path":"/v1/model/info","methods":["GET"],"name":"model_info_v1"},
-{"path":"/v1/model_group/info","methods":["GET"],"name":"model_group_info"},
-{"path":"/vllm/{endpoint}","methods":["GET","POST","PUT","DELETE","PATCH"],"name":"vllm_proxy_route"},
-{"path":"/health","methods":["GET"],"name":"health_endpoint"},
-{"path":"/health/liveliness","methods":["GET"],"name":"health_liveliness"},
-{"path":"/health/readiness","methods":["GET"],"name":"health_readiness"},
-{"path":"/v1/health/live","methods":["GET"],"name":"health_live"},
-{"path":"/v1/health/ready","methods":["GET"],"name":"health_ready"},
-{"path":"/key/generate","methods":["POST"],"name":"generate_key_fn"},
-{"path":"/key/info","methods":["GET"],"name":"info_key_fn"},
-{"path":"/routes","methods":["GET"],"name":"get_routes"}]}"#;
 
 pub fn too_large(config: &Config) -> GatewayError {
     GatewayError::new(
@@ -278,8 +243,8 @@ fn local_endpoint(
             Err(e) => e.into(),
         },
         Endpoint::Liveliness => LocalReply::json(200, br#""I'm alive!""#.to_vec()),
-        Endpoint::Readiness => LocalReply::json(200, readiness(config)),
-        Endpoint::Routes => LocalReply::json(200, ROUTES.as_bytes().to_vec()),
+        Endpoint::Readiness => LocalReply::json(200, crate::health::readiness(config)),
+        Endpoint::Routes => LocalReply::json(200, crate::health::ROUTES.as_bytes().to_vec()),
         Endpoint::V1Live => LocalReply::json(200, br#"{"message":"Service is live."}"#.to_vec()),
         Endpoint::V1Ready => {
             if !router::any_usable(config, host) {
@@ -335,7 +300,9 @@ pub fn on_request_body(
             Ok(action) => return action,
             Err(e) => Err(e),
         },
-        Endpoint::Vllm(rest) => vllm_forward(config, host, &pending.principal, rest, Some(body)),
+        Endpoint::Vllm(rest) => {
+            crate::passthrough::vllm_forward(config, host, &pending.principal, rest, Some(body))
+        }
         Endpoint::KeyGenerate => {
             return BodyAction::Reply(
                 key_api::generate(config, host, body).unwrap_or_else(LocalReply::from),
@@ -652,7 +619,7 @@ fn attempt(
 
 /// A wildcard deployment completed with the requested name: the part after the group's
 /// prefix (the whole name when the request came through a fallback to this group).
-fn wildcard_deployment(
+pub(crate) fn wildcard_deployment(
     config: &Config,
     deployment: &Deployment,
     before: &str,
@@ -717,98 +684,6 @@ pub fn failover(
     None
 }
 
-/// One health check: a GET on a deployment's cluster.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Probe {
-    pub deployment: usize,
-    pub path: String,
-}
-
-/// Seconds a health probe may take before the deployment counts as unhealthy.
-pub const HEALTH_PROBE_TIMEOUT_MS: u64 = 5_000;
-
-/// What each deployment of the groups in `scope` is asked, in config order: Triton's
-/// readiness, vLLM's `/health`, else the model list.
-pub fn health_probes(config: &Config, scope: &Scope) -> Vec<Probe> {
-    let mut members: Vec<usize> = scope
-        .targets(config)
-        .filter_map(|t| config.groups.get(t.group()))
-        .flat_map(|g| g.deployments.iter().copied())
-        .collect();
-    members.sort_unstable();
-    members
-        .into_iter()
-        .filter_map(|i| config.deployment(i).map(|d| (i, d)))
-        .map(|(i, d)| {
-            let path = match &d.provider {
-                Provider::Triton { path, .. } => {
-                    // The server root of `…/v2/models/<m>/generate`.
-                    let root = path
-                        .find("/v2/")
-                        .map_or("", |at| path.get(..at).unwrap_or(""));
-                    format!("{root}/v2/health/ready")
-                }
-                Provider::OpenAiCompatible {
-                    native_base_path,
-                    is_vllm: true,
-                    ..
-                } => format!("{native_base_path}/health"),
-                Provider::OpenAiCompatible { health_path, .. } => health_path.clone(),
-            };
-            Probe {
-                deployment: i,
-                path,
-            }
-        })
-        .collect()
-}
-
-/// LiteLLM's `/health` answer from probe results (`Ok(status)` or a transport error);
-/// deployments that failed are cooled down for every worker.
-pub fn health_report(
-    config: &Config,
-    host: &mut dyn Host,
-    results: &[(usize, Result<u16, String>)],
-) -> LocalReply {
-    let mut healthy = Vec::new();
-    let mut unhealthy = Vec::new();
-    for (index, result) in results {
-        let Some(d) = config.deployment(*index) else {
-            continue;
-        };
-        let entry = |error: Option<String>| {
-            let mut v = serde_json::json!({
-                "model": d.model, "api_base": d.api_base, "model_id": d.id,
-                "model_name": config.groups.get(d.group).map(|g| g.name.as_str()),
-            });
-            if let (Some(e), Some(map)) = (error, v.as_object_mut()) {
-                map.insert("error".into(), serde_json::Value::String(e));
-            }
-            v
-        };
-        match result {
-            Ok(status) if (200..300).contains(status) => healthy.push(entry(None)),
-            Ok(status) => {
-                router::cool_down(config, host, *index);
-                unhealthy.push(entry(Some(format!(
-                    "health check answered status {status}"
-                ))));
-            }
-            Err(e) => {
-                router::cool_down(config, host, *index);
-                unhealthy.push(entry(Some(e.clone())));
-            }
-        }
-    }
-    let body = serde_json::json!({
-        "healthy_endpoints": healthy,
-        "unhealthy_endpoints": unhealthy,
-        "healthy_count": healthy.len(),
-        "unhealthy_count": unhealthy.len(),
-    });
-    LocalReply::json(200, serde_json::to_vec(&body).unwrap_or_default())
-}
-
 /// Envoy's `response.code_details` for an upstream that reset or timed out after its headers
 /// were sent on (the client's stream is cut; no filter can add to it any more).
 pub fn is_reset_after_headers(code_details: &[u8]) -> bool {
@@ -863,197 +738,6 @@ fn translator_for(deployment: &Deployment) -> &'static dyn Translator {
         } => &TritonGenerate,
         Provider::Triton { .. } => &TritonInfer,
     }
-}
-
-/// `/vllm/<rest>`: a route like any other. A body `model` is admitted for the caller and
-/// picks a deployment of its group (with `model` swapped for the deployment's); without
-/// one, the first vLLM deployment in config order that the caller may use and that can take
-/// a request. The key's limits and the deployment's are counted, as for the OpenAI routes.
-fn vllm_forward(
-    config: &Config,
-    host: &mut dyn Host,
-    principal: &Principal,
-    rest: &str,
-    body: Option<&[u8]>,
-) -> Result<Forward, GatewayError> {
-    let scope = Scope::of(config, principal);
-    let named = match body {
-        Some(body) => body_model(body)?,
-        None => None,
-    };
-    let estimated_tokens = body.map_or(0, |b| (b.len() as u64).div_ceil(4));
-    // Admission first: a name the caller may not use is refused before anything is counted.
-    let target = match &named {
-        Some(m) => Some(scope.admit(config, &m.name, "model")?),
-        None => None,
-    };
-    let key_charge = access::charge(host, principal, estimated_tokens)?;
-    let reserved = match target {
-        Some(target) => pick_native(config, host, target, estimated_tokens),
-        None => first_vllm(config, host, &scope, estimated_tokens),
-    };
-    let reservation = match reserved {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(charge) = &key_charge {
-                access::refund(host, charge);
-            }
-            return Err(e);
-        }
-    };
-    let Some(deployment) = config.deployment(reservation.deployment) else {
-        return Err(GatewayError::new(
-            ErrorKind::ServiceUnavailable,
-            "deployment missing",
-        ));
-    };
-    let native_base_path = match &deployment.provider {
-        Provider::OpenAiCompatible {
-            native_base_path, ..
-        } => native_base_path.as_str(),
-        Provider::Triton { .. } => "",
-    };
-    let new_body = match (&named, body) {
-        (Some(BodyModel { span, name }), Some(body)) => {
-            let (Some(head), Some(tail)) = (body.get(..span.0), body.get(span.1..)) else {
-                return Err(GatewayError::invalid_request("malformed body"));
-            };
-            // A wildcard deployment takes the requested name, as on the OpenAI routes.
-            let completed = deployment
-                .wildcard
-                .as_ref()
-                .map(|before| wildcard_deployment(config, deployment, before, name));
-            let model_json = completed
-                .as_ref()
-                .map_or(&deployment.upstream_model_json, |d| &d.upstream_model_json);
-            let mut out = Vec::with_capacity(body.len() + model_json.len());
-            out.extend_from_slice(head);
-            out.extend_from_slice(model_json.as_bytes());
-            out.extend_from_slice(tail);
-            Some(out)
-        }
-        _ => None,
-    };
-    Ok(Forward {
-        path: format!("{native_base_path}{rest}"),
-        body: new_body,
-        response: Box::new(PassThroughResponse::observing(false)),
-        timeout_ms: deployment.timeout_ms,
-        first_byte_timeout_ms: None,
-        envoy_retries: 0,
-        reservation,
-        replay: None,
-        requested_model: None,
-        key_charge,
-        key_label: key_label(principal),
-        cache: None,
-    })
-}
-
-fn is_native_capable(d: &Deployment) -> bool {
-    matches!(d.provider, Provider::OpenAiCompatible { .. })
-}
-
-/// A deployment of `target`'s group that serves native (vLLM/OpenAI-compatible) paths.
-fn pick_native(
-    config: &Config,
-    host: &mut dyn Host,
-    target: Target,
-    estimated_tokens: u64,
-) -> Result<Reservation, GatewayError> {
-    let members = config
-        .groups
-        .get(target.group())
-        .map(|g| g.deployments.as_slice())
-        .unwrap_or_default();
-    let others: Vec<usize> = members
-        .iter()
-        .copied()
-        .filter(|&i| !config.deployment(i).is_some_and(is_native_capable))
-        .collect();
-    if others.len() == members.len() {
-        return Err(GatewayError::invalid_request(
-            "the model named for /vllm pass-through is not served by a vLLM/OpenAI-compatible deployment",
-        )
-        .with_param("model"));
-    }
-    router::pick(config, host, target, estimated_tokens, &others)
-}
-
-/// The first `hosted_vllm`/`vllm` deployment, in config order, that the caller may use and
-/// that is neither cooling down nor at its limits.
-fn first_vllm(
-    config: &Config,
-    host: &mut dyn Host,
-    scope: &Scope,
-    estimated_tokens: u64,
-) -> Result<Reservation, GatewayError> {
-    if config.vllm_deployments.is_empty() {
-        return Err(GatewayError::new(
-            ErrorKind::NotFound,
-            "no hosted_vllm deployment is configured for /vllm pass-through",
-        )
-        .with_code("not_found"));
-    }
-    let mut first_error = None;
-    for &index in &config.vllm_deployments {
-        let Some(target) = config
-            .deployment(index)
-            .and_then(|d| scope.admit_group(d.group))
-        else {
-            continue;
-        };
-        match router::reserve_deployment(config, host, target, index, estimated_tokens) {
-            Ok(r) => return Ok(r),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    Err(first_error.unwrap_or_else(|| {
-        GatewayError::new(
-            ErrorKind::Permission,
-            "this key may not use any vLLM deployment; name a model it may use in the body's `model`",
-        )
-        .with_code("model_not_allowed")
-    }))
-}
-
-/// The `model` a pass-through body names, and the byte span of its JSON value.
-struct BodyModel {
-    name: String,
-    span: (usize, usize),
-}
-
-/// A JSON object body's `model`; `None` when the body is not a JSON object or has no
-/// `model` (it goes to the default vLLM deployment unchanged).
-fn body_model(body: &[u8]) -> Result<Option<BodyModel>, GatewayError> {
-    #[derive(serde::Deserialize)]
-    struct ModelOnly<'a> {
-        #[serde(borrow, default)]
-        model: Option<&'a serde_json::value::RawValue>,
-    }
-    let looks_like_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if !looks_like_object {
-        return Ok(None);
-    }
-    let Ok(parsed) = serde_json::from_slice::<ModelOnly<'_>>(body) else {
-        return Ok(None);
-    };
-    let Some(raw) = parsed.model else {
-        return Ok(None);
-    };
-    let name = serde_json::from_str::<Option<String>>(raw.get()).map_err(|_| {
-        GatewayError::invalid_request("`model` must be a string").with_param("model")
-    })?;
-    let Some(name) = name else {
-        return Ok(None);
-    };
-    let start = (raw.get().as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
-    Ok(Some(BodyModel {
-        name,
-        span: (start, start + raw.get().len()),
-    }))
 }
 
 #[cfg(test)]

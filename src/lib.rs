@@ -13,6 +13,7 @@ pub mod error;
 pub mod fuzz_targets;
 pub mod gateway;
 pub mod header_map;
+pub mod health;
 pub mod host;
 pub mod json;
 pub mod key_api;
@@ -20,6 +21,7 @@ pub mod key_table;
 pub mod keys;
 pub mod listing;
 pub mod metrics;
+pub mod passthrough;
 
 pub mod render;
 pub mod request;
