@@ -107,24 +107,24 @@ impl<'a> KeyHeaders<'a> {
     }
 }
 
-/// The key a client presented: `Authorization: Bearer`, then `api-key`, then `x-api-key`.
-pub fn presented_key<'a>(
-    authorization: Option<&'a str>,
-    api_key: Option<&'a str>,
-    x_api_key: Option<&'a str>,
-) -> Option<&'a str> {
-    KeyHeaders {
-        custom: None,
-        authorization,
-        api_key,
-        x_api_key,
-    }
-    .presented()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key a client presented: `Authorization: Bearer`, then `api-key`, then `x-api-key`.
+    fn presented_key<'a>(
+        authorization: Option<&'a str>,
+        api_key: Option<&'a str>,
+        x_api_key: Option<&'a str>,
+    ) -> Option<&'a str> {
+        KeyHeaders {
+            custom: None,
+            authorization,
+            api_key,
+            x_api_key,
+        }
+        .presented()
+    }
 
     #[test]
     fn digest_comparison() {
