@@ -55,6 +55,12 @@ impl ErrorKind {
     }
 }
 
+/// A name a client sent, fit to quote in a message: control characters dropped, at most
+/// `max` characters.
+pub fn shown(name: &str, max: usize) -> String {
+    name.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
 /// The OpenAI `type` for an upstream status we pass on.
 pub fn upstream_error_type(status: u16) -> &'static str {
     match status {

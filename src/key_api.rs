@@ -166,7 +166,7 @@ fn check_other(name: &str, v: &Value) -> Result<(), GatewayError> {
             "is a LiteLLM key setting this gateway does not enforce; leave it out (a key is never minted wider than asked)",
         ));
     }
-    let shown: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    let shown = crate::error::shown(name, 64);
     Err(field_error(
         &shown,
         "is not a /key/generate field (known: models, duration, key_alias, rpm_limit, tpm_limit, max_budget)",

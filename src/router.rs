@@ -265,11 +265,7 @@ fn no_deployment(group: &str, refusals: &[Unusable]) -> GatewayError {
         .map(|u| u.retry_after_secs())
         .min()
         .unwrap_or(1);
-    let shown: String = group
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(128)
-        .collect();
+    let shown = crate::error::shown(group, 128);
     let mut e = if limited {
         GatewayError::new(
             ErrorKind::RateLimited,

@@ -169,7 +169,7 @@ pub fn not_allowed(requested: &str, param: &'static str) -> GatewayError {
 }
 
 fn printable(name: &str) -> String {
-    name.chars().filter(|c| !c.is_control()).take(128).collect()
+    crate::error::shown(name, 128)
 }
 
 #[cfg(test)]

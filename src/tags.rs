@@ -73,7 +73,7 @@ pub fn excluded(
                 let shown: Vec<String> = tags
                     .iter()
                     .take(8)
-                    .map(|t| t.chars().filter(|c| !c.is_control()).take(64).collect())
+                    .map(|t| crate::error::shown(t, 64))
                     .collect();
                 return Err(GatewayError::invalid_request(format!(
                     "no deployment of model group `{}` has the request's tags ({}) and none is tagged `default`",
