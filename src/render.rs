@@ -20,7 +20,7 @@ fn env_names(gateway_json: &Value) -> Vec<String> {
     fn walk(v: &Value, out: &mut Vec<String>) {
         match v {
             Value::String(s) => {
-                if let Some(name) = s.strip_prefix("os.environ/") {
+                if let Some(name) = s.strip_prefix(crate::config::env::PREFIX) {
                     if !out.iter().any(|n| n == name) {
                         out.push(name.to_string());
                     }
@@ -110,20 +110,10 @@ fn plugin_config(gateway_json: &Value, wasm_path: &str) -> Value {
         "code": {"local": {"filename": wasm_path}},
     });
     // LiteLLM's `environment_variables` become the VM's; other names come from Envoy's own.
-    let given = gateway_json
-        .get("environment_variables")
-        .and_then(Value::as_object);
-    let key_values: serde_json::Map<String, Value> = given
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| match v {
-                    Value::String(_) => Some((k.clone(), v.clone())),
-                    Value::Number(n) => Some((k.clone(), Value::String(n.to_string()))),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let key_values: serde_json::Map<String, Value> = crate::config::env::declared(gateway_json)
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
     let from_host: Vec<String> = env_names(gateway_json)
         .into_iter()
         .filter(|n| !key_values.contains_key(n))
