@@ -32,6 +32,12 @@ pub const ENVOY_RETRY_ON: &str = "connect-failure,refused-stream,reset";
 /// LiteLLM's request-tags header (tag routing); consumed here, never sent upstream.
 pub const TAGS_HEADER: &str = "x-litellm-tags";
 
+/// Client headers removed before routing (besides the key headers): nothing a client sends
+/// may choose the cluster or set Envoy's knobs, and the gateway's own inputs stay here.
+pub fn is_gateway_only_header(name: &str) -> bool {
+    name.starts_with("x-envoy-") || name == "x-llm-cluster" || name == TAGS_HEADER
+}
+
 /// What the filter knows at request-header time.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'a> {

@@ -906,10 +906,7 @@ impl HttpContext for Http {
                 // The first of repeated key headers counts.
                 keys.take(which, text(value));
                 set_request_header(name, None);
-            } else if name.starts_with("x-envoy-")
-                || name == "x-llm-cluster"
-                || name == gateway::TAGS_HEADER
-            {
+            } else if gateway::is_gateway_only_header(name) {
                 if name == gateway::TAGS_HEADER {
                     tags = tags.or(text(value));
                 }
