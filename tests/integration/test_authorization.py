@@ -5,10 +5,11 @@ an upstream the principal may not use. Also body fallbacks, a cache hit across k
 key whose allowed group has a configured fallback."""
 
 import json
-import time
 
 import pytest
 import requests
+
+from harness import wait_until
 
 MASTER = "sk-authz-master"
 RESTRICTED = "sk-restricted"  # static key: models [group-a]
@@ -314,12 +315,15 @@ def test_pass_through_counts_like_any_route(gateway_factory, mock_a, mock_b):
                 for _ in range(2)]
     assert statuses == [200, 429], "the deployment's rpm holds on the pass-through"
     assert len(served(mock_a[1])) == 3 and served(mock_b[1]) == []
-    time.sleep(0.5)  # access-log lines reach the file every 50 ms
+    def records():
+        return [json.loads(line.split(" llm=", 1)[1]) for line in gw.logs().splitlines()
+                if " llm={" in line]
+
+    # Access-log lines reach the file every 50 ms: wait for the three served requests.
+    wait_until(lambda: len(records()) >= 3, 5, "access-log records")
     p = prometheus(gw)
     labels = 'model_group="group-a",deployment="group-a_1",key_alias="two-a-minute"'
     assert p[f'llm_gateway_requests{{{labels},status_class="2xx"}}'] == 2
-    records = [json.loads(line.split(" llm=", 1)[1]) for line in gw.logs().splitlines()
-               if " llm={" in line]
-    named = [{k: r[k] for k in ("model_group", "deployment", "key_alias")} for r in records]
+    named = [{k: r[k] for k in ("model_group", "deployment", "key_alias")} for r in records()]
     assert named.count({"model_group": "group-a", "deployment": "group-a/1", "key_alias": "two-a-minute"}) == 2
     assert named.count({"model_group": "group-a", "deployment": "group-a/1", "key_alias": "restricted"}) == 1

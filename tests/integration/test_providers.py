@@ -4,9 +4,10 @@ header), wildcard routing, and `render --drop-unsupported`."""
 
 import json
 import subprocess
-import time
 
 import requests
+
+from harness import wait_until
 
 from test_render import CLI
 
@@ -88,8 +89,12 @@ def test_wildcard_groups_forward_the_requested_name(gateway_factory, mock_a, moc
     assert post(gw, "/v1/chat/completions", {**CHAT, "model": "o3-mini"}, "sk-groq").status_code == 403
     ids = [m["id"] for m in requests.get(f"{gw.url}/v1/models", headers={"Authorization": "Bearer sk-m"}).json()["data"]]
     assert ids == ["gpt-4o"], "patterns are not models"
-    time.sleep(0.3)
-    records = [json.loads(line.split(" llm=", 1)[1]) for line in gw.logs().splitlines() if " llm={" in line]
+    def records():
+        return [json.loads(line.split(" llm=", 1)[1]) for line in gw.logs().splitlines() if " llm={" in line]
+
+    # Access-log lines reach the file every 50 ms: wait for the four served requests.
+    wait_until(lambda: len(records()) >= 4, 5, "access-log records")
+    records = records()
     assert {"model_group": "groq/*", "requested_model": "groq/llama3-70b"}.items() <= records[-1].items()
 
 
