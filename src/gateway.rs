@@ -1396,7 +1396,10 @@ mod tests {
             {"model_name":"groq","litellm_params":{"model":"groq/llama3-8b-8192","api_key":"g"}},
             {"model_name":"pplx","litellm_params":{"model":"perplexity/sonar"}},
             {"model_name":"local","litellm_params":{"model":"ollama/llama3"}},
-            {"model_name":"mine","litellm_params":{"model":"groq/x","api_base":"http://127.0.0.1:9/openai/v1"}}]}"#;
+            {"model_name":"mine","litellm_params":{"model":"groq/x","api_base":"http://127.0.0.1:9/openai/v1"}},
+            {"model_name":"foundry","litellm_params":{"model":"azure_ai/mistral-large","api_base":"https://r.services.ai.azure.com","api_key":"f","api_version":"2024-05-01-preview"}},
+            {"model_name":"serverless","litellm_params":{"model":"azure_ai/x","api_base":"https://m.eastus2.models.ai.azure.com/v1","api_key":"s"}},
+            {"model_name":"az-q","litellm_params":{"model":"azure/d","api_base":"https://res.openai.azure.com/?extra=1"}}]}"#;
         let (c, _) = parse(cfg.as_bytes(), &|_| None, 0).unwrap();
         let d = |name: &str| &c.deployments[c.resolve_model(name).unwrap().deployments[0]];
         assert_eq!(
@@ -1436,6 +1439,25 @@ mod tests {
             ),
             ("127.0.0.1:9", "/openai/v1/chat/completions"),
             "an explicit api_base wins"
+        );
+        // azure_ai/ as LiteLLM calls it: `/models` and `api-key` on Foundry's hosts,
+        // Bearer and the base as given elsewhere; api-version only when configured.
+        assert_eq!(
+            chat_to(&c, "foundry").path,
+            "/models/chat/completions?api-version=2024-05-01-preview"
+        );
+        assert_eq!(d("foundry").auth_header, Some(("api-key", "f".to_string())));
+        assert_eq!(chat_to(&c, "serverless").path, "/v1/chat/completions");
+        assert_eq!(
+            d("serverless").auth_header,
+            Some(("authorization", "Bearer s".to_string()))
+        );
+        assert_eq!(
+            chat_to(&c, "az-q").path,
+            format!(
+                "/openai/deployments/d/chat/completions?api-version={}&extra=1",
+                crate::config::providers::AZURE_DEFAULT_API_VERSION
+            )
         );
     }
 

@@ -345,11 +345,30 @@ impl<'a> InferenceBody<'a> {
     /// The body with `model` replaced by `model_json` (a JSON string literal) and `defaults`
     /// (`"key":value` members) added at the front; everything else byte for byte.
     pub fn splice(&self, model_json: &str, defaults: &[(&str, String)]) -> Vec<u8> {
+        self.splice_cutting(model_json, defaults, &[])
+    }
+
+    /// `splice`, also leaving out the members at `cuts` (ranges from `member_span`).
+    pub fn splice_cutting(
+        &self,
+        model_json: &str,
+        defaults: &[(&str, String)],
+        cuts: &[(usize, usize)],
+    ) -> Vec<u8> {
         let (start, end) = self.model_span;
         let extra: usize = defaults.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut out = Vec::with_capacity(self.body.len() + model_json.len() + extra);
-        let head = without(self.body, 0, start, &self.gateway_only);
-        let tail = without(self.body, end, self.body.len(), &self.gateway_only);
+        let merged;
+        let cuts: &[(usize, usize)] = if cuts.is_empty() && self.gateway_only.len() < 2 {
+            &self.gateway_only
+        } else {
+            let mut all: Vec<(usize, usize)> = self.gateway_only.clone();
+            all.extend_from_slice(cuts);
+            merged = merge_cuts(self.body, all);
+            &merged
+        };
+        let head = without(self.body, 0, start, cuts);
+        let tail = without(self.body, end, self.body.len(), cuts);
         let (head, tail) = (head.as_slice(), tail.as_slice());
         match head.iter().position(|&b| b == b'{') {
             Some(brace) if !defaults.is_empty() => {
@@ -369,6 +388,40 @@ impl<'a> InferenceBody<'a> {
         out.extend_from_slice(tail);
         out
     }
+}
+
+/// Member cuts sorted and merged. Two cuts overlap only where the first member took the
+/// comma after it and the next one the comma before it, the same comma: their union then
+/// takes the comma after the second (or, when it is last, the one before the first), so
+/// exactly one comma goes per member.
+fn merge_cuts(body: &[u8], mut cuts: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+    cuts.sort_unstable();
+    let ws = |b: &u8| b.is_ascii_whitespace();
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(cuts.len());
+    for (s, e) in cuts {
+        match out.last_mut() {
+            // The same member twice (a gateway-only one also cut as a parameter).
+            Some(last) if s >= last.0 && e <= last.1 => {}
+            Some(last) if s < last.1 => {
+                let mut end = e.max(last.1);
+                let next = body.get(end..).and_then(|t| t.iter().position(|b| !ws(b)));
+                match next.map(|n| end + n) {
+                    Some(at) if body.get(at) == Some(&b',') => end = at + 1,
+                    _ => {
+                        let head = body.get(..last.0).unwrap_or_default();
+                        if let Some(p) = head.iter().rposition(|b| !ws(b)) {
+                            if body.get(p) == Some(&b',') {
+                                last.0 = p;
+                            }
+                        }
+                    }
+                }
+                last.1 = end;
+            }
+            _ => out.push((s, e)),
+        }
+    }
+    out
 }
 
 /// `body[from..to]` without the bytes of `cuts` (sorted, non-overlapping ranges).
@@ -415,6 +468,30 @@ fn gateway_member<'a>(
     let at = cuts.partition_point(|&(s, _)| s < start);
     cuts.insert(at, (start, end));
     Some(raw)
+}
+
+impl<'a> InferenceBody<'a> {
+    /// Every top-level member but `model`: its name, raw value and the byte range to cut
+    /// it by (`"name": value` with one adjacent comma). Read only for providers whose
+    /// table row says what to do with some parameters.
+    pub fn members(&self) -> Vec<(std::borrow::Cow<'a, str>, &'a RawValue, (usize, usize))> {
+        #[derive(Deserialize)]
+        struct Members<'b>(
+            #[serde(borrow)] std::collections::BTreeMap<std::borrow::Cow<'b, str>, &'b RawValue>,
+        );
+        let Ok(Members(all)) = serde_json::from_str::<Members<'a>>(self.text) else {
+            return Vec::new();
+        };
+        all.into_iter()
+            .filter(|(name, _)| name != "model")
+            .filter_map(|(name, raw)| {
+                let mut span = Vec::with_capacity(1);
+                gateway_member(self.body, Some(raw), &mut span)?;
+                let range = span.first().copied()?;
+                Some((name, raw, range))
+            })
+            .collect()
+    }
 }
 
 impl InferenceBody<'_> {
@@ -634,6 +711,41 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.status(), 400);
+    }
+
+    #[test]
+    fn any_set_of_members_cuts_to_the_same_object_without_them() {
+        let bodies: &[&[u8]] = &[
+            br#"{"a":1,"tags":["t"],"messages":[{"role":"user","content":"x"}],"model":"m","b":{"c":[2]},"num_retries":1,"d":"e"}"#,
+            br#"{ "model" : "m" , "a" : 1 , "messages" : [{"role":"user","content":"x"}] , "b" : 2 }"#,
+            br#"{"num_retries":1,"tags":["t"],"a":1,"b":2,"model":"m","messages":[{"content":"x"}]}"#,
+        ];
+        for body in bodies {
+            let req = InferenceBody::parse(super::Inference::Chat, body).unwrap();
+            let members = req.members();
+            let names: Vec<&str> = members.iter().map(|(n, _, _)| n.as_ref()).collect();
+            assert!(!names.contains(&"model"));
+            for mask in 0u32..(1 << members.len()) {
+                let picked: Vec<usize> = (0..members.len())
+                    .filter(|i| mask & (1 << i) != 0)
+                    .collect();
+                let cuts: Vec<(usize, usize)> = picked.iter().map(|&i| members[i].2).collect();
+                let out = req.splice_cutting("\"up\"", &[("x", "0".into())], &cuts);
+                let got: serde_json::Value = serde_json::from_slice(&out)
+                    .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+                let mut want: serde_json::Value = serde_json::from_slice(body).unwrap();
+                let obj = want.as_object_mut().unwrap();
+                for gone in ["tags", "num_retries"] {
+                    obj.remove(gone);
+                }
+                for &i in &picked {
+                    obj.remove(names[i]);
+                }
+                obj.insert("model".into(), "up".into());
+                obj.insert("x".into(), 0.into());
+                assert_eq!(got, want, "{}", String::from_utf8_lossy(&out));
+            }
+        }
     }
 
     #[test]

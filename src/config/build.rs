@@ -14,6 +14,10 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         general_settings: general,
     } = s;
     let default_timeout = routing::default_timeout(&router_settings, &litellm_settings, d);
+    let defaults = DeploymentDefaults {
+        timeout: default_timeout,
+        drop_params: litellm_settings.drop_params.unwrap_or(false),
+    };
 
     let mut groups: Vec<ModelGroup> = Vec::new();
     let mut model_index: HashMap<String, usize> = HashMap::new();
@@ -61,14 +65,13 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         // An entry that could not be read still names its group, so settings that refer
         // to the group are not reported as wrong too.
         let Some(wire) = entry.wire else { continue };
-        let deployment =
-            match validate_deployment(&path, entry.index, group, wire, default_timeout, d) {
-                Ok(dep) => dep,
-                Err(e) => {
-                    d.push(e);
-                    continue;
-                }
-            };
+        let deployment = match validate_deployment(&path, entry.index, group, wire, defaults, d) {
+            Ok(dep) => dep,
+            Err(e) => {
+                d.push(e);
+                continue;
+            }
+        };
         let group_is_wildcard = groups
             .get(group)
             .is_some_and(|g| g.wildcard_prefix.is_some());

@@ -33,14 +33,22 @@ pub(super) fn selection_weights(members: &[usize], deployments: &[Deployment]) -
         .collect()
 }
 
+/// Settings from `litellm_settings`/`router_settings` a deployment falls back on.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DeploymentDefaults {
+    pub timeout: f64,
+    pub drop_params: bool,
+}
+
 pub(super) fn validate_deployment(
     path: &str,
     index: usize,
     group: usize,
     d: WireDeployment,
-    default_timeout: f64,
+    defaults: DeploymentDefaults,
     diag: &mut Diagnostics,
 ) -> Result<Deployment, ConfigError> {
+    let default_timeout = defaults.timeout;
     let p = d.litellm_params;
     let params = format!("{path}.litellm_params");
     let model_path = format!("{path}.litellm_params.model");
@@ -109,12 +117,22 @@ pub(super) fn validate_deployment(
 
     let provider = match (prefix, row) {
         (_, Some(row)) => {
-            let version = p
-                .api_version
-                .as_deref()
-                .unwrap_or(providers::AZURE_DEFAULT_API_VERSION);
-            let paths = providers::paths(row.paths, &url.path, upstream_model, version);
+            let paths = providers::paths(
+                row.paths,
+                &url.host,
+                &url.path,
+                upstream_model,
+                p.api_version.as_deref(),
+            );
+            let params = ParamRules {
+                provider: row.prefix,
+                refused: row.refused_params(),
+                drop_refused: p.drop_params.unwrap_or(defaults.drop_params),
+                always_drop: p.additional_drop_params.clone().unwrap_or_default(),
+                max_tokens_only: row.max_tokens_only,
+            };
             Provider::OpenAiCompatible {
+                params,
                 chat_path: with_query(paths.chat, &url.query),
                 completions_path: with_query(paths.completions, &url.query),
                 embeddings_path: with_query(paths.embeddings, &url.query),
@@ -163,7 +181,7 @@ pub(super) fn validate_deployment(
         }
     };
 
-    let key_header = row.map_or("authorization", |r| r.key_header);
+    let key_header = row.map_or("authorization", |r| r.key_header.name_for(&url.host));
     let auth_header = match p.api_key.as_deref() {
         Some(k) => {
             let k = k.to_string();
@@ -220,8 +238,13 @@ pub(super) fn validate_deployment(
         }
         None => format!("{}/{}", d.model_name, index),
     };
+    // Fireworks names its models `accounts/fireworks/models/<name>`; LiteLLM completes them.
+    let namespaced = row.map_or_else(
+        || upstream_model.to_string(),
+        |r| r.upstream_model(upstream_model),
+    );
     let upstream_model_json =
-        serde_json::to_string(upstream_model).map_err(|e| err(&model_path, e.to_string()))?;
+        serde_json::to_string(&namespaced).map_err(|e| err(&model_path, e.to_string()))?;
     let mut limit = |name: &str, on_entry: Option<u64>, in_params: Option<u64>| {
         if let (Some(e), Some(p)) = (on_entry, in_params) {
             if e != p {
@@ -252,8 +275,11 @@ pub(super) fn validate_deployment(
             "ignored: it is the OpenAI client's own retry count in LiteLLM; here num_retries decides retries",
         );
     }
-    if p.api_version.is_some() && !matches!(row.map(|r| r.paths), Some(providers::PathStyle::Azure))
-    {
+    let versioned = matches!(
+        row.map(|r| r.paths),
+        Some(providers::PathStyle::Azure | providers::PathStyle::AzureAi)
+    );
+    if p.api_version.is_some() && !versioned {
         diag.warn(
             format!("{params}.api_version"),
             format!("ignored: `{prefix}/` deployments have no API version"),
@@ -261,7 +287,9 @@ pub(super) fn validate_deployment(
     }
     let tags: Vec<String> = p.tags.clone().unwrap_or_default();
     let wildcard = match upstream_model.strip_suffix('*') {
-        Some(before) if row.is_some() && !before.contains('*') => Some(before.to_string()),
+        Some(before) if row.is_some() && !before.contains('*') => {
+            Some(row.map_or_else(|| before.to_string(), |r| r.upstream_model(before)))
+        }
         Some(_) if row.is_none() => {
             return Err(err(
                 &model_path,
@@ -289,7 +317,7 @@ pub(super) fn validate_deployment(
         id,
         group,
         provider,
-        upstream_model: upstream_model.to_string(),
+        upstream_model: namespaced,
         model: p.model.clone(),
         api_base: api_base.to_string(),
         upstream_model_json,
@@ -316,9 +344,12 @@ pub(super) fn validate_deployment(
     })
 }
 
+/// `path` with `api_base`'s own query added (after any the path already has).
 fn with_query(path: String, query: &str) -> String {
     if query.is_empty() {
         path
+    } else if path.contains('?') {
+        format!("{path}&{query}")
     } else {
         format!("{path}?{query}")
     }

@@ -18,7 +18,7 @@ mod url;
 pub mod yaml;
 
 use cache_settings::cache_settings;
-use deployments::{selection_weights, validate_deployment};
+use deployments::{selection_weights, validate_deployment, DeploymentDefaults};
 use key_settings::static_key;
 use routing::router_settings_of;
 pub use routing::{
@@ -85,6 +85,8 @@ pub enum Provider {
         is_vllm: bool,
         /// `text-completion-openai/`: chat is sent to `completions_path` as a prompt.
         text_completion: bool,
+        /// What becomes of a chat request's parameters on the way (provider table).
+        params: ParamRules,
     },
     Triton {
         mode: TritonMode,
@@ -92,6 +94,35 @@ pub enum Provider {
         stream_path: String,
         template: PromptTemplate,
     },
+}
+
+/// What becomes of a chat request's parameters on their way to an OpenAI-compatible
+/// provider, decided at configure time from its table row and the deployment's settings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ParamRules {
+    /// The provider prefix, for messages.
+    pub provider: &'static str,
+    /// OpenAI chat parameters the provider does not take (LiteLLM's supported lists).
+    pub refused: Vec<&'static str>,
+    /// `drop_params` (the deployment's, else `litellm_settings`'): refused parameters are
+    /// removed instead of answered with a 400.
+    pub drop_refused: bool,
+    /// `litellm_params.additional_drop_params`: removed from every request.
+    pub always_drop: Vec<String>,
+    /// The provider takes `max_tokens` only: `max_completion_tokens` is sent as that.
+    pub max_tokens_only: bool,
+}
+
+impl ParamRules {
+    /// Whether a request's members need looking at (most rows: no).
+    pub fn is_active(&self) -> bool {
+        !self.refused.is_empty() || !self.always_drop.is_empty() || self.max_tokens_only
+    }
+
+    /// Whether the gateway may add `stream_options` to count a stream's tokens.
+    pub fn takes_stream_options(&self) -> bool {
+        !self.refused.contains(&"stream_options")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -60,8 +60,12 @@ pub struct WireLitellmParams {
     pub tags: Option<Vec<String>>,
     /// The OpenAI client's own retries in LiteLLM: warned, not used.
     pub max_retries: Option<u32>,
-    /// Azure's API version; meaningless for the providers here: warned.
+    /// Azure's API version (`azure/`, `azure_ai/`); meaningless elsewhere: warned.
     pub api_version: Option<String>,
+    /// LiteLLM's per-deployment `drop_params` (wins over `litellm_settings.drop_params`).
+    pub drop_params: Option<bool>,
+    /// Parameters removed from every request to this deployment.
+    pub additional_drop_params: Option<Vec<String>>,
     /// LiteLLM also takes prices here; `model_info` wins.
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,

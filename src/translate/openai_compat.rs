@@ -5,7 +5,7 @@ use super::{
     error_output, is_success, BodyMode, BodyOutput, ResponseContext, ResponseTranslator,
     Translator, UpstreamRequest,
 };
-use crate::config::{Config, Deployment, Provider};
+use crate::config::{Config, Deployment, ParamRules, Provider};
 use crate::error::GatewayError;
 use crate::request::{Inference, InferenceBody};
 use crate::translate::text::Usage;
@@ -28,6 +28,7 @@ impl Translator for OpenAiCompat {
             chat_path,
             completions_path,
             embeddings_path,
+            params,
             ..
         } = &deployment.provider
         else {
@@ -46,22 +47,77 @@ impl Translator for OpenAiCompat {
         } else {
             deployment_defaults(deployment, request)
         };
+        let cuts = if request.kind == Inference::Chat && params.is_active() {
+            apply_param_rules(params, request, &deployment.upstream_model, &mut defaults)?
+        } else {
+            Vec::new()
+        };
         // Every response's tokens are counted. A stream reports them only when asked, so the
-        // gateway asks, and removes the usage chunk again since this client did not.
-        let inject_usage =
-            request.stream && !request.has_stream_options && request.kind != Inference::Embeddings;
+        // gateway asks, and removes the usage chunk again since this client did not. (A
+        // provider that takes no `stream_options` is not asked; it may report them anyway.)
+        let inject_usage = request.stream
+            && !request.has_stream_options
+            && request.kind != Inference::Embeddings
+            && params.takes_stream_options();
         if inject_usage {
             defaults.push(("stream_options", r#"{"include_usage":true}"#.to_string()));
         }
         Ok(UpstreamRequest {
             path: path.clone(),
-            body: Some(request.splice(&deployment.upstream_model_json, &defaults)),
+            body: Some(request.splice_cutting(&deployment.upstream_model_json, &defaults, &cuts)),
             response: if request.stream {
                 Box::new(PassThroughResponse::observing(inject_usage))
             } else {
                 Box::new(JsonResponse::default())
             },
         })
+    }
+}
+
+/// The provider row's parameter rules, as LiteLLM applies them: a parameter the provider
+/// does not take is a 400 naming every such one (or, with `drop_params`, removed);
+/// `additional_drop_params` are removed; `max_completion_tokens` becomes `max_tokens` for
+/// providers that take only that. Returns the members to cut.
+fn apply_param_rules(
+    rules: &ParamRules,
+    request: &InferenceBody<'_>,
+    model: &str,
+    defaults: &mut Vec<(&'static str, String)>,
+) -> Result<Vec<(usize, usize)>, GatewayError> {
+    let members = request.members();
+    let mut cuts = Vec::new();
+    let mut refused: Vec<&str> = Vec::new();
+    let has_max_tokens = members.iter().any(|(n, _, _)| n == "max_tokens");
+    for (name, raw, span) in &members {
+        let name = name.as_ref();
+        if rules.always_drop.iter().any(|d| d == name) {
+            cuts.push(*span);
+        } else if rules.refused.contains(&name) {
+            if rules.drop_refused {
+                cuts.push(*span);
+            } else {
+                refused.push(name);
+            }
+        } else if name == "max_completion_tokens" && rules.max_tokens_only {
+            cuts.push(*span);
+            if !has_max_tokens {
+                defaults.push(("max_tokens", raw.get().to_string()));
+            }
+        }
+    }
+    match refused.first() {
+        None => Ok(cuts),
+        Some(first) => {
+            let list: Vec<String> = refused.iter().map(|p| format!("'{p}'")).collect();
+            Err(GatewayError::invalid_request(format!(
+                "{} does not support parameters: [{}], for model={}. To drop these, set `litellm_settings: drop_params: true` (or `drop_params: true` in the deployment's litellm_params)",
+                rules.provider,
+                list.join(", "),
+                crate::error::shown(model, 200),
+            ))
+            .with_param(*first)
+            .with_code("unsupported_params"))
+        }
     }
 }
 
@@ -411,6 +467,73 @@ mod tests {
             .unwrap();
         assert_eq!(up.path, "/prefix/v1/embeddings");
         assert_eq!(up.body.unwrap(), br#"{"model":"org/real","input":"x"}"#);
+    }
+
+    #[test]
+    fn provider_parameter_rules_refuse_drop_and_rename() {
+        let json = r#"{"model_list":[
+          {"model_name":"mi","litellm_params":{"model":"mistral/mistral-large-latest","api_key":"k"}},
+          {"model_name":"mid","litellm_params":{"model":"mistral/mistral-small","drop_params":true,
+            "additional_drop_params":["user_tier"]}},
+          {"model_name":"fw","litellm_params":{"model":"fireworks_ai/llama-v3p1-8b-instruct"}},
+          {"model_name":"g","litellm_params":{"model":"groq/llama3-8b-8192","additional_drop_params":["x"]}}]}"#;
+        let c = parse(json.as_bytes(), &|_| None, 0).unwrap().0;
+        let send = |i: usize, body: &[u8]| {
+            let req = InferenceBody::parse(Inference::Chat, body)?;
+            OpenAiCompat
+                .translate_request(&c, &c.deployments[i], &req, ctx())
+                .map(|up| serde_json::from_slice::<serde_json::Value>(&up.body.unwrap()).unwrap())
+        };
+        let body = br#"{"model":"mi","messages":[{"role":"user","content":"x"}],"logit_bias":{"1":2},"n":2,"top_k":5,"temperature":0}"#;
+        let e = send(0, body).unwrap_err();
+        assert_eq!((e.status(), e.param.as_deref()), (400, Some("logit_bias")));
+        assert!(
+            e.message
+                .contains("mistral does not support parameters: ['logit_bias', 'n']"),
+            "{}",
+            e.message
+        );
+        // drop_params on the deployment: refused ones go, the provider's own (`top_k`) stay.
+        let v = send(1, br#"{"user_tier":"a","model":"mid","messages":[{"role":"user","content":"x"}],"logit_bias":{"1":2},"top_k":5,"max_completion_tokens":7}"#).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"model":"mistral-small","messages":[{"role":"user","content":"x"}],"top_k":5,"max_tokens":7})
+        );
+        // Fireworks: its model namespace, and max_completion_tokens sent as max_tokens.
+        let v = send(
+            2,
+            br#"{"model":"fw","messages":[],"max_completion_tokens":3}"#,
+        );
+        assert!(v.is_err(), "empty messages are still refused first");
+        let v = send(2, br#"{"model":"fw","messages":[{"role":"user","content":"x"}],"max_completion_tokens":3}"#).unwrap();
+        assert_eq!(
+            v["model"],
+            "accounts/fireworks/models/llama-v3p1-8b-instruct"
+        );
+        assert_eq!(
+            (v["max_tokens"].as_u64(), v.get("max_completion_tokens")),
+            (Some(3), None)
+        );
+        // groq takes every OpenAI parameter; additional_drop_params still apply.
+        let v = send(
+            3,
+            br#"{"model":"g","messages":[{"role":"user","content":"x"}],"logit_bias":{},"x":1}"#,
+        )
+        .unwrap();
+        assert!(v.get("logit_bias").is_some() && v.get("x").is_none());
+        // Streams to a provider that takes no stream_options are not given one.
+        let v = send(
+            0,
+            br#"{"model":"mi","messages":[{"role":"user","content":"x"}],"stream":true}"#,
+        )
+        .unwrap();
+        assert!(v.get("stream_options").is_none());
+        let v = send(
+            3,
+            br#"{"model":"g","messages":[{"role":"user","content":"x"}],"stream":true}"#,
+        )
+        .unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
     }
 
     #[test]

@@ -69,6 +69,45 @@ def test_table_providers_use_their_paths_and_key_header(gateway_factory, mock_a)
     assert pplx["path"] == "/chat/completions", "perplexity's API has no /v1"
 
 
+def test_provider_parameter_rules_reach_the_upstream_as_litellm_sends_them(gateway_factory, mock_a):
+    base = f"http://127.0.0.1:{mock_a[0]}"
+    cfg = {"model_list": [
+        {"model_name": "mistral", "litellm_params": {"model": "mistral/mistral-large-latest", "api_base": base + "/v1"}},
+        {"model_name": "mistral-lenient", "litellm_params": {"model": "mistral/mistral-small", "api_base": base,
+                                                             "drop_params": True}},
+        {"model_name": "fw", "litellm_params": {"model": "fireworks_ai/llama-v3p1-8b-instruct",
+                                                "api_base": base + "/inference/v1",
+                                                "additional_drop_params": ["internal_tag"]}}]}
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    # A parameter the provider does not take: 400 naming it, nothing sent upstream.
+    r = post(gw, "/v1/chat/completions", {**CHAT, "model": "mistral", "logit_bias": {"5": 1}, "top_k": 3})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "logit_bias" and "mistral does not support parameters: ['logit_bias']" in err["message"]
+    assert "drop_params" in err["message"]
+    assert mock_a[1].take() == []
+    # With drop_params it is dropped; the provider's own parameters pass; streams get no
+    # stream_options (Mistral takes none).
+    r = post(gw, "/v1/chat/completions", {**CHAT, "model": "mistral-lenient", "logit_bias": {"5": 1}, "top_k": 3,
+                                          "max_completion_tokens": 9})
+    assert r.status_code == 200, r.text
+    r = post(gw, "/v1/chat/completions", {**CHAT, "model": "mistral-lenient", "stream": True})
+    assert r.status_code == 200, r.text
+    sent, streamed = mock_a[1].take()
+    body = json.loads(sent["body"])
+    assert "logit_bias" not in body and body["top_k"] == 3
+    assert body["max_tokens"] == 9 and "max_completion_tokens" not in body
+    assert "stream_options" not in json.loads(streamed["body"])
+    # Fireworks: its model namespace, and additional_drop_params removed.
+    r = post(gw, "/v1/chat/completions", {**CHAT, "model": "fw", "internal_tag": "x"})
+    assert r.status_code == 200, r.text
+    (sent,) = mock_a[1].take()
+    assert sent["path"] == "/inference/v1/chat/completions"
+    body = json.loads(sent["body"])
+    assert body["model"] == "accounts/fireworks/models/llama-v3p1-8b-instruct" and "internal_tag" not in body
+
+
 def test_wildcard_groups_forward_the_requested_name(gateway_factory, mock_a, mock_b):
     cfg = {"model_list": [
         {"model_name": "gpt-4o", "litellm_params": {"model": "openai/pinned", "api_base": f"http://127.0.0.1:{mock_a[0]}"}},
