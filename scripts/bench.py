@@ -98,6 +98,10 @@ def gateway_json(upstream_port, extra_deployments=0):
     models = [
         {"model_name": "chat", "litellm_params": {"model": "hosted_vllm/m", "api_base": f"{base}/v1"}},
         {"model_name": "gen", "litellm_params": {"model": "triton/llama-3", "api_base": f"{base}/v2/models/m/generate"}},
+        # Two rows of the provider table on the same stand-in: groq/ takes every OpenAI
+        # parameter (nothing to check), mistral/ has a list (the request's members are read).
+        {"model_name": "groq", "litellm_params": {"model": "groq/m", "api_base": f"{base}/v1", "api_key": "gsk"}},
+        {"model_name": "mistral", "litellm_params": {"model": "mistral/m", "api_base": f"{base}/v1", "api_key": "ms"}},
     ]
     for i in range(extra_deployments):
         models.append({"model_name": f"g{i % 250}", "litellm_params": {"model": f"openai/m{i}", "api_base": base}})
@@ -272,7 +276,9 @@ def instruction_rows(up_port):
                    "stream": ("/v2/models/m/generate_stream", triton_body())}
     gateway_paths = {"chat": ("/v1/chat/completions", chat_body("chat")), "generate": ("/v1/chat/completions", chat_body("gen")),
                      "stream": ("/v1/chat/completions", chat_body("gen", stream=True)),
-                     "chat, virtual key": ("/v1/chat/completions", chat_body("chat"), VIRTUAL_KEY)}
+                     "chat, virtual key": ("/v1/chat/completions", chat_body("chat"), VIRTUAL_KEY),
+                     "chat, groq/": ("/v1/chat/completions", chat_body("groq")),
+                     "chat, mistral/": ("/v1/chat/completions", chat_body("mistral"))}
     jobs = [("gateway", lambda p, a: gateway_config(p, a, up_port), gateway_paths),
             ("plain", lambda p, a: plain_config(p, a, up_port), plain_paths),
             ("floor", lambda p, a: floor_config(p, a, up_port), plain_paths)]
