@@ -64,14 +64,15 @@ pub fn charge(
         return Ok(None);
     };
     let over_budget = |spent: f64| {
+        // LiteLLM's BudgetExceededError, as its proxy answers it (400, code "400").
         GatewayError::new(
-            ErrorKind::RateLimited,
+            ErrorKind::BudgetExceeded,
             format!(
-                "this key has spent its budget ({spent:.6} of {:.6} USD)",
+                "Budget has been exceeded! Current cost: {spent}, Max budget: {}",
                 grant.budget.unwrap_or_default()
             ),
         )
-        .with_code("budget_exceeded")
+        .with_code("400")
     };
     let now = host.now_unix_ms();
     let tracked = grant.rpm.is_some() || grant.tpm.is_some();
@@ -243,8 +244,12 @@ mod tests {
         let usage = Usage::new(4, 3);
         settle(&mut h, &ch, Some(usage), c.deployments.first());
         let e = charge(&mut h, &p, 0).unwrap_err();
-        assert_eq!(e.status(), 429);
-        assert_eq!(e.code.as_deref(), Some("budget_exceeded"));
+        assert_eq!(e.status(), 400);
+        assert_eq!(e.kind.error_type(), "budget_exceeded");
+        assert_eq!(
+            e.message,
+            "Budget has been exceeded! Current cost: 0.01, Max budget: 0.01"
+        );
         let info = info(&c, &h, &p, None).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
         assert!((v["info"]["spend"].as_f64().unwrap() - 0.01).abs() < 1e-12);
@@ -276,7 +281,7 @@ mod tests {
         );
         // The budget is spent: refused as such, and the refusal reserves nothing.
         let e = charge(&mut h, &p, 10).unwrap_err();
-        assert_eq!(e.code.as_deref(), Some("budget_exceeded"));
+        assert_eq!(e.kind, ErrorKind::BudgetExceeded);
         let counters = key_table::read(&h, &first.grant.id);
         assert_eq!(counters.state.requests, 1);
         assert_eq!(counters.state.tokens, 7, "settled on the real usage");

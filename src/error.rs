@@ -13,6 +13,12 @@ pub enum ErrorKind {
     MethodNotAllowed,
     PayloadTooLarge,
     RateLimited,
+    /// LiteLLM's `budget_exceeded`: 400, as LiteLLM answers it.
+    BudgetExceeded,
+    /// LiteLLM's `key_model_access_denied`: 403.
+    KeyModelAccessDenied,
+    /// LiteLLM's `expired_key`: 401.
+    ExpiredKey,
     BadGateway,
     ServiceUnavailable,
     Timeout,
@@ -23,16 +29,17 @@ pub enum ErrorKind {
 impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
-            ErrorKind::InvalidRequest => 400,
-            ErrorKind::Authentication => 401,
-            ErrorKind::Permission => 403,
+            ErrorKind::InvalidRequest | ErrorKind::BudgetExceeded => 400,
+            ErrorKind::Authentication | ErrorKind::ExpiredKey => 401,
+            ErrorKind::Permission | ErrorKind::KeyModelAccessDenied => 403,
             ErrorKind::ModelNotFound | ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::RateLimited => 429,
             ErrorKind::BadGateway => 502,
             ErrorKind::ServiceUnavailable => 503,
-            ErrorKind::Timeout => 504,
+            // LiteLLM's `litellm.Timeout` is a 408; its clients retry on it.
+            ErrorKind::Timeout => 408,
             ErrorKind::Upstream(status) => status,
         }
     }
@@ -47,6 +54,9 @@ impl ErrorKind {
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::Permission => "permission_error",
             ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::BudgetExceeded => "budget_exceeded",
+            ErrorKind::KeyModelAccessDenied => "key_model_access_denied",
+            ErrorKind::ExpiredKey => "expired_key",
             ErrorKind::BadGateway => "api_error",
             ErrorKind::ServiceUnavailable => "service_unavailable_error",
             ErrorKind::Timeout => "timeout_error",
@@ -194,6 +204,9 @@ pub fn normalise_upstream_error(status: u16, body: &[u8]) -> GatewayError {
         },
         _ => GatewayError::new(kind, describe_raw(status, body)),
     };
+    if error.kind == ErrorKind::Timeout && error.code.is_none() {
+        error.code = Some("408".to_string());
+    }
     if status == 503 && error.code.is_none() && is_envoy_connect_failure(body) {
         error.kind = ErrorKind::ServiceUnavailable;
     }
@@ -266,6 +279,17 @@ mod tests {
         assert_eq!(ErrorKind::PayloadTooLarge.status(), 413);
         assert_eq!(ErrorKind::Timeout.error_type(), "timeout_error");
         assert_eq!(ErrorKind::ServiceUnavailable.status(), 503);
+        // LiteLLM's own statuses for the errors it defines.
+        assert_eq!(ErrorKind::Timeout.status(), 408);
+        assert_eq!(
+            (
+                ErrorKind::BudgetExceeded.status(),
+                ErrorKind::BudgetExceeded.error_type()
+            ),
+            (400, "budget_exceeded")
+        );
+        assert_eq!(ErrorKind::KeyModelAccessDenied.status(), 403);
+        assert_eq!(ErrorKind::ExpiredKey.error_type(), "expired_key");
     }
 
     #[test]

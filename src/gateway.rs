@@ -1119,7 +1119,7 @@ mod tests {
             let r = replied(chat(&c, &mut h, "sk-a", body));
             assert_eq!(r.status, 403, "{body}");
             let v = json(&r);
-            assert_eq!(v["error"]["type"], "permission_error");
+            assert_eq!(v["error"]["type"], "key_model_access_denied");
             assert!(v["error"]["message"].as_str().unwrap().contains("`b`"));
         }
         let r = replied(chat(

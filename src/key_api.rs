@@ -12,17 +12,10 @@ use crate::host::Host;
 use crate::keys::{self, Claims, KeyGrant, Principal};
 use serde_json::Value;
 
-/// LiteLLM `/key/generate` fields kept only as LiteLLM's own bookkeeping: they change
-/// nothing a key may do, so they are accepted and not stored.
-pub const IGNORED_FIELDS: [&str; 7] = [
-    "metadata",
-    "team_id",
-    "user_id",
-    "key_name",
-    "organization_id",
-    "soft_budget",
-    "send_invite_email",
-];
+/// LiteLLM `/key/generate` fields that are only LiteLLM's own bookkeeping and are not
+/// carried: they change nothing a key may do, so they are accepted and dropped.
+/// (`metadata`, `key_name`, `user_id` and `team_id` are carried in the key and echoed.)
+pub const IGNORED_FIELDS: [&str; 3] = ["organization_id", "soft_budget", "send_invite_email"];
 
 /// LiteLLM `/key/generate` fields that would limit or change a key in ways this gateway
 /// does not enforce: refused unless unset (`null`, `false`, `[]`, `{}`), so no key is
@@ -52,15 +45,109 @@ pub const UNSUPPORTED_FIELDS: [&str; 22] = [
     "tpm_limit_type",
 ];
 
-/// What `/key/generate` was asked for, checked field by field.
-#[derive(Debug, Default, PartialEq)]
-struct GenerateRequest {
+/// What `/key/generate` was asked for, checked field by field. Also the shape of
+/// `litellm_settings.default_key_generate_params` and `upperbound_key_generate_params`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GenerateRequest {
     models: Vec<String>,
-    duration: Option<String>,
+    /// Seconds; `None`: the key never expires (LiteLLM's rule for no or a null duration).
+    duration: Option<u64>,
     key_alias: Option<String>,
     rpm_limit: Option<u64>,
     tpm_limit: Option<u64>,
     max_budget: Option<f64>,
+    key_name: Option<String>,
+    user_id: Option<String>,
+    team_id: Option<String>,
+    metadata: Option<serde_json::Map<String, Value>>,
+}
+
+/// The operator's policy for minted keys (LiteLLM's `litellm_settings`): defaults for what a
+/// request leaves out, and upper bounds a request may not pass (a bound also fills in what
+/// the request leaves out, as in LiteLLM).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct KeyPolicy {
+    pub defaults: GenerateRequest,
+    pub upper: GenerateRequest,
+}
+
+impl KeyPolicy {
+    /// Read from the config's two settings; an error names the field (its path is added by
+    /// the caller).
+    pub fn read(
+        defaults: Option<&Value>,
+        upper: Option<&Value>,
+    ) -> Result<KeyPolicy, (&'static str, String)> {
+        let read = |which: &'static str, v: Option<&Value>| match v {
+            None | Some(Value::Null) => Ok(GenerateRequest::default()),
+            Some(v) => parse_value(v.clone()).map_err(|e| {
+                let field = e.param.clone().unwrap_or_default();
+                let message = e.message.replace("/key/generate: ", "");
+                (
+                    which,
+                    if field.is_empty() {
+                        message
+                    } else {
+                        format!("{field}: {message}")
+                    },
+                )
+            }),
+        };
+        let policy = KeyPolicy {
+            defaults: read("default_key_generate_params", defaults)?,
+            upper: read("upperbound_key_generate_params", upper)?,
+        };
+        if !policy.upper.models.is_empty() {
+            return Err((
+                "upperbound_key_generate_params",
+                "models: has no upper bound (use default_key_generate_params)".to_string(),
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// `req` with the defaults filled in and the upper bounds applied (LiteLLM's
+    /// `_enforce_upperbound_key_params`): a value over its bound is a 400 naming both.
+    fn apply(&self, mut req: GenerateRequest) -> Result<GenerateRequest, GatewayError> {
+        let d = &self.defaults;
+        if req.models.is_empty() {
+            req.models.clone_from(&d.models);
+        }
+        req.duration = req.duration.or(d.duration);
+        req.rpm_limit = req.rpm_limit.or(d.rpm_limit);
+        req.tpm_limit = req.tpm_limit.or(d.tpm_limit);
+        req.max_budget = req.max_budget.or(d.max_budget);
+        req.user_id = req.user_id.take().or_else(|| d.user_id.clone());
+        req.team_id = req.team_id.take().or_else(|| d.team_id.clone());
+        if req.metadata.as_ref().is_none_or(|m| m.is_empty()) {
+            req.metadata.clone_from(&d.metadata);
+        }
+        let u = &self.upper;
+        fn bound<T: PartialOrd + Copy + std::fmt::Display>(
+            field: &str,
+            value: &mut Option<T>,
+            upper: Option<T>,
+        ) -> Result<(), GatewayError> {
+            match (*value, upper) {
+                (None, Some(max)) => *value = Some(max),
+                (Some(v), Some(max)) if v > max => {
+                    return Err(field_error(
+                        field,
+                        &format!(
+                            "is over max limit set in config - user_value={v}; max_value={max}"
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+        bound("duration", &mut req.duration, u.duration)?;
+        bound("rpm_limit", &mut req.rpm_limit, u.rpm_limit)?;
+        bound("tpm_limit", &mut req.tpm_limit, u.tpm_limit)?;
+        bound("max_budget", &mut req.max_budget, u.max_budget)?;
+        Ok(req)
+    }
 }
 
 fn field_error(field: &str, problem: &str) -> GatewayError {
@@ -97,13 +184,17 @@ fn opt_count(field: &str, v: &Value) -> Result<Option<u64>, GatewayError> {
 }
 
 fn parse_generate(body: &[u8]) -> Result<GenerateRequest, GatewayError> {
-    let mut req = GenerateRequest::default();
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(req);
+        return Ok(GenerateRequest::default());
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         GatewayError::invalid_request(format!("/key/generate: the body is not JSON ({e})"))
     })?;
+    parse_value(value)
+}
+
+fn parse_value(value: Value) -> Result<GenerateRequest, GatewayError> {
+    let mut req = GenerateRequest::default();
     let Value::Object(fields) = value else {
         return Err(GatewayError::invalid_request(
             "/key/generate: the body must be a JSON object",
@@ -112,8 +203,28 @@ fn parse_generate(body: &[u8]) -> Result<GenerateRequest, GatewayError> {
     for (name, v) in &fields {
         match name.as_str() {
             "models" => req.models = models(v)?,
-            "duration" => req.duration = opt_string(name, v)?,
+            "duration" => {
+                req.duration = match opt_string(name, v)? {
+                    None => None,
+                    Some(d) => Some(keys::parse_duration(&d).ok_or_else(|| {
+                        field_error(
+                            name,
+                            "must look like 30s, 30m, 30h, 30d, 2w or 1mo (or null: never expires)",
+                        )
+                    })?),
+                }
+            }
             "key_alias" => req.key_alias = opt_string(name, v)?,
+            "key_name" => req.key_name = opt_string(name, v)?,
+            "user_id" => req.user_id = opt_string(name, v)?,
+            "team_id" => req.team_id = opt_string(name, v)?,
+            "metadata" => {
+                req.metadata = match v {
+                    Value::Null => None,
+                    Value::Object(m) => Some(m.clone()),
+                    _ => return Err(field_error(name, "must be an object")),
+                }
+            }
             "rpm_limit" => req.rpm_limit = opt_count(name, v)?,
             "tpm_limit" => req.tpm_limit = opt_count(name, v)?,
             "max_budget" => {
@@ -138,7 +249,6 @@ fn parse_generate(body: &[u8]) -> Result<GenerateRequest, GatewayError> {
 fn check_other(name: &str, v: &Value) -> Result<(), GatewayError> {
     if IGNORED_FIELDS.contains(&name) {
         let typed = match name {
-            "metadata" => v.is_null() || v.is_object(),
             "soft_budget" => v.is_null() || v.is_number(),
             "send_invite_email" => v.is_null() || v.is_boolean(),
             _ => v.is_null() || v.is_string(),
@@ -149,7 +259,6 @@ fn check_other(name: &str, v: &Value) -> Result<(), GatewayError> {
             Err(field_error(
                 name,
                 match name {
-                    "metadata" => "must be an object",
                     "soft_budget" => "must be a number",
                     "send_invite_email" => "must be true or false",
                     _ => "must be a string",
@@ -169,7 +278,7 @@ fn check_other(name: &str, v: &Value) -> Result<(), GatewayError> {
     let shown = crate::error::shown(name, 64);
     Err(field_error(
         &shown,
-        "is not a /key/generate field (known: models, duration, key_alias, rpm_limit, tpm_limit, max_budget)",
+        "is not a /key/generate field (known: models, duration, key_alias, key_name, rpm_limit, tpm_limit, max_budget, metadata, user_id, team_id)",
     ))
 }
 
@@ -204,34 +313,31 @@ pub fn generate(
     host: &mut dyn Host,
     body: &[u8],
 ) -> Result<LocalReply, GatewayError> {
-    let req = parse_generate(body)?;
-    let duration = match req.duration.as_deref() {
-        None => keys::DEFAULT_DURATION_SECS,
-        Some(d) => keys::parse_duration(d)
-            .ok_or_else(|| field_error("duration", "must look like 30s, 30m, 30h, 30d or 2w"))?,
-    };
+    let req = config.key_policy.apply(parse_generate(body)?)?;
     let now = host.now_unix_ms() / 1000;
     let claims = Claims {
         kid: keys::key_id(host.random_id()),
         alias: req.key_alias,
         models: req.models,
         iat: now,
-        exp: now.saturating_add(duration),
+        exp: req.duration.map(|d| now.saturating_add(d)),
         rpm: req.rpm_limit,
         tpm: req.tpm_limit,
         budget: req.max_budget,
+        name: req.key_name,
+        user: req.user_id,
+        team: req.team_id,
+        meta: req.metadata.map(Value::Object),
     };
     let key = config.keys.mint(&claims)?;
-    let body = serde_json::json!({
-        "key": key,
-        "token_id": claims.kid,
-        "key_alias": claims.alias,
-        "models": claims.models,
-        "expires": keys::rfc3339(claims.exp),
-        "rpm_limit": claims.rpm,
-        "tpm_limit": claims.tpm,
-        "max_budget": claims.budget,
-    });
+    let mut body = key_fields(&claims, 0.0);
+    if let Value::Object(fields) = &mut body {
+        // LiteLLM names a key by its end when no key_name is given.
+        if claims.name.is_none() {
+            fields.insert("key_name".into(), Value::String(abbreviated(&key)));
+        }
+        fields.insert("key".into(), Value::String(key));
+    }
     Ok(LocalReply::json(
         200,
         serde_json::to_vec(&body).unwrap_or_default(),
@@ -297,20 +403,64 @@ pub fn info(
     Ok(info_reply(host, grant))
 }
 
+/// `sk-...` and the key's last four characters: how LiteLLM names a key it shows.
+fn abbreviated(key: &str) -> String {
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("sk-...{tail}")
+}
+
+/// A minted key's fields as LiteLLM's `GenerateKeyResponse` / key info write them. `token`
+/// is the key's id (LiteLLM's hashed token), never the key.
+fn key_fields(claims: &Claims, spend: f64) -> Value {
+    serde_json::json!({
+        "token": claims.kid,
+        "token_id": claims.kid,
+        "key_name": claims.name,
+        "key_alias": claims.alias,
+        "models": claims.models,
+        "expires": claims.exp.map(keys::rfc3339),
+        "created_at": keys::rfc3339(claims.iat),
+        "updated_at": keys::rfc3339(claims.iat),
+        "rpm_limit": claims.rpm,
+        "tpm_limit": claims.tpm,
+        "max_budget": claims.budget,
+        "spend": spend,
+        "user_id": claims.user,
+        "team_id": claims.team,
+        "metadata": claims.meta.clone().unwrap_or_else(|| Value::Object(Default::default())),
+    })
+}
+
 fn info_reply(host: &dyn Host, grant: &KeyGrant) -> LocalReply {
-    let body = serde_json::json!({
-        "token_id": grant.id,
-        "info": {
+    let spend = spend_of(host, &grant.id);
+    let info = match &grant.minted {
+        Some(claims) => key_fields(claims, spend),
+        // A static key from the config: what the config says of it.
+        None => serde_json::json!({
+            "token": grant.id,
             "token_id": grant.id,
+            "key_name": Value::Null,
             "key_alias": grant.alias,
             "models": grant.models,
             "expires": grant.expires.map(keys::rfc3339),
             "rpm_limit": grant.rpm,
             "tpm_limit": grant.tpm,
             "max_budget": grant.budget,
-            "spend": spend_of(host, &grant.id),
-            "issued_at": grant.minted.as_ref().map(|c| keys::rfc3339(c.iat)),
-        },
+            "spend": spend,
+            "metadata": {},
+        }),
+    };
+    let body = serde_json::json!({
+        "key": grant.id,
+        "token_id": grant.id,
+        "info": info,
     });
     LocalReply::json(200, serde_json::to_vec(&body).unwrap_or_default())
 }
@@ -388,6 +538,81 @@ mod tests {
         let a = minted(&c, &mut h, "");
         let b = minted(&c, &mut h, "{}");
         assert_ne!(a, b, "every key gets its own id");
+    }
+
+    #[test]
+    fn keys_without_duration_never_expire_and_echo_litellm_fields() {
+        let c = config();
+        let mut h = FakeHost::new(1);
+        let r = generate(
+            &c,
+            &mut h,
+            br#"{"models":["chat"],"metadata":{"allow_client_mock_response":true,"team":"x"},"user_id":"u1","team_id":"t1"}"#,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        let key = v["key"].as_str().unwrap();
+        assert!(
+            v["expires"].is_null(),
+            "no duration: never expires, as in LiteLLM"
+        );
+        assert_eq!(v["token"], v["token_id"]);
+        assert!(!key.contains(v["token"].as_str().unwrap()) || key.len() > 40);
+        assert_eq!(v["key_name"], format!("sk-...{}", &key[key.len() - 4..]));
+        assert_eq!(
+            (v["user_id"].as_str(), v["team_id"].as_str()),
+            (Some("u1"), Some("t1"))
+        );
+        assert_eq!(v["metadata"]["team"], "x");
+        assert!(v["created_at"].as_str().unwrap().ends_with('Z'));
+        let p = c.keys.authenticate(Some(key), u64::MAX / 2).unwrap();
+        let Principal::Key(g) = &p else { panic!() };
+        assert!(g.expires.is_none());
+        assert!(g.minted.as_ref().unwrap().allows_mock_response());
+        let info: Value = serde_json::from_slice(&info(&c, &h, &p, None).unwrap().body).unwrap();
+        assert_eq!(info["info"]["metadata"]["team"], "x");
+        assert_eq!(info["info"]["user_id"], "u1");
+    }
+
+    #[test]
+    fn operator_defaults_and_upper_bounds_apply_as_in_litellm() {
+        let json = r#"{"model_list":[
+            {"model_name":"chat","litellm_params":{"model":"openai/c","api_base":"http://h:1"}}],
+          "litellm_settings":{
+            "default_key_generate_params":{"models":["chat"],"max_budget":1.5},
+            "upperbound_key_generate_params":{"duration":"30d","rpm_limit":100}},
+          "general_settings":{"master_key":"sk-m"}}"#;
+        let c = parse(json.as_bytes(), &|_| None, 0).unwrap().0;
+        let mut h = FakeHost::new(1);
+        let r = generate(&c, &mut h, b"{}").unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["models"], serde_json::json!(["chat"]));
+        assert_eq!(v["max_budget"], 1.5);
+        assert_eq!(v["rpm_limit"], 100, "an upper bound fills what is left out");
+        let now = h.now_ms / 1000;
+        assert_eq!(
+            v["expires"].as_str().unwrap(),
+            keys::rfc3339(now + 30 * 86_400)
+        );
+        let e = refused(&c, r#"{"rpm_limit":101}"#);
+        assert_eq!(e.param.as_deref(), Some("rpm_limit"));
+        assert!(
+            e.message.contains("user_value=101; max_value=100"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            refused(&c, r#"{"duration":"31d"}"#).param.as_deref(),
+            Some("duration")
+        );
+        // Bad policy: refused at configure time, naming the setting and field.
+        let bad = json.replace(r#""30d""#, r#""ever""#);
+        let (cfg, d) = crate::config::check(bad.as_bytes(), &|_| None, 0);
+        assert!(cfg.is_none());
+        assert_eq!(d.errors.len(), 1);
+        let e = &d.errors[0];
+        assert_eq!(e.path, "litellm_settings.upperbound_key_generate_params");
+        assert!(e.message.starts_with("duration:"), "{}", e.message);
     }
 
     #[test]

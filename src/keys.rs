@@ -20,8 +20,6 @@ use std::sync::Arc;
 type HmacSha256 = SimpleHmac<Sha256>;
 
 pub const MINTED_PREFIX: &str = "sk-lgw1_";
-/// LiteLLM's default key lifetime.
-pub const DEFAULT_DURATION_SECS: u64 = 3600;
 
 /// What a minted key says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,14 +32,37 @@ pub struct Claims {
     pub models: Vec<String>,
     /// Issued at, unix seconds.
     pub iat: u64,
-    /// Expires at, unix seconds.
-    pub exp: u64,
+    /// Expires at, unix seconds; none: never (LiteLLM's key without a `duration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<f64>,
+    /// LiteLLM's bookkeeping, carried and echoed (`key_name`, `user_id`, `team_id`,
+    /// `metadata`); of these only `metadata.allow_client_mock_response` changes anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
+}
+
+impl Claims {
+    /// LiteLLM's `metadata.allow_client_mock_response`: this key's requests may carry a
+    /// `mock_response` the gateway answers itself.
+    pub fn allows_mock_response(&self) -> bool {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.get("allow_client_mock_response"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    }
 }
 
 /// A key the gateway accepted, with what it may do.
@@ -131,8 +152,8 @@ impl KeyRing {
             return Ok(Principal::Master);
         }
         if let Some(grant) = self.statics.get(digest.bytes()) {
-            if grant.expires.is_some_and(|e| e <= now_secs) {
-                return Err(unauthorized("API key expired."));
+            if let Some(e) = grant.expires.filter(|&e| e <= now_secs) {
+                return Err(expired(e, now_secs));
             }
             return Ok(Principal::Key(Arc::clone(grant)));
         }
@@ -141,14 +162,14 @@ impl KeyRing {
             if self.revoked.contains(&claims.kid) {
                 return Err(unauthorized("API key revoked."));
             }
-            if claims.exp <= now_secs {
-                return Err(unauthorized("API key expired."));
+            if let Some(exp) = claims.exp.filter(|&e| e <= now_secs) {
+                return Err(expired(exp, now_secs));
             }
             return Ok(Principal::Key(Arc::new(KeyGrant {
                 id: claims.kid.clone(),
                 alias: claims.alias.clone(),
                 models: claims.models.clone(),
-                expires: Some(claims.exp),
+                expires: claims.exp,
                 rpm: claims.rpm,
                 tpm: claims.tpm,
                 budget: claims.budget,
@@ -196,6 +217,19 @@ fn derive(secret: &[u8], context: &[u8]) -> Vec<u8> {
     };
     mac.update(context);
     mac.finalize().into_bytes().to_vec()
+}
+
+/// LiteLLM's answer for an expired key (type `expired_key`).
+fn expired(expiry: u64, now_secs: u64) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::ExpiredKey,
+        format!(
+            "Authentication Error - Expired Key. Key Expiry time {} and current time {}",
+            rfc3339(expiry),
+            rfc3339(now_secs)
+        ),
+    )
+    .with_code("401")
 }
 
 fn unauthorized(message: &str) -> GatewayError {
@@ -321,10 +355,14 @@ mod tests {
             alias: Some("team-a".into()),
             models: vec!["chat".into()],
             iat: NOW,
-            exp: NOW + 3600,
+            exp: Some(NOW + 3600),
             rpm: Some(5),
             tpm: None,
             budget: Some(1.5),
+            name: None,
+            user: None,
+            team: None,
+            meta: None,
         }
     }
 
@@ -387,7 +425,8 @@ mod tests {
         );
         // Expired.
         let e = r.authenticate(Some(&key), NOW + 3600).unwrap_err();
-        assert!(e.message.contains("expired"));
+        assert!(e.message.contains("Expired Key"), "{}", e.message);
+        assert_eq!((e.status(), e.kind.error_type()), (401, "expired_key"));
         // Revoked.
         let revoked = KeyRing::new(Some("sk-master"), None, vec![], vec![claims().kid]);
         assert!(revoked

@@ -159,10 +159,10 @@ fn first_vllm(
     }
     Err(first_error.unwrap_or_else(|| {
         GatewayError::new(
-            ErrorKind::Permission,
-            "this key may not use any vLLM deployment; name a model it may use in the body's `model`",
+            ErrorKind::KeyModelAccessDenied,
+            "key not allowed to access model: this key may not use any vLLM deployment; name a model it may use in the body's `model`",
         )
-        .with_code("model_not_allowed")
+        .with_code("403")
     }))
 }
 

@@ -92,7 +92,7 @@ impl Scope {
             return Err(self.not_found(config, requested).with_param(param));
         };
         self.admit_group(group)
-            .ok_or_else(|| not_allowed(requested, param))
+            .ok_or_else(|| self.not_allowed(config, requested, param))
     }
 
     /// A group by index, if this caller may use it.
@@ -120,6 +120,17 @@ impl Scope {
             .iter()
             .map(String::as_str)
             .filter(|m| self.shows(config, m))
+    }
+
+    /// 403 for a model this caller may not use.
+    pub fn not_allowed(
+        &self,
+        config: &Config,
+        requested: &str,
+        param: &'static str,
+    ) -> GatewayError {
+        let may_use: Vec<&str> = self.visible_models(config).collect();
+        key_model_access_denied(requested, param, &may_use)
     }
 
     /// 404 for an unknown model, listing the models this caller may use.
@@ -155,17 +166,23 @@ impl Scope {
     }
 }
 
-/// 403 for a model the caller may not use, naming it and the field it came from.
-pub fn not_allowed(requested: &str, param: &'static str) -> GatewayError {
+/// LiteLLM's `key_model_access_denied` (403, code "403") for a model the caller may not
+/// use, naming it, the field it came from, and what the key may use.
+pub fn key_model_access_denied(
+    requested: &str,
+    param: &'static str,
+    may_use: &[&str],
+) -> GatewayError {
     GatewayError::new(
-        ErrorKind::Permission,
+        ErrorKind::KeyModelAccessDenied,
         format!(
-            "this key may not use model `{}` (in `{param}`)",
+            "key not allowed to access model. This key can only access models={:?}. Tried to access `{}` (in `{param}`)",
+            may_use,
             printable(requested)
         ),
     )
     .with_param(param)
-    .with_code("model_not_allowed")
+    .with_code("403")
 }
 
 fn printable(name: &str) -> String {
@@ -200,10 +217,14 @@ mod tests {
                     alias: None,
                     models: vec!["gone-from-config".into()],
                     iat: 0,
-                    exp: u64::MAX,
+                    exp: None,
                     rpm: None,
                     tpm: None,
                     budget: None,
+                    name: None,
+                    user: None,
+                    team: None,
+                    meta: None,
                 })
                 .unwrap()
         } else {

@@ -201,6 +201,14 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
             "must be greater than 0",
         );
     }
+    let key_policy = crate::key_api::KeyPolicy::read(
+        litellm_settings.default_key_generate_params.as_ref(),
+        litellm_settings.upperbound_key_generate_params.as_ref(),
+    )
+    .unwrap_or_else(|(section, message)| {
+        d.error(format!("litellm_settings.{section}"), message);
+        Default::default()
+    });
     let cache = match cache_settings(&litellm_settings) {
         Ok(c) => c,
         Err(e) => {
@@ -235,6 +243,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         visible_models,
         keys,
         key_header,
+        key_policy,
         drop_params: litellm_settings.drop_params.unwrap_or(false),
         router,
         cache,

@@ -211,6 +211,8 @@ pub struct Config {
     /// `general_settings.litellm_key_header_name`, lowercased: a header the key is also
     /// read from (and removed before any upstream, like the standard ones).
     pub key_header: Option<String>,
+    /// `litellm_settings.default_key_generate_params` / `upperbound_key_generate_params`.
+    pub key_policy: crate::key_api::KeyPolicy,
     pub drop_params: bool,
     pub max_request_body_bytes: u64,
     pub router: RouterSettings,

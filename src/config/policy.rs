@@ -18,7 +18,7 @@ const GUARDRAILS: &str =
 const AUTH: &str = "this gateway checks keys itself (master key, virtual and signed keys); a custom or external auth scheme cannot run inside Envoy, so requests would be let in by other rules than the ones written";
 const ACCESS: &str = "this access rule is not enforced by the gateway; enforce it in Envoy (RBAC, ext_authz) and remove the key here";
 const LIMIT: &str = "this limit is not enforced by the gateway; leaving it in would promise a limit that does not hold";
-const KEY_POLICY: &str = "not supported yet: minted keys take exactly what /key/generate is sent (see the README's Keys section)";
+const KEY_POLICY: &str = "teams do not exist in this gateway (keys are signed and stateless; see the README's Keys section): team settings would not apply";
 const CONTENT_POLICY: &str =
     "the gateway does not detect content-policy refusals, so these fallbacks would never be taken";
 const RETRY_POLICY: &str = "per-group or per-error policies are not supported; use num_retries, retry_policy and allowed_fails";
@@ -86,14 +86,6 @@ const TABLE: &[(&str, Verdict)] = &[
     (
         "litellm_settings.max_internal_user_budget",
         Verdict::Refuse(LIMIT),
-    ),
-    (
-        "litellm_settings.default_key_generate_params",
-        Verdict::Refuse(KEY_POLICY),
-    ),
-    (
-        "litellm_settings.upperbound_key_generate_params",
-        Verdict::Refuse(KEY_POLICY),
     ),
     (
         "litellm_settings.default_team_settings",

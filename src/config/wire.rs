@@ -167,6 +167,9 @@ pub struct WireLitellmSettings {
     pub context_window_fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub cache: Option<bool>,
     pub cache_params: Option<WireCacheParams>,
+    /// `/key/generate` defaults and upper bounds (checked as its body is).
+    pub default_key_generate_params: Option<serde_json::Value>,
+    pub upperbound_key_generate_params: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -151,7 +151,10 @@ def test_a_restricted_key_reaches_and_sees_only_its_group(keyed, mock_a, mock_b,
                        ("/v1/embeddings", {"model": "flaky", "input": "x"})]:
         r = call(gw, "POST", path, key, body)
         assert r.status_code == 403, r.text
-        assert error_type(r) == "permission_error"
+        # LiteLLM's type, code and param for a model the key may not use.
+        err = r.json()["error"]
+        assert (err["type"], err["code"], err["param"]) == ("key_model_access_denied", "403", "model")
+        assert "key not allowed to access model" in err["message"]
     r = call(gw, "POST", "/v1/chat/completions", key, chat_body("nonexistent", "x"))
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     message = r.json()["error"]["message"]
@@ -205,7 +208,7 @@ def test_body_fallbacks_are_the_clients_choice_and_need_permission(keyed, mock_a
                       {"context_window_fallbacks": ["group-b"]}]:
             r = call(gw, "POST", "/v1/chat/completions", key, chat_body(model, "fallback", **extra))
             assert r.status_code == 403, (key, extra, r.text)
-            assert error_type(r) == "permission_error" and "`group-b`" in r.json()["error"]["message"]
+            assert error_type(r) == "key_model_access_denied" and "`group-b`" in r.json()["error"]["message"]
     assert served(mock_a[1]) == [] and served(mock_b[1]) == [], "refused before anything is sent"
     # The master key may name any group as a fallback.
     r = call(gw, "POST", "/v1/chat/completions", MASTER,

@@ -177,14 +177,15 @@ def test_upstream_errors_are_openai_shaped(gw):
     assert err["type"] == "service_unavailable_error"
 
 
-def test_deployment_timeout_is_504(gateway_factory, mock_a):
+def test_deployment_timeout_is_408_as_in_litellm(gateway_factory, mock_a):
     cfg = {"model_list": [{"model_name": "slow", "litellm_params": {
         "model": "openai/slow", "api_base": f"http://127.0.0.1:{mock_a[0]}", "timeout": 0.5}}]}
     gw = gateway_factory(cfg, [mock_a[0]])
     r = requests.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "slow"})
-    # The mock answers 200 after 3 s: a 504 means the deployment's 0.5 s timeout cut it.
-    err = error_of(r, 504)
-    assert err["type"] == "timeout_error"
+    # The mock answers 200 after 3 s: a 408 means the deployment's 0.5 s timeout cut it
+    # (LiteLLM's litellm.Timeout status and code).
+    err = error_of(r, 408)
+    assert err["type"] == "timeout_error" and err["code"] == "408"
     mock_a[1].take()
 
 
