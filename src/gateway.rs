@@ -190,7 +190,7 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
         _ => Vec::new(),
     };
     match endpoint {
-        Endpoint::Inference(_) | Endpoint::KeyGenerate => {
+        Endpoint::Inference(_) | Endpoint::AzureDeployment(..) | Endpoint::KeyGenerate => {
             if head.end_of_stream {
                 HeadAction::Reply(
                     GatewayError::invalid_request("request body is empty; expected a JSON object")
@@ -283,7 +283,10 @@ fn local_endpoint(
         )
         .with_param(*allowed)
         .into(),
-        Endpoint::NotFound | Endpoint::Inference(_) | Endpoint::Vllm(_) => {
+        Endpoint::NotFound
+        | Endpoint::Inference(_)
+        | Endpoint::AzureDeployment(..)
+        | Endpoint::Vllm(_) => {
             GatewayError::new(ErrorKind::NotFound, "no such endpoint")
                 .with_code("not_found")
                 .into()
@@ -306,6 +309,13 @@ pub fn on_request_body(
             Ok(action) => return action,
             Err(e) => Err(e),
         },
+        Endpoint::AzureDeployment(kind, model) => {
+            let body = crate::request::with_model(body, model);
+            match inference(config, host, pending, *kind, &body) {
+                Ok(action) => return action,
+                Err(e) => Err(e),
+            }
+        }
         Endpoint::Vllm(rest) => {
             crate::passthrough::vllm_forward(config, host, &pending.principal, rest, Some(body))
         }
@@ -339,6 +349,13 @@ fn inference(
         Vec::new()
     };
     let scope = Scope::of(config, principal);
+    if request.model.contains(',') && config.resolve_index(&request.model).is_none() {
+        // LiteLLM fans `"a,b"` out to every model named; one answer per request here.
+        return Err(GatewayError::invalid_request(
+            "`model` names several models (LiteLLM's fan-out), which this gateway does not do: send one request per model",
+        )
+        .with_param("model"));
+    }
     let first = scope.admit(config, &request.model, "model")?;
     // Fallbacks from the body are the client's choice: each must be a group it may use,
     // checked before anything is read from the cache or sent.
@@ -349,6 +366,15 @@ fn inference(
         &request.overrides.context_window_fallbacks,
         "context_window_fallbacks",
     )?;
+    if let Some(content) = request.mock_response.as_deref() {
+        if crate::mock::may_mock(principal) {
+            let ctx = response_context(host, kind, &request.model);
+            if let Some(reply) = crate::mock::reply(config, first.group(), &request, content, &ctx)
+            {
+                return Ok(BodyAction::Reply(reply));
+            }
+        }
+    }
     let cache_plan = cache_plan(config, &scope, first, &request, &tags, body);
     if let (Some(plan), Some(settings)) = (&cache_plan, &config.cache) {
         if plan.read {
@@ -1105,6 +1131,50 @@ mod tests {
     fn chat(c: &Config, h: &mut FakeHost, key: &str, body: &str) -> BodyAction {
         let pending = as_key(c, key, Endpoint::Inference(Inference::Chat));
         on_request_body(c, h, &pending, body.as_bytes())
+    }
+
+    #[test]
+    fn mock_response_is_answered_for_trusted_callers_and_removed_for_others() {
+        let (c, mut h) = scoped();
+        let body = r#"{"model":"a","messages":[{"role":"user","content":"x"}],"mock_response":"hi there"}"#;
+        let r = replied(chat(&c, &mut h, "sk-master", body));
+        let v = json(&r);
+        assert_eq!(v["choices"][0]["message"]["content"], "hi there");
+        assert_eq!(
+            (v["object"].as_str(), v["model"].as_str()),
+            (Some("chat.completion"), Some("a"))
+        );
+        let streamed = body.replace("\"mock_response\"", "\"stream\":true,\"mock_response\"");
+        let r = replied(chat(&c, &mut h, "sk-master", &streamed));
+        assert_eq!(r.content_type, "text/event-stream");
+        let text = String::from_utf8(r.body).unwrap();
+        assert!(text.contains("\"content\":\"hi there\"") && text.ends_with("data: [DONE]\n\n"));
+        // The key's model check comes first.
+        let other = body.replace("\"a\"", "\"b\"");
+        assert_eq!(replied(chat(&c, &mut h, "sk-a", &other)).status, 403);
+        // A key not trusted with mocks: the field is removed and the request goes upstream.
+        let f = forwarded(chat(&c, &mut h, "sk-a", body));
+        let sent: serde_json::Value = serde_json::from_slice(f.body.as_deref().unwrap()).unwrap();
+        assert!(sent.get("mock_response").is_none(), "{sent}");
+        // A minted key with LiteLLM's flag is trusted.
+        let minted = key_api::generate(
+            &c,
+            &mut h,
+            br#"{"models":["a"],"metadata":{"allow_client_mock_response":true}}"#,
+        )
+        .unwrap();
+        let key = json(&minted)["key"].as_str().unwrap().to_string();
+        assert_eq!(
+            json(&replied(chat(&c, &mut h, &key, body)))["choices"][0]["message"]["content"],
+            "hi there"
+        );
+        // LiteLLM's other test switches are refused by name.
+        let switch = r#"{"model":"a","messages":[{"role":"user","content":"x"}],"mock_testing_fallbacks":true}"#;
+        let r = replied(chat(&c, &mut h, "sk-master", switch));
+        assert_eq!(
+            (r.status, json(&r)["error"]["param"].as_str()),
+            (400, Some("mock_testing_fallbacks"))
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod key_table;
 pub mod keys;
 pub mod listing;
 pub mod metrics;
+pub mod mock;
 pub mod passthrough;
 
 pub mod render;

@@ -25,6 +25,10 @@ impl Inference {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Inference(Inference),
+    /// Azure OpenAI's client routes, as LiteLLM serves them:
+    /// `/openai/deployments/{model}/chat/completions|completions|embeddings`; the path's
+    /// model is the one asked for.
+    AzureDeployment(Inference, String),
     ListModels,
     GetModel(String),
     /// `/health/liveliness`, `/health/liveness`.
@@ -74,6 +78,13 @@ pub fn classify(method: &str, full_path: &str) -> Endpoint {
         .unwrap_or(path);
     let get = method == "GET" || method == "HEAD";
     let post = method == "POST";
+    if let Some((model, kind)) = azure_route(path) {
+        return if post {
+            Endpoint::AzureDeployment(kind, model)
+        } else {
+            Endpoint::MethodNotAllowed("POST")
+        };
+    }
     let want = |ok: bool, e: Endpoint, allowed: &'static str| {
         if ok {
             e
@@ -104,6 +115,36 @@ pub fn classify(method: &str, full_path: &str) -> Endpoint {
                 _ => Endpoint::NotFound,
             },
         },
+    }
+}
+
+/// `/openai/deployments/{model}/{endpoint}` (with or without `/v1` before it): the
+/// percent-decoded model and the endpoint.
+fn azure_route(path: &str) -> Option<(String, Inference)> {
+    let rest = path
+        .strip_prefix("/v1")
+        .unwrap_or(path)
+        .strip_prefix("/openai/deployments/")?;
+    let (model, kind) = [
+        ("/chat/completions", Inference::Chat),
+        ("/completions", Inference::Completions),
+        ("/embeddings", Inference::Embeddings),
+    ]
+    .into_iter()
+    .find_map(|(suffix, kind)| rest.strip_suffix(suffix).map(|m| (m, kind)))?;
+    (!model.is_empty()).then(|| (percent_decode(model), kind))
+}
+
+/// A body with its `model` set to `model` (the Azure routes name it in the path, which wins,
+/// as in LiteLLM). A body that is not a JSON object is returned as it is, for the parser to
+/// refuse.
+pub fn with_model(body: &[u8], model: &str) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.insert("model".into(), serde_json::Value::String(model.to_string()));
+            serde_json::to_vec(&fields).unwrap_or_else(|_| body.to_vec())
+        }
+        _ => body.to_vec(),
     }
 }
 
@@ -183,6 +224,17 @@ struct Envelope<'a> {
     tags: Option<&'a RawValue>,
     #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
+    // LiteLLM's test switches: consumed, never sent upstream.
+    #[serde(borrow, default)]
+    mock_response: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    mock_testing_fallbacks: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    mock_testing_context_fallbacks: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    mock_testing_rate_limit_error: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    mock_timeout: Option<&'a RawValue>,
 }
 
 /// LiteLLM's per-request cache controls: `caching: false`, or
@@ -230,6 +282,8 @@ pub struct InferenceBody<'a> {
     /// `tags` and `metadata` as sent, read only when tag routing is on.
     pub tags: Option<&'a RawValue>,
     pub metadata: Option<&'a RawValue>,
+    /// LiteLLM's `mock_response`: the answer's content, when the caller may ask for one.
+    pub mock_response: Option<String>,
 }
 
 impl<'a> InferenceBody<'a> {
@@ -322,6 +376,34 @@ impl<'a> InferenceBody<'a> {
             )?,
         };
         let tags = gateway_member(body, env.tags, &mut gateway_only);
+        let mock_response = gateway_member(body, env.mock_response, &mut gateway_only)
+            .map(|raw| {
+                serde_json::from_str::<String>(raw.get()).map_err(|_| {
+                    GatewayError::invalid_request("mock_response must be a string")
+                        .with_param("mock_response")
+                })
+            })
+            .transpose()?;
+        for (field, raw) in [
+            ("mock_testing_fallbacks", env.mock_testing_fallbacks),
+            (
+                "mock_testing_context_fallbacks",
+                env.mock_testing_context_fallbacks,
+            ),
+            (
+                "mock_testing_rate_limit_error",
+                env.mock_testing_rate_limit_error,
+            ),
+            ("mock_timeout", env.mock_timeout),
+        ] {
+            if raw.is_some_and(|r| r.get() != "false" && r.get() != "null") {
+                return Err(GatewayError::invalid_request(format!(
+                    "{field} is one of LiteLLM's test switches, which this gateway does not implement; remove it"
+                ))
+                .with_param(field));
+            }
+            gateway_member(body, raw, &mut gateway_only);
+        }
         Ok(InferenceBody {
             body,
             text,
@@ -339,6 +421,7 @@ impl<'a> InferenceBody<'a> {
             gateway_only,
             tags,
             metadata: env.metadata,
+            mock_response,
         })
     }
 
@@ -622,6 +705,29 @@ mod tests {
 
     #[test]
     fn classification() {
+        assert_eq!(
+            classify(
+                "POST",
+                "/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01"
+            ),
+            Endpoint::AzureDeployment(super::Inference::Chat, "gpt-4o".into())
+        );
+        assert_eq!(
+            classify("POST", "/v1/openai/deployments/my%20emb/embeddings"),
+            Endpoint::AzureDeployment(super::Inference::Embeddings, "my emb".into())
+        );
+        assert_eq!(
+            classify("GET", "/openai/deployments/m/completions"),
+            Endpoint::MethodNotAllowed("POST")
+        );
+        assert_eq!(
+            classify("POST", "/openai/deployments//chat/completions"),
+            Endpoint::NotFound
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&with_model(br#"{"model":"x","input":"a"}"#, "y")).unwrap();
+        assert_eq!(v, serde_json::json!({"model":"y","input":"a"}));
+
         use Endpoint::*;
         assert_eq!(
             classify("POST", "/v1/chat/completions"),
