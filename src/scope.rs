@@ -53,10 +53,15 @@ impl Scope {
     pub fn of(config: &Config, principal: &Principal) -> Scope {
         match principal {
             Principal::Key(grant) if !grant.models.is_empty() => {
+                // A name is a group, an alias, or one of LiteLLM's access groups.
                 let mut allowed: Vec<usize> = grant
                     .models
                     .iter()
-                    .filter_map(|m| config.model_index.get(m).copied())
+                    .flat_map(|m| {
+                        let named = config.model_index.get(m).copied();
+                        let in_access_group = config.access_groups.get(m).into_iter().flatten();
+                        named.into_iter().chain(in_access_group.copied())
+                    })
                     .collect();
                 allowed.sort_unstable();
                 allowed.dedup();
@@ -231,6 +236,22 @@ mod tests {
             key.to_string()
         };
         Scope::of(c, &c.keys.authenticate(Some(&key), 0).unwrap())
+    }
+
+    #[test]
+    fn a_key_naming_an_access_group_reaches_its_groups() {
+        let json = r#"{"model_list":[
+            {"model_name":"a","litellm_params":{"model":"openai/a","api_base":"http://h:1"},
+             "model_info":{"access_groups":["beta"]}},
+            {"model_name":"b","litellm_params":{"model":"openai/b","api_base":"http://h:1"},
+             "model_info":{"access_groups":["beta","internal"]}},
+            {"model_name":"c","litellm_params":{"model":"openai/c","api_base":"http://h:1"}}],
+          "general_settings":{"master_key":"sk-m","virtual_keys":[{"key":"sk-beta","models":["beta"]}]}}"#;
+        let c = parse(json.as_bytes(), &|_| None, 0).unwrap().0;
+        let s = Scope::of(&c, &c.keys.authenticate(Some("sk-beta"), 0).unwrap());
+        assert!(s.admit(&c, "a", "model").is_ok() && s.admit(&c, "b", "model").is_ok());
+        assert_eq!(s.admit(&c, "c", "model").unwrap_err().status(), 403);
+        assert_eq!(s.visible_models(&c).collect::<Vec<_>>(), ["a", "b"]);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
     let mut visible_models = Vec::new();
     let mut deployments = Vec::with_capacity(entries.len());
     let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut access_groups: HashMap<String, Vec<usize>> = HashMap::new();
 
     for entry in entries {
         let path = join_index("model_list", entry.index);
@@ -65,6 +66,14 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         // An entry that could not be read still names its group, so settings that refer
         // to the group are not reported as wrong too.
         let Some(wire) = entry.wire else { continue };
+        for access_group in wire.model_info.access_groups.iter().flatten() {
+            let members = access_groups
+                .entry(access_group.clone())
+                .or_insert_with(Vec::new);
+            if !members.contains(&group) {
+                members.push(group);
+            }
+        }
         let deployment = match validate_deployment(&path, entry.index, group, wire, defaults, d) {
             Ok(dep) => dep,
             Err(e) => {
@@ -173,7 +182,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
             );
         }
     }
-    let keys = key_ring(&general, &model_index, d);
+    let keys = key_ring(&general, &model_index, &access_groups, d);
     let key_header = general
         .litellm_key_header_name
         .as_deref()
@@ -243,6 +252,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         visible_models,
         keys,
         key_header,
+        access_groups,
         key_policy,
         drop_params: litellm_settings.drop_params.unwrap_or(false),
         router,
@@ -256,6 +266,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
 fn key_ring(
     general: &WireGeneralSettings,
     model_index: &HashMap<String, usize>,
+    access_groups: &HashMap<String, Vec<usize>>,
     d: &mut Diagnostics,
 ) -> crate::keys::KeyRing {
     let master_key = general.master_key.clone();
@@ -265,7 +276,9 @@ fn key_ring(
     let signing_secret = general.key_signing_secret.clone().filter(|s| !s.is_empty());
     let mut statics = Vec::new();
     for (i, v) in general.virtual_keys.iter().enumerate() {
-        match static_key(i, v, model_index) {
+        match static_key(i, v, &|m| {
+            model_index.contains_key(m) || access_groups.contains_key(m)
+        }) {
             Ok(k) => statics.push(k),
             Err(e) => d.push(e),
         }

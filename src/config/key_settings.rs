@@ -6,7 +6,7 @@ use crate::auth::KeyDigest;
 pub(super) fn static_key(
     i: usize,
     v: &WireVirtualKey,
-    index: &HashMap<String, usize>,
+    is_known: &dyn Fn(&str) -> bool,
 ) -> Result<([u8; 32], crate::keys::KeyGrant), ConfigError> {
     let path = format!("general_settings.virtual_keys[{i}]");
     let digest: [u8; 32] = match (&v.key, &v.key_sha256) {
@@ -25,10 +25,10 @@ pub(super) fn static_key(
         _ => return Err(err(&path, "give exactly one of key or key_sha256")),
     };
     for (j, m) in v.models.iter().enumerate() {
-        if !index.contains_key(m) {
+        if !is_known(m) {
             return Err(err(
                 format!("{path}.models[{j}]"),
-                format!("\"{m}\" is not a model group or alias"),
+                format!("\"{m}\" is not a model group, alias or access group"),
             ));
         }
     }

@@ -211,6 +211,8 @@ pub struct Config {
     /// `general_settings.litellm_key_header_name`, lowercased: a header the key is also
     /// read from (and removed before any upstream, like the standard ones).
     pub key_header: Option<String>,
+    /// LiteLLM's access groups (`model_info.access_groups`): name → the groups in it.
+    pub access_groups: HashMap<String, Vec<usize>>,
     /// `litellm_settings.default_key_generate_params` / `upperbound_key_generate_params`.
     pub key_policy: crate::key_api::KeyPolicy,
     pub drop_params: bool,

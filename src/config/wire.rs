@@ -88,6 +88,8 @@ pub struct WireModelInfo {
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
     pub mode: Option<String>,
+    /// LiteLLM's access groups: a key naming one may use this deployment's group.
+    pub access_groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

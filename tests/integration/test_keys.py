@@ -117,11 +117,11 @@ def test_static_keys_expiry_and_hygiene(gateway_factory, mock_a):
     assert "sk-only-the-hash" not in json.dumps(seen["headers"])
     assert not {"authorization", "api-key", "x-api-key"} & set(seen["headers"])
     r = chat(gw, "sk-old")
-    assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
+    assert r.status_code == 401 and r.json()["error"]["type"] == "expired_key"
     short = mint(gw, duration="1s")["key"]
     time.sleep(2.1)
     r = chat(gw, short)
-    assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
+    assert r.status_code == 401 and r.json()["error"]["type"] == "expired_key"
     # Keys never appear in error messages or the log.
     assert short not in r.text
     assert "sk-only-the-hash" not in gw.logs() and short not in gw.logs() and MASTER not in gw.logs()

@@ -1,0 +1,130 @@
+"""LiteLLM's HTTP API as LiteLLM's clients see it (issue 21), on the real Envoy: keys as
+LiteLLM mints them, LiteLLM's error types, `mock_response`, the AzureOpenAI client's routes.
+Written from LiteLLM's documented behaviour, with the OpenAI SDK, the AzureOpenAI client and
+plain HTTP as clients."""
+
+import json
+
+import openai
+import pytest
+import requests
+
+MASTER = "sk-1234"
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+def config(port, **litellm_settings):
+    return {
+        "model_list": [
+            {"model_name": "chat", "litellm_params": {"model": "openai/served", "api_base": f"http://127.0.0.1:{port}"},
+             "model_info": {"input_cost_per_token": 0.01, "output_cost_per_token": 0.01}},
+            {"model_name": "other", "litellm_params": {"model": "openai/other", "api_base": f"http://127.0.0.1:{port}"}},
+        ],
+        "litellm_settings": litellm_settings,
+        "general_settings": {"master_key": MASTER, "virtual_keys": [
+            {"key": "sk-old", "models": ["chat"], "expires": "2020-01-01T00:00:00Z"}]},
+    }
+
+
+def mint(gw, **body):
+    r = requests.post(f"{gw.url}/key/generate", json=body, headers={"Authorization": f"Bearer {MASTER}"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def client(gw, key):
+    return openai.OpenAI(api_key=key, base_url=f"{gw.url}/v1", max_retries=0)
+
+
+def test_keys_are_minted_and_described_as_litellm_does(gateway_factory, mock_a):
+    gw = gateway_factory(config(mock_a[0], upperbound_key_generate_params={"rpm_limit": 100},
+                                default_key_generate_params={"max_budget": 5.0}), [mock_a[0]])
+    minted = mint(gw, models=["chat"], metadata={"team": "search"}, user_id="u-1", key_alias="svc")
+    # No duration: a key that never expires (LiteLLM's generate_key_helper_fn).
+    assert minted["expires"] is None
+    assert minted["token"] and minted["token"] not in minted["key"][:12], "token is the key's id, not the key"
+    assert minted["key_name"] == "sk-..." + minted["key"][-4:]
+    assert minted["created_at"].endswith("Z") and minted["updated_at"] == minted["created_at"]
+    assert (minted["max_budget"], minted["rpm_limit"]) == (5.0, 100), "the default and the bound fill in"
+    assert minted["metadata"] == {"team": "search"} and minted["user_id"] == "u-1"
+    info = requests.get(f"{gw.url}/key/info", headers={"Authorization": f"Bearer {minted['key']}"}).json()["info"]
+    assert (info["metadata"], info["user_id"], info["key_alias"]) == ({"team": "search"}, "u-1", "svc")
+    # A request over the operator's bound: 400 naming the field and both values.
+    r = requests.post(f"{gw.url}/key/generate", json={"rpm_limit": 1000}, headers={"Authorization": f"Bearer {MASTER}"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "rpm_limit"
+    assert "user_value=1000; max_value=100" in r.json()["error"]["message"]
+    assert client(gw, minted["key"]).chat.completions.create(model="chat", messages=MSGS).choices
+    mock_a[1].take()
+
+
+def test_litellm_error_types_reach_openai_sdk_clients(gateway_factory, mock_a):
+    gw = gateway_factory(config(mock_a[0]), [mock_a[0]])
+    mock_a[1].take()
+    key = mint(gw, models=["chat"], max_budget=0.2)["key"]
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        client(gw, key).chat.completions.create(model="other", messages=MSGS)
+    body = e.value.body
+    assert (body["type"], body["code"], body["param"]) == ("key_model_access_denied", "403", "model")
+    assert "key not allowed to access model" in body["message"]
+    # The mock reports 5 + 6 tokens at 0.01 each: two requests spend the 0.2 budget.
+    for _ in range(2):
+        client(gw, key).chat.completions.create(model="chat", messages=MSGS)
+    with pytest.raises(openai.BadRequestError) as e:
+        client(gw, key).chat.completions.create(model="chat", messages=MSGS)
+    assert e.value.status_code == 400
+    assert (e.value.body["type"], e.value.body["code"]) == ("budget_exceeded", "400")
+    assert e.value.body["message"].startswith("Budget has been exceeded! Current cost: 0.22")
+    with pytest.raises(openai.AuthenticationError) as e:
+        client(gw, "sk-old").chat.completions.create(model="chat", messages=MSGS)
+    assert e.value.body["type"] == "expired_key" and "Expired Key" in e.value.body["message"]
+    # LiteLLM's fan-out is not done here: a clear 400, not a 404.
+    with pytest.raises(openai.BadRequestError) as e:
+        client(gw, MASTER).chat.completions.create(model="chat,other", messages=MSGS)
+    assert e.value.body["param"] == "model" and "fan-out" in e.value.body["message"]
+    assert len(mock_a[1].take()) == 2
+
+
+def test_mock_response_is_answered_locally_for_callers_trusted_with_it(gateway_factory, mock_a):
+    gw = gateway_factory(config(mock_a[0]), [mock_a[0]])
+    mock_a[1].take()
+    mocked = {"mock_response": "this is a mock"}
+    r = client(gw, MASTER).chat.completions.create(model="chat", messages=MSGS, extra_body=mocked)
+    assert r.choices[0].message.content == "this is a mock" and r.model == "chat"
+    chunks = list(client(gw, MASTER).chat.completions.create(model="chat", messages=MSGS, stream=True,
+                                                              extra_body=mocked))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "this is a mock"
+    trusted = mint(gw, models=["chat"], metadata={"allow_client_mock_response": True})["key"]
+    r = client(gw, trusted).chat.completions.create(model="chat", messages=MSGS, extra_body=mocked)
+    assert r.choices[0].message.content == "this is a mock"
+    assert mock_a[1].take() == [], "nothing reached the upstream"
+    # A key not trusted with mocks: LiteLLM strips the field; the request goes upstream.
+    plain = mint(gw, models=["chat"])["key"]
+    r = client(gw, plain).chat.completions.create(model="chat", messages=MSGS, extra_body=mocked)
+    assert r.choices[0].message.content != "this is a mock"
+    (sent,) = mock_a[1].take()
+    assert "mock_response" not in json.loads(sent["body"])
+    # LiteLLM's other test switches are refused by name, never forwarded.
+    with pytest.raises(openai.BadRequestError) as e:
+        client(gw, MASTER).chat.completions.create(model="chat", messages=MSGS,
+                                                   extra_body={"mock_testing_fallbacks": True})
+    assert e.value.body["param"] == "mock_testing_fallbacks"
+    assert mock_a[1].take() == []
+
+
+def test_the_azure_openai_client_reaches_the_gateway(gateway_factory, mock_a):
+    gw = gateway_factory(config(mock_a[0]), [mock_a[0]])
+    mock_a[1].take()
+    key = mint(gw, models=["chat"])["key"]
+    azure = openai.AzureOpenAI(api_key=key, azure_endpoint=gw.url, api_version="2024-06-01", max_retries=0)
+    r = azure.chat.completions.create(model="chat", messages=MSGS)
+    assert r.choices and r.choices[0].message.content
+    emb = azure.embeddings.create(model="chat", input="x")
+    assert emb.data
+    chat, embed = mock_a[1].take()
+    assert chat["path"] == "/v1/chat/completions" and json.loads(chat["body"])["model"] == "served"
+    assert embed["path"] == "/v1/embeddings"
+    assert chat["headers"].get("api-key") is None, "the client's key never reaches the upstream"
+    # The path names the model, and the key's allow-list still holds.
+    with pytest.raises(openai.PermissionDeniedError):
+        azure.chat.completions.create(model="other", messages=MSGS)
+    assert mock_a[1].take() == []
