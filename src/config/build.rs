@@ -67,9 +67,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         // to the group are not reported as wrong too.
         let Some(wire) = entry.wire else { continue };
         for access_group in wire.model_info.access_groups.iter().flatten() {
-            let members = access_groups
-                .entry(access_group.clone())
-                .or_insert_with(Vec::new);
+            let members = access_groups.entry(access_group.clone()).or_default();
             if !members.contains(&group) {
                 members.push(group);
             }
