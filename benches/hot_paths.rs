@@ -50,6 +50,7 @@ fn forward(c: &Config, host: &mut FakeHost, body: &[u8]) -> Box<llm_gateway::gat
         endpoint: Endpoint::Inference(Inference::Chat),
         principal: Principal::Master,
         header_tags: Vec::new(),
+        header_timeout_ms: None,
     };
     match on_request_body(c, host, &pending, body) {
         BodyAction::Forward(f) => f,

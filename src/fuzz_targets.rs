@@ -96,6 +96,7 @@ pub fn request(data: &[u8]) {
         path,
         key,
         tags: (pick & 0x40 != 0).then_some("paid, free"),
+        timeout: (pick & 0x20 != 0).then_some("0.5"),
         content_length: Some(body.len() as u64),
         end_of_stream: body.is_empty(),
     };

@@ -35,8 +35,14 @@ pub const TAGS_HEADER: &str = "x-litellm-tags";
 /// Client headers removed before routing (besides the key headers): nothing a client sends
 /// may choose the cluster or set Envoy's knobs, and the gateway's own inputs stay here.
 pub fn is_gateway_only_header(name: &str) -> bool {
-    name.starts_with("x-envoy-") || name == "x-llm-cluster" || name == TAGS_HEADER
+    name.starts_with("x-envoy-")
+        || name == "x-llm-cluster"
+        || name == TAGS_HEADER
+        || name == TIMEOUT_HEADER
 }
+
+/// LiteLLM's per-request timeout header (seconds); the body's `timeout` wins over it.
+pub const TIMEOUT_HEADER: &str = "x-litellm-timeout";
 
 /// What the filter knows at request-header time.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +53,8 @@ pub struct RequestHead<'a> {
     pub key: Option<&'a str>,
     /// The `x-litellm-tags` header.
     pub tags: Option<&'a str>,
+    /// The `x-litellm-timeout` header.
+    pub timeout: Option<&'a str>,
     pub content_length: Option<u64>,
     /// The request has no body.
     pub end_of_stream: bool,
@@ -120,6 +128,8 @@ pub struct Forward {
     pub key_label: String,
     /// Store a successful answer in the response cache under this plan.
     pub cache: Option<crate::cache::Plan>,
+    /// The caller may see the deployment's `api_base` (LiteLLM's answer header).
+    pub show_api_base: bool,
 }
 
 impl Forward {
@@ -155,6 +165,8 @@ pub struct Pending {
     pub principal: Principal,
     /// Tags from the `x-litellm-tags` header (only read when tag routing is on).
     pub header_tags: Vec<String>,
+    /// The `x-litellm-timeout` header, in milliseconds.
+    pub header_timeout_ms: Option<u64>,
 }
 
 /// What to do once the whole body is in.
@@ -189,6 +201,9 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
         Some(v) if config.router.tag_filtering => crate::tags::from_header(v),
         _ => Vec::new(),
     };
+    let header_timeout_ms = head
+        .timeout
+        .and_then(crate::answer_headers::request_timeout_ms);
     match endpoint {
         Endpoint::Inference(_) | Endpoint::AzureDeployment(..) | Endpoint::KeyGenerate => {
             if head.end_of_stream {
@@ -201,6 +216,7 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
                     endpoint,
                     principal,
                     header_tags,
+                    header_timeout_ms,
                 })
             }
         }
@@ -215,6 +231,7 @@ pub fn on_request_head(config: &Config, host: &mut dyn Host, head: &RequestHead<
                     endpoint: Endpoint::Vllm(rest),
                     principal,
                     header_tags,
+                    header_timeout_ms,
                 })
             }
         }
@@ -340,7 +357,8 @@ fn inference(
     body: &[u8],
 ) -> Result<BodyAction, GatewayError> {
     let principal = &pending.principal;
-    let request = InferenceBody::parse(kind, body)?;
+    let mut request = InferenceBody::parse(kind, body)?;
+    request.overrides.timeout_ms = request.overrides.timeout_ms.or(pending.header_timeout_ms);
     let tags = if config.router.tag_filtering {
         let mut tags = request.request_tags()?;
         tags.extend(pending.header_tags.iter().cloned());
@@ -403,6 +421,7 @@ fn inference(
         Ok(mut forward) => {
             forward.key_charge = key_charge;
             forward.key_label = key_label(principal);
+            forward.show_api_base = matches!(principal, Principal::Master);
             forward.cache = cache_plan.filter(|p| p.write);
             Ok(BodyAction::Forward(Box::new(forward)))
         }
@@ -641,6 +660,7 @@ fn attempt(
             key_charge: None,
             key_label: String::new(),
             cache: None,
+            show_api_base: false,
         }),
         Err(e) => {
             router::settle(config, host, &reservation, false, Some(0), None);
@@ -803,6 +823,7 @@ mod tests {
             path,
             key,
             tags: None,
+            timeout: None,
             content_length: None,
             end_of_stream: method == "GET",
         }
@@ -813,6 +834,7 @@ mod tests {
             endpoint,
             principal: Principal::Master,
             header_tags: Vec::new(),
+            header_timeout_ms: None,
         }
     }
 
@@ -1125,6 +1147,7 @@ mod tests {
             endpoint,
             principal: c.keys.authenticate(Some(key), 0).unwrap(),
             header_tags: Vec::new(),
+            header_timeout_ms: None,
         }
     }
 
@@ -1263,6 +1286,7 @@ mod tests {
                     path: &format!("/vllm{rest}"),
                     key: Some(key),
                     tags: None,
+                    timeout: None,
                     content_length: None,
                     end_of_stream: true,
                 },
@@ -1276,6 +1300,7 @@ mod tests {
                     endpoint: Endpoint::Vllm(rest.into()),
                     principal,
                     header_tags: Vec::new(),
+                    header_timeout_ms: None,
                 };
                 match on_request_body(c, h, &pending, b.as_bytes()) {
                     BodyAction::Forward(f) => Ok(*f),

@@ -4,6 +4,7 @@
 //! `filter` maps Envoy callbacks to core calls and core decisions to host calls.
 
 pub mod access;
+pub mod answer_headers;
 pub mod auth;
 pub mod cache;
 

@@ -94,6 +94,7 @@ pub fn vllm_forward(
         key_charge,
         key_label: key_label(principal),
         cache: None,
+        show_api_base: matches!(principal, Principal::Master),
     })
 }
 

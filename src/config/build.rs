@@ -250,6 +250,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         visible_models,
         keys,
         key_header,
+        litellm_response_headers: general.litellm_response_headers.unwrap_or(true),
         access_groups,
         key_policy,
         drop_params: litellm_settings.drop_params.unwrap_or(false),

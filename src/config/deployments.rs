@@ -320,6 +320,7 @@ pub(super) fn validate_deployment(
         upstream_model: namespaced,
         model: p.model.clone(),
         api_base: api_base.to_string(),
+        api_base_header: header_safe(api_base),
         upstream_model_json,
         cluster,
         authority: url.authority(),

@@ -140,6 +140,8 @@ pub struct Deployment {
     /// `litellm_params.model` and `api_base` as configured, for the info endpoints.
     pub model: String,
     pub api_base: String,
+    /// `api_base` made safe for a header value (LiteLLM's `x-litellm-model-api-base`).
+    pub api_base_header: String,
     /// `upstream_model` as a JSON string literal, ready to splice.
     pub upstream_model_json: String,
     pub cluster: String,
@@ -211,6 +213,8 @@ pub struct Config {
     /// `general_settings.litellm_key_header_name`, lowercased: a header the key is also
     /// read from (and removed before any upstream, like the standard ones).
     pub key_header: Option<String>,
+    /// `general_settings.litellm_response_headers` (default true): LiteLLM's `x-litellm-*`.
+    pub litellm_response_headers: bool,
     /// LiteLLM's access groups (`model_info.access_groups`): name → the groups in it.
     pub access_groups: HashMap<String, Vec<usize>>,
     /// `litellm_settings.default_key_generate_params` / `upperbound_key_generate_params`.

@@ -202,6 +202,8 @@ pub struct WireGeneralSettings {
     pub revoked_keys: Vec<String>,
     /// LiteLLM's custom header for the key (read besides the standard ones).
     pub litellm_key_header_name: Option<String>,
+    /// Send LiteLLM's `x-litellm-*` headers on routed answers (default true).
+    pub litellm_response_headers: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -10,6 +10,7 @@
 mod abi;
 
 use crate::access::{self, KeyCharge};
+use crate::answer_headers::{answer_headers, cost_header, AnswerFacts};
 use crate::config::{self, Config};
 use crate::gateway::{
     self, BodyAction, Forward, HeadAction, LocalReply, Pending, Replay, RequestHead,
@@ -375,6 +376,10 @@ struct Routed {
     /// The response reached its end of stream through this filter; only a response that did
     /// not can have been broken off by the upstream.
     response_complete: bool,
+    /// For the answer's headers (`answer_headers`).
+    show_api_base: bool,
+    max_retries: u32,
+    timeout_ms: u64,
 }
 
 struct Http {
@@ -396,6 +401,8 @@ struct ClientHeaders {
     json: bool,
     /// The client's `:path`: an OpenAI-compatible upstream often takes the very same one.
     path: String,
+    /// Envoy's `x-request-id`: LiteLLM's call id on the answer.
+    request_id: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -429,6 +436,26 @@ fn header<'a>(map: &'a [u8], name: &str) -> Option<&'a str> {
 
 fn set_request_header(name: &str, value: Option<&str>) {
     abi::set_header(MapType::HttpRequestHeaders, name, value);
+}
+
+/// What the answer's headers need to know (see `answer_headers`).
+fn answer_facts<'a>(
+    config: &'a Config,
+    deployment: usize,
+    routed: &Routed,
+    call_id: Option<&'a str>,
+) -> Option<AnswerFacts<'a>> {
+    Some(AnswerFacts {
+        deployment: config.deployment(deployment)?,
+        attempted_retries: routed
+            .replay
+            .as_ref()
+            .map_or(0, |r| r.tried.len().saturating_sub(1) as u32),
+        max_retries: routed.max_retries,
+        timeout_ms: routed.timeout_ms,
+        show_api_base: routed.show_api_base,
+        call_id,
+    })
 }
 
 fn set_response_header(name: &str, value: Option<&str>) {
@@ -554,6 +581,7 @@ impl Http {
         }
         set_request_header("x-llm-cluster", Some(&deployment.cluster));
         let index = forward.deployment();
+        let (max_retries, timeout_ms) = (forward.envoy_retries, forward.timeout_ms);
         let Forward {
             response,
             reservation,
@@ -562,6 +590,7 @@ impl Http {
             key_charge,
             key_label,
             cache,
+            show_api_base,
             ..
         } = forward;
         let in_flight = self.metrics.route_id(config, index, RouteStat::InFlight);
@@ -581,6 +610,9 @@ impl Http {
             failover_answered: false,
             cache: cache.map(|p| (p, Some(Vec::new()))),
             response_complete: false,
+            show_api_base,
+            max_retries,
+            timeout_ms,
         }));
         Action::Continue
     }
@@ -838,29 +870,15 @@ impl Context for Http {
             status,
             timing,
         );
-        let (group, id) = config
-            .deployment(attempt.deployment)
-            .map(|d| {
-                (
-                    config
-                        .groups
-                        .get(d.group)
-                        .map(|g| g.header_name.clone())
-                        .unwrap_or_default(),
-                    d.header_id.clone(),
-                )
-            })
-            .unwrap_or_default();
+        let mut headers: Vec<(&str, std::borrow::Cow<'_, str>)> =
+            vec![("content-type", content_type.as_str().into())];
+        let call_id = self.client.request_id.as_deref();
+        if let Some(facts) = answer_facts(&config, attempt.deployment, routed, call_id) {
+            headers.extend(answer_headers(&config, &facts));
+        }
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_ref())).collect();
+        let sent = abi::send_local_response(status, &pairs, &body);
         self.state = State::Replied;
-        let sent = abi::send_local_response(
-            status,
-            &[
-                ("content-type", &content_type),
-                ("x-llm-model-group", &group),
-                ("x-llm-deployment", &id),
-            ],
-            &body,
-        );
         if !sent {
             log(LogLevel::Error, "could not send the failover answer");
         }
@@ -887,6 +905,7 @@ impl HttpContext for Http {
         let (mut method, mut path) = ("", "");
         let mut keys = crate::auth::KeyHeaders::default();
         let mut tags = None;
+        let mut timeout = None;
         let mut content_length = None;
         let mut client = ClientHeaders::default();
         // One pass over the client's headers. Nothing a client sends may choose the cluster,
@@ -899,6 +918,7 @@ impl HttpContext for Http {
                     content_length = text(value).and_then(|v| v.trim().parse().ok());
                 }
                 "content-type" => client.json = value == b"application/json",
+                "x-request-id" => client.request_id = text(value).map(str::to_string),
                 _ => {}
             }
             let key_header = crate::auth::key_header(name, config.key_header.as_deref());
@@ -909,6 +929,8 @@ impl HttpContext for Http {
             } else if gateway::is_gateway_only_header(name) {
                 if name == gateway::TAGS_HEADER {
                     tags = tags.or(text(value));
+                } else if name == gateway::TIMEOUT_HEADER {
+                    timeout = timeout.or(text(value));
                 }
                 set_request_header(name, None);
             } else if let Some(i) = gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE
@@ -925,6 +947,7 @@ impl HttpContext for Http {
             path,
             key: keys.presented(),
             tags,
+            timeout,
             content_length,
             end_of_stream,
         };
@@ -985,14 +1008,11 @@ impl HttpContext for Http {
         } else {
             None
         };
-        if let Some(d) = config.deployment(routed.current.deployment) {
-            let group = config
-                .groups
-                .get(d.group)
-                .map(|g| g.header_name.as_str())
-                .unwrap_or_default();
-            set_response_header("x-llm-model-group", Some(group));
-            set_response_header("x-llm-deployment", Some(&d.header_id));
+        let call_id = self.client.request_id.as_deref();
+        if let Some(facts) = answer_facts(&config, routed.current.deployment, routed, call_id) {
+            for (name, value) in answer_headers(&config, &facts) {
+                set_response_header(name, Some(&value));
+            }
         }
         routed.mode = routed
             .current
@@ -1085,6 +1105,16 @@ impl HttpContext for Http {
                     _ => routed.cache = None,
                 }
                 apply_complete(out, body_size, routed.current.status);
+                // The headers waited for this whole answer: its cost can go in them.
+                if let (Some(config), Some(200)) = (&self.config, routed.current.status) {
+                    let cost = config
+                        .deployment(routed.current.deployment)
+                        .zip(response.usage())
+                        .and_then(|(d, usage)| cost_header(config, d, usage));
+                    if let Some((name, value)) = cost {
+                        set_response_header(name, Some(&value));
+                    }
+                }
                 Action::Continue
             }
         };

@@ -128,3 +128,30 @@ def test_the_azure_openai_client_reaches_the_gateway(gateway_factory, mock_a):
     with pytest.raises(openai.PermissionDeniedError):
         azure.chat.completions.create(model="other", messages=MSGS)
     assert mock_a[1].take() == []
+
+
+def test_routed_answers_carry_litellm_headers(gateway_factory, mock_a):
+    cfg = config(mock_a[0])
+    cfg["model_list"].append({"model_name": "slow", "litellm_params": {
+        "model": "openai/slow", "api_base": f"http://127.0.0.1:{mock_a[0]}"}, "model_info": {"id": "slow-1"}})
+    cfg["router_settings"] = {"num_retries": 2}
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    key = mint(gw, models=["chat", "slow"])["key"]
+    r = client(gw, key).chat.completions.with_raw_response.create(model="chat", messages=MSGS)
+    h = r.headers
+    assert h["x-litellm-model-group"] == "chat" == h["x-llm-model-group"]
+    assert h["x-litellm-model-id"] == h["x-llm-deployment"] == "chat/0"
+    assert h["x-litellm-version"] and h["x-litellm-call-id"]
+    assert (h["x-litellm-attempted-retries"], h["x-litellm-max-retries"]) == ("0", "2")
+    assert h["x-litellm-timeout"] == "600.0"
+    # 5 prompt + 6 completion tokens at 0.01 USD each.
+    assert abs(float(h["x-litellm-response-cost"]) - 0.11) < 1e-9
+    assert "x-litellm-model-api-base" not in h, "only the master key sees where a model lives"
+    r = client(gw, MASTER).chat.completions.with_raw_response.create(model="chat", messages=MSGS)
+    assert r.headers["x-litellm-model-api-base"] == f"http://127.0.0.1:{mock_a[0]}"
+    # LiteLLM's x-litellm-timeout request header: the mock answers `slow` after 3 s.
+    r = requests.post(f"{gw.url}/v1/chat/completions", json={"model": "slow", "messages": MSGS},
+                      headers={"Authorization": f"Bearer {key}", "x-litellm-timeout": "0.5"})
+    assert r.status_code == 408, r.text
+    mock_a[1].take()

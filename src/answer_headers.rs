@@ -1,0 +1,163 @@
+//! The headers a routed answer carries: the gateway's own `x-llm-model-group` and
+//! `x-llm-deployment` (the contract), and LiteLLM's `x-litellm-*`, which LiteLLM's clients,
+//! dashboards and scripts read (`litellm/proxy/common_request_processing.py`'s
+//! `get_custom_headers`). Decided here; the shell only sets them.
+
+use crate::config::{Config, Deployment};
+use std::borrow::Cow;
+
+/// The gateway's version, reported where LiteLLM reports its own.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What is known of an answer when its headers go out.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerFacts<'a> {
+    pub deployment: &'a Deployment,
+    /// Attempts before the one answering (retries and fallbacks).
+    pub attempted_retries: u32,
+    /// The retries this request was allowed.
+    pub max_retries: u32,
+    pub timeout_ms: u64,
+    /// LiteLLM shows the deployment's `api_base`; here only the master key may see it
+    /// (as on `/v1/model/info`).
+    pub show_api_base: bool,
+    /// Envoy's `x-request-id` of the request: LiteLLM's call id.
+    pub call_id: Option<&'a str>,
+}
+
+/// The headers for an answer, in the order they are set.
+pub fn answer_headers<'a>(
+    config: &'a Config,
+    facts: &AnswerFacts<'a>,
+) -> Vec<(&'static str, Cow<'a, str>)> {
+    let d = facts.deployment;
+    let group = config
+        .groups
+        .get(d.group)
+        .map_or("", |g| g.header_name.as_str());
+    let mut out: Vec<(&'static str, Cow<'a, str>)> = Vec::with_capacity(10);
+    out.push(("x-llm-model-group", Cow::Borrowed(group)));
+    out.push(("x-llm-deployment", Cow::Borrowed(&d.header_id)));
+    if !config.litellm_response_headers {
+        return out;
+    }
+    out.push(("x-litellm-model-group", Cow::Borrowed(group)));
+    out.push(("x-litellm-model-id", Cow::Borrowed(&d.header_id)));
+    if facts.show_api_base {
+        out.push((
+            "x-litellm-model-api-base",
+            Cow::Borrowed(&d.api_base_header),
+        ));
+    }
+    if let Some(id) = facts.call_id {
+        out.push(("x-litellm-call-id", Cow::Borrowed(id)));
+    }
+    out.push(("x-litellm-version", Cow::Borrowed(VERSION)));
+    out.push((
+        "x-litellm-attempted-retries",
+        Cow::Owned(facts.attempted_retries.to_string()),
+    ));
+    out.push((
+        "x-litellm-max-retries",
+        Cow::Owned(facts.max_retries.to_string()),
+    ));
+    out.push(("x-litellm-timeout", Cow::Owned(seconds(facts.timeout_ms))));
+    out
+}
+
+/// `x-litellm-response-cost` for an answer whose usage is known before its headers leave
+/// (a whole JSON answer), at the deployment's `model_info` prices.
+pub fn cost_header(
+    config: &Config,
+    deployment: &Deployment,
+    usage: crate::translate::text::Usage,
+) -> Option<(&'static str, String)> {
+    config.litellm_response_headers.then(|| {
+        (
+            "x-litellm-response-cost",
+            deployment.cost(usage).to_string(),
+        )
+    })
+}
+
+/// Milliseconds as LiteLLM writes a timeout: seconds, as a float (`600.0`, `0.5`).
+fn seconds(ms: u64) -> String {
+    let s = ms as f64 / 1000.0;
+    if s.fract() == 0.0 {
+        format!("{s:.1}")
+    } else {
+        s.to_string()
+    }
+}
+
+/// A request's `x-litellm-timeout` header (seconds, as LiteLLM reads it) in milliseconds.
+pub fn request_timeout_ms(value: &str) -> Option<u64> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map(|t| (t * 1000.0).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn config(extra: &str) -> Config {
+        let json = format!(
+            r#"{{"model_list":[{{"model_name":"g","litellm_params":{{"model":"openai/m","api_base":"http://h:1/v1"}},
+               "model_info":{{"id":"dep-1"}}}}]{extra}}}"#
+        );
+        parse(json.as_bytes(), &|_| None, 0).unwrap().0
+    }
+
+    #[test]
+    fn litellm_headers_follow_the_gateway_ones_and_can_be_turned_off() {
+        let c = config("");
+        let facts = AnswerFacts {
+            deployment: &c.deployments[0],
+            attempted_retries: 1,
+            max_retries: 2,
+            timeout_ms: 600_000,
+            show_api_base: false,
+            call_id: Some("req-1"),
+        };
+        let h = answer_headers(&c, &facts);
+        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_ref());
+        assert_eq!(get("x-llm-model-group"), Some("g"));
+        assert_eq!(get("x-litellm-model-id"), Some("dep-1"));
+        assert_eq!(get("x-litellm-attempted-retries"), Some("1"));
+        assert_eq!(get("x-litellm-max-retries"), Some("2"));
+        assert_eq!(get("x-litellm-timeout"), Some("600.0"));
+        assert_eq!(get("x-litellm-call-id"), Some("req-1"));
+        assert_eq!(get("x-litellm-version"), Some(VERSION));
+        assert_eq!(
+            get("x-litellm-model-api-base"),
+            None,
+            "only the master key sees it"
+        );
+        let master = AnswerFacts {
+            show_api_base: true,
+            ..facts
+        };
+        let h = answer_headers(&c, &master);
+        assert!(h
+            .iter()
+            .any(|(k, v)| *k == "x-litellm-model-api-base" && v == "http://h:1/v1"));
+        let off = config(r#","general_settings":{"litellm_response_headers":false}"#);
+        let facts = AnswerFacts {
+            deployment: &off.deployments[0],
+            ..facts
+        };
+        let names: Vec<&str> = answer_headers(&off, &facts)
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(names, ["x-llm-model-group", "x-llm-deployment"]);
+        assert_eq!(request_timeout_ms("1.5"), Some(1500));
+        assert_eq!(request_timeout_ms("-1"), None);
+        assert_eq!(seconds(500), "0.5");
+    }
+}
