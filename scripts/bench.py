@@ -112,8 +112,10 @@ def gateway_json(upstream_port, extra_deployments=0):
          "tpm_limit": 1000000000000}]}}
 
 
-def gateway_config(port, admin, upstream_port, extra=0):
-    cfg = envoy_config(gateway_json(upstream_port, extra), [upstream_port], port, admin)
+def gateway_config(port, admin, upstream_port, extra=0, litellm_headers=True):
+    gw = gateway_json(upstream_port, extra)
+    gw["general_settings"]["litellm_response_headers"] = litellm_headers
+    cfg = envoy_config(gw, [upstream_port], port, admin)
     cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"].pop("access_log", None)
     return cfg
 
@@ -280,6 +282,9 @@ def instruction_rows(up_port):
                      "chat, groq/": ("/v1/chat/completions", chat_body("groq")),
                      "chat, mistral/": ("/v1/chat/completions", chat_body("mistral"))}
     jobs = [("gateway", lambda p, a: gateway_config(p, a, up_port), gateway_paths),
+            # The same gateway without LiteLLM's x-litellm-* answer headers (one host call each).
+            ("lean", lambda p, a: gateway_config(p, a, up_port, litellm_headers=False),
+             {"chat, no x-litellm-*": gateway_paths["chat"]}),
             ("plain", lambda p, a: plain_config(p, a, up_port), plain_paths),
             ("floor", lambda p, a: floor_config(p, a, up_port), plain_paths)]
     from concurrent.futures import ThreadPoolExecutor
@@ -412,10 +417,11 @@ def report(r):
         print(f"\nInstructions per request under callgrind (deterministic; {COUNTED} sequential requests each, "
               f"the whole Envoy process)")
         print(f"{'scenario':18} {'plain':>9} {'floor':>9} {'gateway':>9} {'floor +':>9} {'gateway +':>10}")
-        for scenario in ins["gateway"]:
+        rows = [(s, g) for s, g in ins["gateway"].items()] + [(s, g) for s, g in ins.get("lean", {}).items()]
+        for scenario, g in rows:
             # The plain and floor Envoys take no key: a keyed scenario compares with their unkeyed one.
             base = scenario.split(",")[0]
-            p, f, g = ins["plain"][base], ins["floor"][base], ins["gateway"][scenario]
+            p, f = ins["plain"][base], ins["floor"][base]
             print(f"{scenario:18} {p:9.0f} {f:9.0f} {g:9.0f} {f - p:9.0f} {g - p:10.0f}")
     if "litellm_error" in r:
         print(f"\nLiteLLM: not measured ({r['litellm_error']})")

@@ -131,9 +131,10 @@ fn apply_param_rules(
     }
 }
 
-/// Whether some `"token"` in `body` (the bytes between two consecutive quotes) satisfies
-/// `named`. Every key is such a token, so a member named so is never missed; a string value
-/// or an escaped quote can only add candidates (the members are then read properly).
+/// Whether some `"token":` in `body` (the bytes between two consecutive quotes, then a
+/// colon) satisfies `named`. Every key is such a token, so a member named so is never
+/// missed; values are not (`"role":"user"` is not the `user` parameter), and an escaped
+/// quote inside a string can only add candidates (the members are then read properly).
 fn quotes_any(body: &[u8], named: impl Fn(&[u8]) -> bool) -> bool {
     let mut open: Option<usize> = None;
     for (at, &b) in body.iter().enumerate() {
@@ -141,7 +142,11 @@ fn quotes_any(body: &[u8], named: impl Fn(&[u8]) -> bool) -> bool {
             continue;
         }
         if let Some(start) = open {
-            if body.get(start + 1..at).is_some_and(&named) {
+            let is_key = body
+                .get(at + 1..)
+                .and_then(|rest| rest.iter().find(|b| !b.is_ascii_whitespace()))
+                == Some(&b':');
+            if is_key && body.get(start + 1..at).is_some_and(&named) {
                 return true;
             }
         }
@@ -517,6 +522,10 @@ mod tests {
             }
         }
         assert!(!quotes_any(br#"{"model":"m","messages":[]}"#, |t| t == b"n"));
+        // A value is not a key: a user message does not look like the `user` parameter.
+        let chat = br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#;
+        assert!(!quotes_any(chat, |t| t == b"user"));
+        assert!(quotes_any(br#"{"user" : "u"}"#, |t| t == b"user"));
     }
 
     #[test]
