@@ -28,6 +28,9 @@ pub const UPSTREAM_REQUEST_HEADERS_TO_REMOVE: [&str; 1] = ["accept-encoding"];
 /// model (connection refused or reset, refused streams). Anything else moves to another
 /// deployment through the filter's failover, which also counts toward cooldown.
 pub const ENVOY_RETRY_ON: &str = "connect-failure,refused-stream,reset";
+/// `ENVOY_RETRY_ON` plus the statuses in `x-envoy-retriable-status-codes`.
+pub const ENVOY_RETRY_ON_STATUSES: &str =
+    "connect-failure,refused-stream,reset,retriable-status-codes";
 
 /// LiteLLM's request-tags header (tag routing); consumed here, never sent upstream.
 pub const TAGS_HEADER: &str = "x-litellm-tags";
@@ -114,8 +117,11 @@ pub struct Forward {
     /// For streams with `stream_timeout`: the time the upstream has to start answering
     /// (Envoy's per-try timeout, which ends at the response headers, measured here).
     pub first_byte_timeout_ms: Option<u64>,
-    /// Envoy retries on the same deployment (connection failures and resets only).
+    /// Envoy retries on the same deployment: connection failures and resets, and for a
+    /// group of one deployment also the statuses in `retry_statuses`.
     pub envoy_retries: u32,
+    /// `x-envoy-retriable-status-codes` (see `same_deployment_retries`).
+    pub retry_statuses: Option<String>,
     /// The deployment, counted on the router; settled once the response is known.
     pub reservation: Reservation,
     /// What it takes to try another deployment or group if this one fails.
@@ -610,6 +616,44 @@ fn group_chain(
     Ok(chain)
 }
 
+/// LiteLLM retries a group of one deployment on that deployment (`num_retries`, or
+/// `retry_policy` per kind of failure). Envoy does it here, before the answer reaches the
+/// filter: it retries the listed statuses with its backoff, waiting what `retry-after` says
+/// where the route has `rate_limited_retry_back_off` (the shipped and rendered configs do).
+/// A group with more deployments fails over in the filter instead, to another deployment.
+/// Returns the retries and the statuses (`None`: connection failures and resets only).
+fn same_deployment_retries(
+    config: &Config,
+    deployment: &Deployment,
+    requested: Option<u32>,
+) -> (u32, Option<String>) {
+    let r = &config.router;
+    let connect = requested.unwrap_or(r.num_retries);
+    let single = config
+        .groups
+        .get(deployment.group)
+        .is_some_and(|g| g.deployments.len() == 1);
+    if !single {
+        return (connect, None);
+    }
+    let policy = &r.retry_policy;
+    let kinds = [
+        (policy.rate_limit, "429"),
+        (policy.internal_server, "500,502,503"),
+        (policy.timeout, "504"),
+    ];
+    let mut most = connect;
+    let mut codes: Vec<&str> = Vec::new();
+    for (kind, statuses) in kinds {
+        let retries = requested.or(kind).unwrap_or(r.num_retries);
+        if retries > 0 {
+            most = most.max(retries);
+            codes.push(statuses);
+        }
+    }
+    (most, (!codes.is_empty()).then(|| codes.join(",")))
+}
+
 /// Translate the request for the reserved deployment; a request the deployment cannot take
 /// (400) releases the reservation.
 fn attempt(
@@ -638,6 +682,8 @@ fn attempt(
     } else {
         ResponseContext::default()
     };
+    let (envoy_retries, retry_statuses) =
+        same_deployment_retries(config, configured, request.overrides.num_retries);
     match translator.translate_request(config, deployment, request, ctx) {
         Ok(upstream) => Ok(Forward {
             path: upstream.path,
@@ -650,10 +696,8 @@ fn attempt(
             first_byte_timeout_ms: deployment
                 .stream_timeout_ms
                 .filter(|_| request.stream && request.overrides.timeout_ms.is_none()),
-            envoy_retries: request
-                .overrides
-                .num_retries
-                .unwrap_or(config.router.num_retries),
+            envoy_retries,
+            retry_statuses,
             reservation,
             replay,
             requested_model: completed.map(|_| request.model.clone()),
@@ -1400,6 +1444,28 @@ mod tests {
             .map(|p| p.deployment)
             .collect();
         assert_eq!(only, vec![1]);
+    }
+
+    #[test]
+    fn a_group_of_one_is_retried_on_its_deployment_by_envoy() {
+        let cfg = r#"{"model_list":[
+            {"model_name":"one","litellm_params":{"model":"openai/a","api_base":"http://a:1"}},
+            {"model_name":"two","litellm_params":{"model":"openai/b","api_base":"http://b:1"}},
+            {"model_name":"two","litellm_params":{"model":"openai/c","api_base":"http://c:1"}}],
+          "router_settings":{"num_retries":1,"retry_policy":{"RateLimitErrorRetries":3,"TimeoutErrorRetries":0}}}"#;
+        let c = parse(cfg.as_bytes(), &|_| None, 0).unwrap().0;
+        let (one, two) = (&c.deployments[0], &c.deployments[1]);
+        assert_eq!(
+            same_deployment_retries(&c, one, None),
+            (3, Some("429,500,502,503".to_string()))
+        );
+        assert_eq!(same_deployment_retries(&c, one, Some(0)), (0, None));
+        assert_eq!(
+            same_deployment_retries(&c, one, Some(2)),
+            (2, Some("429,500,502,503,504".to_string()))
+        );
+        // More deployments: the filter fails over to another one; Envoy only reconnects.
+        assert_eq!(same_deployment_retries(&c, two, None), (1, None));
     }
 
     #[test]

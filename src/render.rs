@@ -164,6 +164,12 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
     };
     let log_format = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %DURATION%ms \
                       upstream=%UPSTREAM_HOST% llm=%FILTER_STATE(wasm.llm_gateway:PLAIN)%\n";
+    // Retries the filter asks for (x-envoy-retry-on) wait what an upstream's `retry-after`
+    // says, as LiteLLM does, up to a minute.
+    let routed = json!({"cluster_header": "x-llm-cluster", "timeout": "0s",
+        "retry_policy": {"rate_limited_retry_back_off": {
+            "reset_headers": [{"name": "retry-after", "format": "SECONDS"}],
+            "max_interval": "60s"}}});
     json!({
         "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": opts.admin_port}}},
@@ -185,7 +191,7 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
                         "route_config": {"name": "llm_routes", "virtual_hosts": [{
                             "name": "llm", "domains": ["*"], "routes": [
                                 {"match": {"prefix": "/", "headers": [{"name": "x-llm-cluster", "present_match": true}]},
-                                 "route": {"cluster_header": "x-llm-cluster", "timeout": "0s"},
+                                 "route": routed,
                                  "request_headers_to_remove": ["x-llm-cluster"]},
                                 {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string":
                                     r#"{"error":{"message":"no such endpoint","type":"invalid_request_error","param":null,"code":"not_found"}}"#}},

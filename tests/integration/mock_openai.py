@@ -5,6 +5,8 @@ the gateway sent. Behaviour is steered by the request's `model`:
   - "fail-400": answers a vLLM-style error (integer `code`)
     - "slow": answers after 3 seconds
   - "fail-500": answers a server error
+  - "flaky-429:N:<tag>": answers 429 with `retry-after: 1` to the first N requests naming
+    exactly this model, then normally (a tag per test keeps the counts apart)
   - anything else: a normal answer naming the model and this server's `name`
 Streaming answers send `STREAM_CHUNKS` chunks `STREAM_INTERVAL` seconds apart.
 
@@ -37,6 +39,9 @@ class Recorder:
 
 
 def make_handler(name, recorder):
+    flaky_seen = {}
+    flaky_lock = threading.Lock()
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "mock-openai"
@@ -89,6 +94,19 @@ def make_handler(name, recorder):
                 self._send(500, {"error": {"message": "mock is broken", "type": "InternalServerError",
                                            "param": None, "code": 500}})
                 return
+            if isinstance(model, str) and model.startswith("flaky-429:"):
+                with flaky_lock:
+                    seen = flaky_seen[model] = flaky_seen.get(model, 0) + 1
+                if seen <= int(model.split(":")[1]):
+                    data = json.dumps({"error": {"message": "rate limited", "type": "rate_limit_error",
+                                                 "param": None, "code": 429}}).encode()
+                    self.send_response(429)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("retry-after", "1")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
             if model == "fail-400":
                 self._send(400, {"error": {"message": "mock refused the request", "type": "BadRequestError",
                                            "param": None, "code": 400}})

@@ -155,3 +155,28 @@ def test_routed_answers_carry_litellm_headers(gateway_factory, mock_a):
                       headers={"Authorization": f"Bearer {key}", "x-litellm-timeout": "0.5"})
     assert r.status_code == 408, r.text
     mock_a[1].take()
+
+
+def test_a_group_of_one_deployment_is_retried_on_it_honouring_retry_after(gateway_factory, mock_a):
+    import time
+    import uuid
+    tag = uuid.uuid4().hex[:8]
+    cfg = {"model_list": [
+        {"model_name": "one", "litellm_params": {"model": f"openai/flaky-429:2:{tag}",
+                                                 "api_base": f"http://127.0.0.1:{mock_a[0]}"}},
+        {"model_name": "none", "litellm_params": {"model": f"openai/flaky-429:1:{tag}-n",
+                                                  "api_base": f"http://127.0.0.1:{mock_a[0]}"}}],
+        "router_settings": {"num_retries": 2}}
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    started = time.monotonic()
+    r = requests.post(f"{gw.url}/v1/chat/completions", json={"model": "one", "messages": MSGS})
+    elapsed = time.monotonic() - started
+    assert r.status_code == 200, r.text
+    assert len(mock_a[1].take()) == 3, "two 429s, then the answer, all on the one deployment"
+    # Each 429 said `retry-after: 1`: Envoy waited for it (its default backoff is 25-250 ms).
+    assert elapsed >= 1.8, elapsed
+    # The request's own num_retries wins: 0 sends the upstream's 429 straight back.
+    r = requests.post(f"{gw.url}/v1/chat/completions", json={"model": "none", "messages": MSGS, "num_retries": 0})
+    assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+    assert len(mock_a[1].take()) == 1
