@@ -42,16 +42,26 @@ pub struct KeyCharge {
     pub reserved_tokens: u64,
     pub minute: u64,
     pub count_spend: bool,
+    /// Counted in the key's in-flight requests (`max_parallel_requests`): released once.
+    pub in_flight: bool,
 }
 
 /// Why a key's reservation was refused.
 enum KeyRefusal {
     Budget(f64),
     Limited(Unusable),
+    Parallel(u64),
 }
 
-pub fn spend_of(host: &dyn Host, id: &str) -> f64 {
-    key_table::read(host, id).spend
+/// Minutes without a new request after which a key's in-flight count is taken to be stale:
+/// a request whose end was never seen (a VM that died mid-request) must not block its key
+/// for good. Longer than any request may run (`timeout` defaults to 10 minutes).
+const STALE_IN_FLIGHT_MINUTES: u64 = 11;
+
+/// What the key has spent in its current budget period.
+pub fn spend_of(host: &dyn Host, grant: &KeyGrant) -> f64 {
+    let period = grant.budget_period_at(host.now_unix_ms() / 1000);
+    key_table::read(host, &grant.id).spend_in(period)
 }
 
 /// Check and reserve the key's limits for one request: budget first, then rpm/tpm.
@@ -75,23 +85,47 @@ pub fn charge(
         .with_code("400")
     };
     let now = host.now_unix_ms();
-    let tracked = grant.rpm.is_some() || grant.tpm.is_some();
+    let parallel = grant.max_parallel;
+    let period = grant.budget_period_at(now / 1000);
+    let tracked = grant.rpm.is_some() || grant.tpm.is_some() || parallel.is_some();
     if tracked {
         // The budget is checked inside the same compare-and-swap as the reservation: one
         // read of the key's record, not two.
         let reserve = |mut c: KeyCounters| -> Result<KeyCounters, KeyRefusal> {
-            if grant.budget.is_some_and(|budget| c.spend >= budget) {
-                return Err(KeyRefusal::Budget(c.spend));
+            let spent = c.spend_in(period);
+            if grant.budget.is_some_and(|budget| spent >= budget) {
+                return Err(KeyRefusal::Budget(spent));
+            }
+            if minute_of(now).saturating_sub(c.state.minute) >= STALE_IN_FLIGHT_MINUTES {
+                c.state.in_flight = 0;
+            }
+            if let Some(max) = parallel.filter(|&max| c.state.in_flight >= max) {
+                return Err(KeyRefusal::Parallel(max));
             }
             c.state = c
                 .state
-                .reserve(now, grant.rpm, grant.tpm, estimated_tokens, false)
+                .reserve(
+                    now,
+                    grant.rpm,
+                    grant.tpm,
+                    estimated_tokens,
+                    parallel.is_some(),
+                )
                 .map_err(KeyRefusal::Limited)?;
             Ok(c)
         };
         match key_table::update(host, &grant.id, &reserve) {
             Ok(_) => {}
             Err(Some(KeyRefusal::Budget(spent))) => return Err(over_budget(spent)),
+            Err(Some(KeyRefusal::Parallel(max))) => {
+                let mut e = GatewayError::new(
+                    ErrorKind::RateLimited,
+                    format!("this key has {max} requests in flight, its max_parallel_requests; retry when one ends"),
+                )
+                .with_code("max_parallel_requests_exceeded");
+                e.retry_after = Some(1);
+                return Err(e);
+            }
             Err(refusal) => {
                 let retry_after = match refusal {
                     Some(KeyRefusal::Limited(u)) => u.retry_after_secs(),
@@ -107,7 +141,7 @@ pub fn charge(
             }
         }
     } else if let Some(budget) = grant.budget {
-        let spent = spend_of(host, &grant.id);
+        let spent = spend_of(host, grant);
         if spent >= budget {
             return Err(over_budget(spent));
         }
@@ -119,6 +153,7 @@ pub fn charge(
         reserved_tokens: if tracked { estimated_tokens } else { 0 },
         minute: minute_of(now),
         count_spend: grant.budget.is_some(),
+        in_flight: parallel.is_some(),
     }))
 }
 
@@ -136,22 +171,25 @@ pub fn settle(
         _ => 0.0,
     };
     // An rpm-only key was counted when charged; its record needs no second write.
-    if !charge.tokens_tracked && cost <= 0.0 {
+    if !charge.tokens_tracked && !charge.in_flight && cost <= 0.0 {
         return;
     }
     let outcome = Outcome {
         reserved_tokens: charge.reserved_tokens,
         actual_tokens: usage.map(|u| u.total_tokens),
         reserved_minute: charge.minute,
+        counted_in_flight: charge.in_flight,
         ..Default::default()
     };
     let policy = Policy::NEVER;
-    let tracked = charge.tokens_tracked;
+    let tracked = charge.tokens_tracked || charge.in_flight;
+    let period = charge.grant.budget_period_at(now / 1000);
     let _ = key_table::update::<()>(host, &charge.grant.id, &|mut c| {
         if tracked {
             c.state = c.state.finish(now, &outcome, &policy);
         }
-        c.spend += cost;
+        c.spend = c.spend_in(period) + cost;
+        c.spend_period = period;
         Ok(c)
     });
 }
@@ -163,10 +201,14 @@ pub fn refund(host: &mut dyn Host, charge: &KeyCharge) {
     }
     let minute = charge.minute;
     let tokens = charge.reserved_tokens;
+    let in_flight = charge.in_flight;
     let _ = key_table::update::<()>(host, &charge.grant.id, &|mut c| {
         if c.state.minute == minute {
             c.state.requests = c.state.requests.saturating_sub(1);
             c.state.tokens = c.state.tokens.saturating_sub(tokens);
+        }
+        if in_flight {
+            c.state.in_flight = c.state.in_flight.saturating_sub(1);
         }
         Ok(c)
     });
@@ -254,6 +296,79 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
         assert!((v["info"]["spend"].as_f64().unwrap() - 0.01).abs() < 1e-12);
         assert!(!String::from_utf8(info.body).unwrap().contains(&minted));
+    }
+
+    #[test]
+    fn max_parallel_requests_counts_requests_in_flight_and_releases_them() {
+        let c = config();
+        let mut h = FakeHost::new(1);
+        crate::router::precreate(&c, &mut h);
+        let minted = json_key(generate(&c, &mut h, br#"{"max_parallel_requests":2}"#).unwrap());
+        let p = c.keys.authenticate(Some(&minted), h.now_ms / 1000).unwrap();
+        let first = charge(&mut h, &p, 10).unwrap().unwrap();
+        let second = charge(&mut h, &p, 10).unwrap().unwrap();
+        let e = charge(&mut h, &p, 10).unwrap_err();
+        assert_eq!(
+            (e.status(), e.code.as_deref()),
+            (429, Some("max_parallel_requests_exceeded"))
+        );
+        // One ends (answered), one is refunded (nothing served): two fit again.
+        settle(
+            &mut h,
+            &first,
+            Some(Usage::new(1, 1)),
+            c.deployments.first(),
+        );
+        refund(&mut h, &second);
+        let a = charge(&mut h, &p, 10).unwrap().unwrap();
+        let _b = charge(&mut h, &p, 10).unwrap().unwrap();
+        assert!(charge(&mut h, &p, 10).is_err());
+        // A count whose end was never seen goes stale once the key has been idle long enough.
+        h.now_ms += STALE_IN_FLIGHT_MINUTES * 60_000;
+        assert!(charge(&mut h, &p, 10).is_ok());
+        settle(&mut h, &a, None, None);
+    }
+
+    #[test]
+    fn budget_duration_starts_the_spend_again_each_period() {
+        let c = config();
+        let mut h = FakeHost::new(1);
+        crate::router::precreate(&c, &mut h);
+        let body = br#"{"max_budget":0.01,"budget_duration":"1h"}"#;
+        let minted = json_key(generate(&c, &mut h, body).unwrap());
+        let p = c.keys.authenticate(Some(&minted), h.now_ms / 1000).unwrap();
+        let spend_all = |h: &mut FakeHost| {
+            let ch = charge(h, &p, 0).unwrap().unwrap();
+            settle(h, &ch, Some(Usage::new(4, 3)), c.deployments.first());
+        };
+        spend_all(&mut h);
+        assert_eq!(
+            charge(&mut h, &p, 0).unwrap_err().kind,
+            ErrorKind::BudgetExceeded
+        );
+        h.now_ms += 3_600_000;
+        spend_all(&mut h);
+        assert_eq!(
+            charge(&mut h, &p, 0).unwrap_err().kind,
+            ErrorKind::BudgetExceeded
+        );
+        let Principal::Key(g) = &p else { panic!() };
+        assert!(
+            (spend_of(&h, g) - 0.01).abs() < 1e-12,
+            "this period's spend only"
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&info(&c, &h, &p, None).unwrap().body).unwrap();
+        assert_eq!(v["info"]["budget_duration"], "1h");
+        assert!(v["info"]["budget_reset_at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'));
+    }
+
+    fn json_key(reply: crate::gateway::LocalReply) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        v["key"].as_str().unwrap().to_string()
     }
 
     #[test]

@@ -20,11 +20,9 @@ pub const IGNORED_FIELDS: [&str; 3] = ["organization_id", "soft_budget", "send_i
 /// LiteLLM `/key/generate` fields that would limit or change a key in ways this gateway
 /// does not enforce: refused unless unset (`null`, `false`, `[]`, `{}`), so no key is
 /// minted wider than its request asked.
-pub const UNSUPPORTED_FIELDS: [&str; 22] = [
+pub const UNSUPPORTED_FIELDS: [&str; 20] = [
     "key",
     "spend",
-    "max_parallel_requests",
-    "budget_duration",
     "budget_id",
     "model_max_budget",
     "model_rpm_limit",
@@ -56,6 +54,9 @@ pub struct GenerateRequest {
     rpm_limit: Option<u64>,
     tpm_limit: Option<u64>,
     max_budget: Option<f64>,
+    max_parallel_requests: Option<u64>,
+    /// Seconds; the spend starts again each period.
+    budget_duration: Option<u64>,
     key_name: Option<String>,
     user_id: Option<String>,
     team_id: Option<String>,
@@ -117,6 +118,8 @@ impl KeyPolicy {
         req.rpm_limit = req.rpm_limit.or(d.rpm_limit);
         req.tpm_limit = req.tpm_limit.or(d.tpm_limit);
         req.max_budget = req.max_budget.or(d.max_budget);
+        req.max_parallel_requests = req.max_parallel_requests.or(d.max_parallel_requests);
+        req.budget_duration = req.budget_duration.or(d.budget_duration);
         req.user_id = req.user_id.take().or_else(|| d.user_id.clone());
         req.team_id = req.team_id.take().or_else(|| d.team_id.clone());
         if req.metadata.as_ref().is_none_or(|m| m.is_empty()) {
@@ -146,6 +149,16 @@ impl KeyPolicy {
         bound("rpm_limit", &mut req.rpm_limit, u.rpm_limit)?;
         bound("tpm_limit", &mut req.tpm_limit, u.tpm_limit)?;
         bound("max_budget", &mut req.max_budget, u.max_budget)?;
+        bound(
+            "budget_duration",
+            &mut req.budget_duration,
+            u.budget_duration,
+        )?;
+        bound(
+            "max_parallel_requests",
+            &mut req.max_parallel_requests,
+            u.max_parallel_requests,
+        )?;
         Ok(req)
     }
 }
@@ -214,6 +227,14 @@ fn parse_value(value: Value) -> Result<GenerateRequest, GatewayError> {
                     })?),
                 }
             }
+            "budget_duration" => {
+                req.budget_duration = match opt_string(name, v)? {
+                    None => None,
+                    Some(d) => Some(keys::parse_duration(&d).ok_or_else(|| {
+                        field_error(name, "must look like 30s, 30m, 30h, 30d, 2w or 1mo")
+                    })?),
+                }
+            }
             "key_alias" => req.key_alias = opt_string(name, v)?,
             "key_name" => req.key_name = opt_string(name, v)?,
             "user_id" => req.user_id = opt_string(name, v)?,
@@ -227,6 +248,7 @@ fn parse_value(value: Value) -> Result<GenerateRequest, GatewayError> {
             }
             "rpm_limit" => req.rpm_limit = opt_count(name, v)?,
             "tpm_limit" => req.tpm_limit = opt_count(name, v)?,
+            "max_parallel_requests" => req.max_parallel_requests = opt_count(name, v)?,
             "max_budget" => {
                 req.max_budget = match v {
                     Value::Null => None,
@@ -278,7 +300,7 @@ fn check_other(name: &str, v: &Value) -> Result<(), GatewayError> {
     let shown = crate::error::shown(name, 64);
     Err(field_error(
         &shown,
-        "is not a /key/generate field (known: models, duration, key_alias, key_name, rpm_limit, tpm_limit, max_budget, metadata, user_id, team_id)",
+        "is not a /key/generate field (known: models, duration, key_alias, key_name, rpm_limit, tpm_limit, max_budget, budget_duration, max_parallel_requests, metadata, user_id, team_id)",
     ))
 }
 
@@ -324,6 +346,8 @@ pub fn generate(
         rpm: req.rpm_limit,
         tpm: req.tpm_limit,
         budget: req.max_budget,
+        par: req.max_parallel_requests,
+        bdur: req.budget_duration,
         name: req.key_name,
         user: req.user_id,
         team: req.team_id,
@@ -431,6 +455,8 @@ fn key_fields(claims: &Claims, spend: f64) -> Value {
         "rpm_limit": claims.rpm,
         "tpm_limit": claims.tpm,
         "max_budget": claims.budget,
+        "max_parallel_requests": claims.par,
+        "budget_duration": claims.bdur.map(keys::format_duration),
         "spend": spend,
         "user_id": claims.user,
         "team_id": claims.team,
@@ -439,9 +465,16 @@ fn key_fields(claims: &Claims, spend: f64) -> Value {
 }
 
 fn info_reply(host: &dyn Host, grant: &KeyGrant) -> LocalReply {
-    let spend = spend_of(host, &grant.id);
+    let spend = spend_of(host, grant);
+    let now = host.now_unix_ms() / 1000;
     let info = match &grant.minted {
-        Some(claims) => key_fields(claims, spend),
+        Some(claims) => {
+            let mut fields = key_fields(claims, spend);
+            if let Some(at) = grant.budget_reset_at(now) {
+                fields["budget_reset_at"] = Value::String(keys::rfc3339(at));
+            }
+            fields
+        }
         // A static key from the config: what the config says of it.
         None => serde_json::json!({
             "token": grant.id,
@@ -453,6 +486,9 @@ fn info_reply(host: &dyn Host, grant: &KeyGrant) -> LocalReply {
             "rpm_limit": grant.rpm,
             "tpm_limit": grant.tpm,
             "max_budget": grant.budget,
+            "max_parallel_requests": grant.max_parallel,
+            "budget_duration": grant.budget_period.map(|(d, _)| keys::format_duration(d)),
+            "budget_reset_at": grant.budget_reset_at(now).map(keys::rfc3339),
             "spend": spend,
             "metadata": {},
         }),
@@ -506,7 +542,7 @@ mod tests {
             (r#"{"max_budget":"1"}"#, "max_budget"),
             (r#"{"key_alias":["a"]}"#, "key_alias"),
             (r#"{"metadata":"x"}"#, "metadata"),
-            (r#"{"max_parallel_requests":2}"#, "max_parallel_requests"),
+            (r#"{"max_parallel_requests":-2}"#, "max_parallel_requests"),
             (r#"{"blocked":true}"#, "blocked"),
             (r#"{"spend":3}"#, "spend"),
             (r#"{"key":"sk-chosen"}"#, "key"),

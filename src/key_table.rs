@@ -11,13 +11,26 @@ use sha2::{Digest, Sha256};
 
 pub const BUCKETS: u64 = 64;
 
-const ENTRY_BYTES: usize = 8 + STATE_BYTES + 8;
+const ENTRY_BYTES: usize = 8 + STATE_BYTES + 8 + 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct KeyCounters {
     pub state: DeploymentState,
-    /// USD spent through this Envoy.
+    /// USD spent through this Envoy (in `spend_period`, for a key with `budget_duration`).
     pub spend: f64,
+    /// The `budget_duration` period `spend` belongs to (0 for keys without one).
+    pub spend_period: u64,
+}
+
+impl KeyCounters {
+    /// The spend of `period`: what is recorded, or nothing once a new period began.
+    pub fn spend_in(&self, period: u64) -> f64 {
+        if self.spend_period == period {
+            self.spend
+        } else {
+            0.0
+        }
+    }
 }
 
 fn id_hash(id: &str) -> u64 {
@@ -29,8 +42,9 @@ fn id_hash(id: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `keys2`: entries grew a period field; a module of the old layout never reads these.
 fn bucket_key(hash: u64) -> String {
-    format!("llm_gateway.keys.{}", hash % BUCKETS)
+    format!("llm_gateway.keys2.{}", hash % BUCKETS)
 }
 
 pub fn precreate(host: &mut dyn Host) {
@@ -48,8 +62,17 @@ fn decode(bytes: &[u8]) -> Vec<(u64, KeyCounters)> {
         .filter_map(|e| {
             let hash = u64::from_le_bytes(e.get(..8)?.try_into().ok()?);
             let state = DeploymentState::decode(e.get(8..8 + STATE_BYTES)?);
-            let spend = f64::from_le_bytes(e.get(8 + STATE_BYTES..)?.try_into().ok()?);
-            Some((hash, KeyCounters { state, spend }))
+            let at = 8 + STATE_BYTES;
+            let spend = f64::from_le_bytes(e.get(at..at + 8)?.try_into().ok()?);
+            let spend_period = u64::from_le_bytes(e.get(at + 8..)?.try_into().ok()?);
+            Some((
+                hash,
+                KeyCounters {
+                    state,
+                    spend,
+                    spend_period,
+                },
+            ))
         })
         .collect()
 }
@@ -60,6 +83,7 @@ fn encode(entries: &[(u64, KeyCounters)]) -> Vec<u8> {
         out.extend_from_slice(&hash.to_le_bytes());
         out.extend_from_slice(&c.state.encode());
         out.extend_from_slice(&c.spend.to_le_bytes());
+        out.extend_from_slice(&c.spend_period.to_le_bytes());
     }
     out
 }

@@ -41,6 +41,12 @@ pub struct Claims {
     pub tpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<f64>,
+    /// LiteLLM's `max_parallel_requests`: requests in flight at once, across workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub par: Option<u64>,
+    /// LiteLLM's `budget_duration`, seconds: the spend starts again each period from `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bdur: Option<u64>,
     /// LiteLLM's bookkeeping, carried and echoed (`key_name`, `user_id`, `team_id`,
     /// `metadata`); of these only `metadata.allow_client_mock_response` changes anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +57,23 @@ pub struct Claims {
     pub team: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<serde_json::Value>,
+}
+
+impl KeyGrant {
+    /// The `budget_duration` period `now_secs` falls in (0 without one): spend counts
+    /// within a period.
+    pub fn budget_period_at(&self, now_secs: u64) -> u64 {
+        match self.budget_period {
+            Some((length, start)) if length > 0 => now_secs.saturating_sub(start) / length + 1,
+            _ => 0,
+        }
+    }
+
+    /// When the current budget period ends (LiteLLM's `budget_reset_at`).
+    pub fn budget_reset_at(&self, now_secs: u64) -> Option<u64> {
+        let (length, start) = self.budget_period.filter(|(l, _)| *l > 0)?;
+        Some(start.saturating_add(self.budget_period_at(now_secs).saturating_mul(length)))
+    }
 }
 
 impl Claims {
@@ -77,6 +100,10 @@ pub struct KeyGrant {
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub budget: Option<f64>,
+    /// `max_parallel_requests`.
+    pub max_parallel: Option<u64>,
+    /// `budget_duration` (seconds) and when its periods start (unix seconds).
+    pub budget_period: Option<(u64, u64)>,
     pub minted: Option<Claims>,
 }
 
@@ -173,6 +200,8 @@ impl KeyRing {
                 rpm: claims.rpm,
                 tpm: claims.tpm,
                 budget: claims.budget,
+                max_parallel: claims.par,
+                budget_period: claims.bdur.map(|d| (d, claims.iat)),
                 minted: Some(claims),
             })));
         }
@@ -234,6 +263,17 @@ fn expired(expiry: u64, now_secs: u64) -> GatewayError {
 
 fn unauthorized(message: &str) -> GatewayError {
     GatewayError::new(ErrorKind::Authentication, message).with_code("invalid_api_key")
+}
+
+/// Seconds as the largest whole LiteLLM unit (`30d`, `2h`, `90s`).
+pub fn format_duration(secs: u64) -> String {
+    match secs {
+        0 => "0s".to_string(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// LiteLLM's durations: `30s`, `30m`, `30h`, `30d` (also `30min`, as its docs write it).
@@ -359,6 +399,8 @@ mod tests {
             rpm: Some(5),
             tpm: None,
             budget: Some(1.5),
+            par: None,
+            bdur: None,
             name: None,
             user: None,
             team: None,
@@ -461,6 +503,8 @@ mod tests {
             rpm: None,
             tpm: None,
             budget: None,
+            max_parallel: None,
+            budget_period: None,
             minted: None,
         };
         let r = KeyRing::new(

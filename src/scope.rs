@@ -226,6 +226,8 @@ mod tests {
                     rpm: None,
                     tpm: None,
                     budget: None,
+                    par: None,
+                    bdur: None,
                     name: None,
                     user: None,
                     team: None,

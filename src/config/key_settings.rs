@@ -41,6 +41,19 @@ pub(super) fn static_key(
         })?),
         None => None,
     };
+    // A static key's budget periods start at the Unix epoch (it has no issue time).
+    let budget_period = match v.budget_duration.as_deref() {
+        Some(d) => Some((
+            crate::keys::parse_duration(d).ok_or_else(|| {
+                err(
+                    format!("{path}.budget_duration"),
+                    "must look like 30s, 30m, 30h, 30d, 2w or 1mo",
+                )
+            })?,
+            0,
+        )),
+        None => None,
+    };
     let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     Ok((
         digest,
@@ -52,6 +65,8 @@ pub(super) fn static_key(
             rpm: v.rpm_limit,
             tpm: v.tpm_limit,
             budget: v.max_budget,
+            max_parallel: v.max_parallel_requests,
+            budget_period,
             minted: None,
         },
     ))

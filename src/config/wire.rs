@@ -219,4 +219,8 @@ pub struct WireVirtualKey {
     pub rpm_limit: Option<u64>,
     pub tpm_limit: Option<u64>,
     pub max_budget: Option<f64>,
+    /// Requests in flight at once for this key, across workers.
+    pub max_parallel_requests: Option<u64>,
+    /// The spend starts again every period (`30d`, `1mo`, …).
+    pub budget_duration: Option<String>,
 }

@@ -180,3 +180,25 @@ def test_a_group_of_one_deployment_is_retried_on_it_honouring_retry_after(gatewa
     r = requests.post(f"{gw.url}/v1/chat/completions", json={"model": "none", "messages": MSGS, "num_retries": 0})
     assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
     assert len(mock_a[1].take()) == 1
+
+
+def test_max_parallel_requests_holds_across_workers(gateway_factory, mock_a):
+    from concurrent.futures import ThreadPoolExecutor
+    cfg = config(mock_a[0])
+    cfg["model_list"].append({"model_name": "slow", "litellm_params": {
+        "model": "openai/slow", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    key = mint(gw, max_parallel_requests=2)["key"]
+
+    def call(_):
+        return requests.post(f"{gw.url}/v1/chat/completions", json={"model": "slow", "messages": MSGS},
+                             headers={"Authorization": f"Bearer {key}", "connection": "close"}, timeout=20)
+    # Four at once over fresh connections (both workers): the mock holds each for 3 s.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        codes = sorted(r.status_code for r in pool.map(call, range(4)))
+    assert codes == [200, 200, 429, 429], codes
+    # Both ended: the key has its two slots back.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert [r.status_code for r in pool.map(call, range(2))] == [200, 200]
+    assert len(mock_a[1].take()) == 4
