@@ -470,8 +470,8 @@ fn info_reply(host: &dyn Host, grant: &KeyGrant) -> LocalReply {
     let info = match &grant.minted {
         Some(claims) => {
             let mut fields = key_fields(claims, spend);
-            if let Some(at) = grant.budget_reset_at(now) {
-                fields["budget_reset_at"] = Value::String(keys::rfc3339(at));
+            if let (Some(at), Value::Object(map)) = (grant.budget_reset_at(now), &mut fields) {
+                map.insert("budget_reset_at".into(), Value::String(keys::rfc3339(at)));
             }
             fields
         }
