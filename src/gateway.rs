@@ -159,6 +159,8 @@ pub struct Replay {
     pub num_retries: Option<u32>,
     /// Retries already spent within the current group.
     pub retries_used: u32,
+    /// Groups the body named as fallbacks with their own messages, and those messages.
+    pub fallback_messages: Vec<(usize, String)>,
     pub estimated_tokens: u64,
     /// The request's tags, when tag routing is on.
     pub tags: Vec<String>,
@@ -475,6 +477,12 @@ fn route(
                     tried: vec![reservation.deployment],
                     num_retries: request.overrides.num_retries,
                     retries_used: 0,
+                    fallback_messages: request
+                        .overrides
+                        .fallback_messages
+                        .iter()
+                        .filter_map(|(name, m)| Some((config.resolve_index(name)?, m.clone())))
+                        .collect(),
                     estimated_tokens,
                     tags,
                 });
@@ -745,7 +753,7 @@ pub fn failover(
     replay: &mut Replay,
     status: u16,
 ) -> Option<Forward> {
-    let request = InferenceBody::parse(replay.kind, &replay.body).ok()?;
+    let original = InferenceBody::parse(replay.kind, &replay.body).ok()?;
     let allowed = replay.num_retries.unwrap_or_else(|| {
         config
             .router
@@ -769,7 +777,18 @@ pub fn failover(
                     replay.retries_used = 0;
                 }
                 replay.tried.push(reservation.deployment);
-                let mut forward = attempt(config, host, &request, reservation, None).ok()?;
+                // A fallback the body gave its own messages gets those instead.
+                let own = replay
+                    .fallback_messages
+                    .iter()
+                    .find(|(g, _)| *g == target.group())
+                    .map(|(_, m)| crate::request::with_messages(&replay.body, m));
+                let rewritten = match &own {
+                    Some(body) => Some(InferenceBody::parse(replay.kind, body).ok()?),
+                    None => None,
+                };
+                let request = rewritten.as_ref().unwrap_or(&original);
+                let mut forward = attempt(config, host, request, reservation, None).ok()?;
                 // The filter keeps the replay; this attempt needs no copy of its own.
                 forward.envoy_retries = 0;
                 return Some(forward);

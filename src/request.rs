@@ -252,6 +252,9 @@ pub struct RouterOverrides {
     pub num_retries: Option<u32>,
     /// Model names to fall back to, in order.
     pub fallbacks: Option<Vec<String>>,
+    /// LiteLLM's fallbacks with their own messages (`{"model": "m", "messages": [...]}`):
+    /// the model name and the raw JSON of the messages to send it instead.
+    pub fallback_messages: Vec<(String, String)>,
     pub context_window_fallbacks: Option<Vec<String>>,
     pub timeout_ms: Option<u64>,
     pub cache: CacheControls,
@@ -334,6 +337,9 @@ impl<'a> InferenceBody<'a> {
         let number =
             |v: Option<&RawValue>| v.and_then(|r| serde_json::from_str::<u64>(r.get()).ok());
         let mut gateway_only = Vec::new();
+        let fallbacks = gateway_member(body, env.fallbacks, &mut gateway_only)
+            .map(|r| fallback_entries(r, "fallbacks"))
+            .transpose()?;
         let overrides = RouterOverrides {
             num_retries: gateway_member(body, env.num_retries, &mut gateway_only)
                 .map(|r| serde_json::from_str::<u32>(r.get()))
@@ -342,9 +348,8 @@ impl<'a> InferenceBody<'a> {
                     GatewayError::invalid_request("num_retries must be a non-negative integer")
                         .with_param("num_retries")
                 })?,
-            fallbacks: gateway_member(body, env.fallbacks, &mut gateway_only)
-                .map(|r| fallback_names(r, "fallbacks"))
-                .transpose()?,
+            fallbacks: fallbacks.as_ref().map(|(names, _)| names.clone()),
+            fallback_messages: fallbacks.map(|(_, messages)| messages).unwrap_or_default(),
             context_window_fallbacks: gateway_member(
                 body,
                 env.context_window_fallbacks,
@@ -609,25 +614,69 @@ impl InferenceBody<'_> {
 
 /// `["a","b"]` or LiteLLM's `[{"group": ["a","b"]}]`: the names to fall back to, in order.
 fn fallback_names(raw: &RawValue, field: &str) -> Result<Vec<String>, GatewayError> {
+    fallback_entries(raw, field).map(|(names, _)| names)
+}
+
+/// A fallback list: names, LiteLLM's `{model: [fallbacks]}` maps, and fallbacks with their
+/// own messages (`{"model": "m", "messages": [...]}`); the names in order, and the
+/// messages of those that have some.
+#[allow(clippy::type_complexity)]
+fn fallback_entries(
+    raw: &RawValue,
+    field: &str,
+) -> Result<(Vec<String>, Vec<(String, String)>), GatewayError> {
+    // (An untagged enum reads through serde's buffer, which cannot lend a `RawValue`.)
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Entry {
         Name(String),
+        WithMessages {
+            model: String,
+            messages: Vec<serde_json::Value>,
+        },
         Map(std::collections::BTreeMap<String, Vec<String>>),
     }
     let entries: Vec<Entry> = serde_json::from_str(raw.get()).map_err(|_| {
         GatewayError::invalid_request(format!(
-            "{field} must be a list of model names or of {{model: [fallbacks]}}"
+            "{field} must be a list of model names, of {{model: [fallbacks]}} or of {{\"model\": name, \"messages\": [...]}}"
         ))
         .with_param(field)
     })?;
-    Ok(entries
-        .into_iter()
-        .flat_map(|e| match e {
-            Entry::Name(n) => vec![n],
-            Entry::Map(m) => m.into_values().flatten().collect(),
-        })
-        .collect())
+    let mut names = Vec::new();
+    let mut messages = Vec::new();
+    for e in entries {
+        match e {
+            Entry::Name(n) => names.push(n),
+            Entry::WithMessages { model, messages: m } => {
+                if m.is_empty() {
+                    return Err(GatewayError::invalid_request(format!(
+                        "{field}: the messages of fallback `{}` must be a non-empty list",
+                        crate::error::shown(&model, 128)
+                    ))
+                    .with_param(field));
+                }
+                let json = serde_json::to_string(&m).unwrap_or_default();
+                messages.push((model.clone(), json));
+                names.push(model);
+            }
+            Entry::Map(m) => names.extend(m.into_values().flatten()),
+        }
+    }
+    Ok((names, messages))
+}
+
+/// A chat body with its `messages` replaced by `messages` (raw JSON): a fallback with its
+/// own messages. A body that is not a JSON object is returned as it is.
+pub fn with_messages(body: &[u8], messages: &str) -> Vec<u8> {
+    let parsed = serde_json::from_slice::<serde_json::Value>(body);
+    let new = serde_json::from_str::<serde_json::Value>(messages);
+    match (parsed, new) {
+        (Ok(serde_json::Value::Object(mut fields)), Ok(new)) => {
+            fields.insert("messages".into(), new);
+            serde_json::to_vec(&fields).unwrap_or_else(|_| body.to_vec())
+        }
+        _ => body.to_vec(),
+    }
 }
 
 fn cache_controls(
@@ -852,6 +901,34 @@ mod tests {
                 assert_eq!(got, want, "{}", String::from_utf8_lossy(&out));
             }
         }
+    }
+
+    #[test]
+    fn fallbacks_take_litellm_three_shapes() {
+        let raw: Box<RawValue> = serde_json::from_str(
+            r#"["a", {"b": ["c", "d"]}, {"model": "e", "messages": [{"role": "user", "content": "x"}]}]"#,
+        )
+        .unwrap();
+        let (names, messages) = fallback_entries(&raw, "fallbacks").unwrap();
+        assert_eq!(names, ["a", "c", "d", "e"]);
+        assert_eq!(
+            messages,
+            [(
+                "e".to_string(),
+                r#"[{"content":"x","role":"user"}]"#.to_string()
+            )]
+        );
+        let empty: Box<RawValue> =
+            serde_json::from_str(r#"[{"model": "e", "messages": []}]"#).unwrap();
+        assert_eq!(
+            fallback_entries(&empty, "fallbacks").unwrap_err().status(),
+            400
+        );
+        let body = with_messages(br#"{"model":"m","messages":[1]}"#, r#"[2]"#);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"model":"m","messages":[2]})
+        );
     }
 
     #[test]

@@ -202,3 +202,20 @@ def test_max_parallel_requests_holds_across_workers(gateway_factory, mock_a):
     with ThreadPoolExecutor(max_workers=2) as pool:
         assert [r.status_code for r in pool.map(call, range(2))] == [200, 200]
     assert len(mock_a[1].take()) == 4
+
+
+def test_a_fallback_with_its_own_messages_is_sent_them(gateway_factory, mock_a):
+    cfg = config(mock_a[0])
+    cfg["model_list"].append({"model_name": "broken", "litellm_params": {
+        "model": "openai/fail-500", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    own = [{"role": "user", "content": "the fallback's own prompt"}]
+    r = client(gw, MASTER).chat.completions.create(
+        model="broken", messages=MSGS, extra_body={"fallbacks": [{"model": "chat", "messages": own}],
+                                                   "num_retries": 0})
+    assert r.choices[0].message.content
+    first, second = mock_a[1].take()
+    assert json.loads(first["body"])["messages"] == MSGS
+    sent = json.loads(second["body"])
+    assert sent["messages"] == own and sent["model"] == "served" and "fallbacks" not in sent
