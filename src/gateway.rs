@@ -269,6 +269,9 @@ fn local_endpoint(
     let scope = || Scope::of(config, principal);
     match endpoint {
         Endpoint::ListModels => LocalReply::json(200, listing::models_list(config, &scope())),
+        Endpoint::ListAccessGroups => {
+            LocalReply::json(200, listing::access_groups_list(config, &scope()))
+        }
         Endpoint::GetModel(id) => match listing::model_object(config, &scope(), id) {
             Ok(body) => LocalReply::json(200, body),
             Err(e) => e.into(),

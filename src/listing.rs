@@ -17,6 +17,19 @@ pub fn models_list(config: &Config, scope: &Scope) -> Vec<u8> {
     render_models_list(&allowed, config.created)
 }
 
+/// `/v1/models?only_model_access_groups=true`: LiteLLM's access groups (in name order) that
+/// hold a group this caller may use, in the models list's shape.
+pub fn access_groups_list(config: &Config, scope: &Scope) -> Vec<u8> {
+    let mut names: Vec<&str> = config
+        .access_groups
+        .iter()
+        .filter(|(_, groups)| groups.iter().any(|&g| scope.allows(g)))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    names.sort_unstable();
+    render_models_list(&names, config.created)
+}
+
 /// `/v1/models/{id}`: a visible name this caller may use, else 404 as for any unknown model.
 pub fn model_object(config: &Config, scope: &Scope, id: &str) -> Result<Vec<u8>, GatewayError> {
     let visible = config.visible_models.iter().any(|m| m == id) && scope.shows(config, id);

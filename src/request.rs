@@ -30,6 +30,8 @@ pub enum Endpoint {
     /// model is the one asked for.
     AzureDeployment(Inference, String),
     ListModels,
+    /// `/models?only_model_access_groups=true`: LiteLLM's access groups instead of models.
+    ListAccessGroups,
     GetModel(String),
     /// `/health/liveliness`, `/health/liveness`.
     Liveliness,
@@ -96,7 +98,16 @@ pub fn classify(method: &str, full_path: &str) -> Endpoint {
         "/chat/completions" => want(post, Endpoint::Inference(Inference::Chat), "POST"),
         "/completions" => want(post, Endpoint::Inference(Inference::Completions), "POST"),
         "/embeddings" => want(post, Endpoint::Inference(Inference::Embeddings), "POST"),
-        "/models" => want(get, Endpoint::ListModels, "GET"),
+        "/models" => {
+            let groups_only = query_param(full_path, "only_model_access_groups")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let e = if groups_only {
+                Endpoint::ListAccessGroups
+            } else {
+                Endpoint::ListModels
+            };
+            want(get, e, "GET")
+        }
         "/model/info" => want(get, Endpoint::ModelInfo, "GET"),
         "/model_group/info" => want(get, Endpoint::ModelGroupInfo, "GET"),
         "/key/generate" => want(post, Endpoint::KeyGenerate, "POST"),
@@ -796,6 +807,10 @@ mod tests {
         );
         assert_eq!(classify("GET", "/v1/models"), ListModels);
         assert_eq!(classify("GET", "/models/"), ListModels);
+        assert_eq!(
+            classify("GET", "/v1/models?only_model_access_groups=True"),
+            ListAccessGroups
+        );
         assert_eq!(
             classify("GET", "/v1/models/meta%2Fllama"),
             GetModel("meta/llama".into())

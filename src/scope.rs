@@ -254,6 +254,15 @@ mod tests {
         assert!(s.admit(&c, "a", "model").is_ok() && s.admit(&c, "b", "model").is_ok());
         assert_eq!(s.admit(&c, "c", "model").unwrap_err().status(), 403);
         assert_eq!(s.visible_models(&c).collect::<Vec<_>>(), ["a", "b"]);
+        let listed: serde_json::Value =
+            serde_json::from_slice(&crate::listing::access_groups_list(&c, &s)).unwrap();
+        let ids: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["beta", "internal"]);
     }
 
     #[test]
