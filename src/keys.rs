@@ -22,7 +22,7 @@ type HmacSha256 = SimpleHmac<Sha256>;
 pub const MINTED_PREFIX: &str = "sk-lgw1_";
 
 /// What a minted key says about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Claims {
     /// Key id: 128 random bits, hex. Revocation names it.
     pub kid: String,
@@ -397,14 +397,8 @@ mod tests {
             iat: NOW,
             exp: Some(NOW + 3600),
             rpm: Some(5),
-            tpm: None,
             budget: Some(1.5),
-            par: None,
-            bdur: None,
-            name: None,
-            user: None,
-            team: None,
-            meta: None,
+            ..Claims::default()
         }
     }
 

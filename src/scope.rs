@@ -219,19 +219,8 @@ mod tests {
             c.keys
                 .mint(&crate::keys::Claims {
                     kid: "0".repeat(32),
-                    alias: None,
                     models: vec!["gone-from-config".into()],
-                    iat: 0,
-                    exp: None,
-                    rpm: None,
-                    tpm: None,
-                    budget: None,
-                    par: None,
-                    bdur: None,
-                    name: None,
-                    user: None,
-                    team: None,
-                    meta: None,
+                    ..Default::default()
                 })
                 .unwrap()
         } else {
