@@ -100,6 +100,7 @@ def gateway_json(upstream_port, extra_deployments=0):
         {"model_name": "gen", "litellm_params": {"model": "triton/llama-3", "api_base": f"{base}/v2/models/m/generate"}},
         # Two rows of the provider table on the same stand-in: groq/ takes every OpenAI
         # parameter (nothing to check), mistral/ has a list (the request's members are read).
+        {"model_name": "openai", "litellm_params": {"model": "openai/m", "api_base": f"{base}/v1", "api_key": "sk-o"}},
         {"model_name": "groq", "litellm_params": {"model": "groq/m", "api_base": f"{base}/v1", "api_key": "gsk"}},
         {"model_name": "mistral", "litellm_params": {"model": "mistral/m", "api_base": f"{base}/v1", "api_key": "ms"}},
     ]
@@ -279,6 +280,7 @@ def instruction_rows(up_port):
     gateway_paths = {"chat": ("/v1/chat/completions", chat_body("chat")), "generate": ("/v1/chat/completions", chat_body("gen")),
                      "stream": ("/v1/chat/completions", chat_body("gen", stream=True)),
                      "chat, virtual key": ("/v1/chat/completions", chat_body("chat"), VIRTUAL_KEY),
+                     "chat, openai/": ("/v1/chat/completions", chat_body("openai")),
                      "chat, groq/": ("/v1/chat/completions", chat_body("groq")),
                      "chat, mistral/": ("/v1/chat/completions", chat_body("mistral"))}
     jobs = [("gateway", lambda p, a: gateway_config(p, a, up_port), gateway_paths),
