@@ -158,21 +158,24 @@ pub fn charge(
 }
 
 /// Settle a finished request: true tokens for the estimate, and its cost against the budget
-/// (tokens × the deployment's `model_info` prices; per Envoy instance).
+/// (tokens × the deployment's `model_info` prices; per Envoy instance). Returns the cost
+/// (USD, 0 when the request is not priced).
 pub fn settle(
     host: &mut dyn Host,
     charge: &KeyCharge,
     usage: Option<Usage>,
     deployment: Option<&Deployment>,
-) {
+) -> f64 {
     let now = host.now_unix_ms();
-    let cost = match (charge.count_spend, usage, deployment) {
-        (true, Some(u), Some(d)) => d.cost(u),
+    let priced = match (usage, deployment) {
+        (Some(u), Some(d)) => d.cost(u),
         _ => 0.0,
     };
+    // Spend is kept only for keys with a budget (the metric counts every key's).
+    let cost = if charge.count_spend { priced } else { 0.0 };
     // An rpm-only key was counted when charged; its record needs no second write.
     if !charge.tokens_tracked && !charge.in_flight && cost <= 0.0 {
-        return;
+        return priced;
     }
     let outcome = Outcome {
         reserved_tokens: charge.reserved_tokens,
@@ -192,6 +195,7 @@ pub fn settle(
         c.spend_period = period;
         Ok(c)
     });
+    priced
 }
 
 /// Give back a charge for a request nothing served.

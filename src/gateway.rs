@@ -72,8 +72,8 @@ pub struct LocalReply {
     pub headers: Vec<(&'static str, String)>,
     /// The OpenAI error type when this reply is an error (for metrics).
     pub error_type: Option<&'static str>,
-    /// A counter to raise when this reply is sent (cache hits).
-    pub metric: Option<String>,
+    /// Counters to raise by one when this reply is sent (cache hits, cooldowns, refusals).
+    pub metrics: Vec<String>,
 }
 
 impl LocalReply {
@@ -84,7 +84,7 @@ impl LocalReply {
             body,
             headers: Vec::new(),
             error_type: None,
-            metric: None,
+            metrics: Vec::new(),
         }
     }
 }
@@ -426,7 +426,21 @@ fn inference(
         &request,
         prompt_tokens,
     )?;
-    let key_charge = access::charge(host, principal, estimated_tokens)?;
+    let key_charge = match access::charge(host, principal, estimated_tokens) {
+        Ok(charge) => charge,
+        Err(e) => {
+            let reason = match (e.kind, e.code.as_deref()) {
+                (ErrorKind::BudgetExceeded, _) => "budget",
+                (_, Some("max_parallel_requests_exceeded")) => "parallel",
+                _ => "rate_limit",
+            };
+            let mut reply = LocalReply::from(e);
+            reply
+                .metrics
+                .push(crate::metrics::key_refusals(&key_label(principal), reason));
+            return Ok(BodyAction::Reply(reply));
+        }
+    };
     let routed = route(config, host, body, &request, groups, estimated_tokens, tags);
     match routed {
         Ok(mut forward) => {
@@ -562,7 +576,9 @@ fn cached_reply(config: &Config, group: usize, answer: Vec<u8>) -> LocalReply {
         reply
             .headers
             .push(("x-llm-model-group", g.header_name.clone()));
-        reply.metric = Some(crate::metrics::cache_hits(&g.metric_label));
+        reply
+            .metrics
+            .push(crate::metrics::cache_hits(&g.metric_label));
     }
     reply
 }

@@ -63,6 +63,7 @@ pub fn health_report(
 ) -> LocalReply {
     let mut healthy = Vec::new();
     let mut unhealthy = Vec::new();
+    let mut cooled = Vec::new();
     for (index, result) in results {
         let Some(d) = config.deployment(*index) else {
             continue;
@@ -80,13 +81,17 @@ pub fn health_report(
         match result {
             Ok(status) if (200..300).contains(status) => healthy.push(entry(None)),
             Ok(status) => {
-                router::cool_down(config, host, *index);
+                if router::cool_down(config, host, *index) {
+                    cooled.push(*index);
+                }
                 unhealthy.push(entry(Some(format!(
                     "health check answered status {status}"
                 ))));
             }
             Err(e) => {
-                router::cool_down(config, host, *index);
+                if router::cool_down(config, host, *index) {
+                    cooled.push(*index);
+                }
                 unhealthy.push(entry(Some(e.clone())));
             }
         }
@@ -97,7 +102,12 @@ pub fn health_report(
         "healthy_count": healthy.len(),
         "unhealthy_count": unhealthy.len(),
     });
-    LocalReply::json(200, serde_json::to_vec(&body).unwrap_or_default())
+    let mut reply = LocalReply::json(200, serde_json::to_vec(&body).unwrap_or_default());
+    reply.metrics = cooled
+        .iter()
+        .map(|&i| crate::metrics::Labels::of(config, i, "").cooldowns())
+        .collect();
+    reply
 }
 
 /// LiteLLM's `/health/readiness` fields that mean something here: the version is the

@@ -45,6 +45,22 @@ pub struct Labels {
 }
 
 impl Labels {
+    /// The labels of a deployment (and a caller's key label; `none` when empty).
+    pub fn of(config: &crate::config::Config, deployment: usize, key: &str) -> Labels {
+        let d = config.deployment(deployment);
+        Labels {
+            group: d
+                .and_then(|d| config.groups.get(d.group))
+                .map_or_else(|| "none".into(), |g| g.metric_label.clone()),
+            deployment: d.map_or_else(|| "none".into(), |d| d.metric_label.clone()),
+            key: if key.is_empty() {
+                "none".into()
+            } else {
+                key.to_string()
+            },
+        }
+    }
+
     fn base(&self) -> String {
         format!(
             "llm_gateway.group.{}.deployment.{}.key.{}",
@@ -78,6 +94,23 @@ impl Labels {
         )
     }
 
+    /// Times this deployment entered a cooldown (failures, or a failed health probe).
+    pub fn cooldowns(&self) -> String {
+        format!(
+            "llm_gateway.group.{}.deployment.{}.cooldowns",
+            self.group, self.deployment
+        )
+    }
+
+    /// Failures of this deployment the gateway failed over from (to another deployment or a
+    /// fallback group).
+    pub fn failovers(&self) -> String {
+        format!(
+            "llm_gateway.group.{}.deployment.{}.failovers",
+            self.group, self.deployment
+        )
+    }
+
     pub fn in_flight(&self) -> String {
         format!(
             "llm_gateway.group.{}.deployment.{}.in_flight",
@@ -91,13 +124,25 @@ pub fn cache_hits(group_label: &str) -> String {
     format!("llm_gateway.group.{group_label}.cache_hits")
 }
 
-/// Errors the gateway answered, by model group (`none` before one is known) and type.
-pub fn errors(group: &str, error_type: &str) -> String {
+/// Errors answered, by model group (`none` before one is known), origin (`gateway`: the
+/// gateway refused or gave up itself; `upstream`: a deployment's own error) and type.
+pub fn errors(group: &str, origin: &str, error_type: &str) -> String {
     format!(
-        "llm_gateway.group.{}.type.{}.errors",
+        "llm_gateway.group.{}.origin.{origin}.type.{}.errors",
         label(group),
         label(error_type)
     )
+}
+
+/// Requests a key's own limits refused, by key alias (`key_label`) and reason: `rate_limit`
+/// (`rpm_limit`/`tpm_limit`), `budget`, `parallel` (`max_parallel_requests`).
+pub fn key_refusals(key_label: &str, reason: &str) -> String {
+    format!("llm_gateway.keys.key.{key_label}.reason.{reason}.refusals")
+}
+
+/// What a key spent, in millionths of a USD (counters are integers), by key alias.
+pub fn key_spend(key_label: &str) -> String {
+    format!("llm_gateway.keys.key.{key_label}.spend_micro_usd")
 }
 
 /// The access-log record of one routed request: a JSON object that the filter sets as the one
@@ -182,8 +227,16 @@ mod tests {
             "llm_gateway.group.chat.deployment.chat_0.ttft_ms"
         );
         assert_eq!(
-            errors("", "rate_limit_error"),
-            "llm_gateway.group.none.type.rate_limit_error.errors"
+            errors("", "gateway", "rate_limit_error"),
+            "llm_gateway.group.none.origin.gateway.type.rate_limit_error.errors"
+        );
+        assert_eq!(
+            l.cooldowns(),
+            "llm_gateway.group.chat.deployment.chat_0.cooldowns"
+        );
+        assert_eq!(
+            key_refusals("team_a", "budget"),
+            "llm_gateway.keys.key.team_a.reason.budget.refusals"
         );
     }
 

@@ -96,9 +96,11 @@ pub fn stats_tags() -> Value {
     json!([
         {"tag_name": "model_group", "regex": format!(r"{prefix}(group\.([^.]+)\.)")},
         {"tag_name": "deployment", "regex": format!(r"{prefix}group\.[^.]+\.(deployment\.([^.]+)\.)")},
-        {"tag_name": "key_alias", "regex": format!(r"{prefix}group\.[^.]+\.deployment\.[^.]+\.(key\.([^.]+)\.)")},
+        {"tag_name": "key_alias", "regex": format!(r"{prefix}(?:group\.[^.]+\.deployment\.[^.]+\.|keys\.)(key\.([^.]+)\.)")},
         {"tag_name": "status_class", "regex": format!(r"{prefix}group\.[^.]+\.deployment\.[^.]+\.key\.[^.]+\.(status\.([^.]+)\.)")},
-        {"tag_name": "error_type", "regex": format!(r"{prefix}group\.[^.]+\.(type\.([^.]+)\.)")},
+        {"tag_name": "origin", "regex": format!(r"{prefix}group\.[^.]+\.(origin\.([^.]+)\.)")},
+        {"tag_name": "error_type", "regex": format!(r"{prefix}group\.[^.]+\.origin\.[^.]+\.(type\.([^.]+)\.)")},
+        {"tag_name": "reason", "regex": format!(r"{prefix}keys\.key\.[^.]+\.(reason\.([^.]+)\.)")},
     ])
 }
 

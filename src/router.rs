@@ -82,6 +82,11 @@ fn mark_cooldown(
     }
 }
 
+/// Whether `after` is a cooldown that `before` was not (the transition a metric counts).
+fn began_cooling(before: &DeploymentState, after: &DeploymentState, now: u64) -> bool {
+    after.cooldown_until_ms > now && before.cooldown_until_ms <= now
+}
+
 /// Apply `f` to a deployment's shared record atomically; `f`'s refusal is passed on.
 fn update(
     host: &mut dyn Host,
@@ -365,7 +370,8 @@ fn best_by_strategy(
     near.get(slot).copied()
 }
 
-/// Settle a finished request on the deployment's shared record.
+/// Settle a finished request on the deployment's shared record; true when this failure
+/// began a cooldown.
 pub fn settle(
     config: &Config,
     host: &mut dyn Host,
@@ -373,13 +379,13 @@ pub fn settle(
     failed: bool,
     actual_tokens: Option<u64>,
     latency_ms: Option<u64>,
-) {
+) -> bool {
     let Some(d) = config.deployment(r.deployment) else {
-        return;
+        return false;
     };
     let latency_matters = matches!(config.router.strategy, Strategy::LatencyBased { .. });
     if !(r.tracked || (failed && config.router.policy.cools_down()) || latency_matters) {
-        return;
+        return false;
     }
     let now = host.now_unix_ms();
     let outcome = Outcome {
@@ -391,28 +397,37 @@ pub fn settle(
         counted_in_flight: r.in_flight,
     };
     let policy = config.router.policy;
-    let settled = update(
-        host,
-        &d.state_key,
-        &|s| Ok(s.finish(now, &outcome, &policy)),
-    );
+    let began = std::cell::Cell::new(false);
+    let settled = update(host, &d.state_key, &|s| {
+        let next = s.finish(now, &outcome, &policy);
+        began.set(began_cooling(&s, &next, now));
+        Ok(next)
+    });
     if failed {
         mark_cooldown(host, d, settled, now);
     }
+    began.get()
 }
 
-/// A deployment that failed its health probe is cooled down at once.
-pub fn cool_down(config: &Config, host: &mut dyn Host, deployment: usize) {
+/// A deployment that failed its health probe is cooled down at once; true when that began
+/// a cooldown.
+pub fn cool_down(config: &Config, host: &mut dyn Host, deployment: usize) -> bool {
     let Some(d) = config
         .deployment(deployment)
         .filter(|_| config.router.policy.cools_down())
     else {
-        return;
+        return false;
     };
     let now = host.now_unix_ms();
     let policy = config.router.policy;
-    let cooled = update(host, &d.state_key, &|s| Ok(s.cool_down(now, &policy)));
+    let began = std::cell::Cell::new(false);
+    let cooled = update(host, &d.state_key, &|s| {
+        let next = s.cool_down(now, &policy);
+        began.set(began_cooling(&s, &next, now));
+        Ok(next)
+    });
     mark_cooldown(host, d, cooled, now);
+    began.get()
 }
 
 #[cfg(test)]

@@ -413,18 +413,7 @@ struct Timing {
 }
 
 fn labels(config: &Config, deployment: usize, key: &str) -> metrics::Labels {
-    let d = config.deployment(deployment);
-    metrics::Labels {
-        group: d
-            .and_then(|d| config.groups.get(d.group))
-            .map_or_else(|| "none".into(), |g| g.metric_label.clone()),
-        deployment: d.map_or_else(|| "none".into(), |d| d.metric_label.clone()),
-        key: if key.is_empty() {
-            "none".into()
-        } else {
-            key.to_string()
-        },
-    }
+    metrics::Labels::of(config, deployment, key)
 }
 
 /// The first value of `name` in a serialised map, if it is text.
@@ -481,9 +470,10 @@ fn attempt_of(
 impl Http {
     fn reply(&mut self, reply: LocalReply) -> Action {
         if let Some(error_type) = reply.error_type {
-            self.metrics.count(&metrics::errors("", error_type), 1);
+            self.metrics
+                .count(&metrics::errors("", "gateway", error_type), 1);
         }
-        if let Some(name) = &reply.metric {
+        for name in &reply.metrics {
             self.metrics.count(name, 1);
         }
         self.state = State::Replied;
@@ -496,7 +486,7 @@ impl Http {
     }
 
     /// Settle an attempt on the router once: failure, tokens, latency.
-    fn settle(config: &Config, host: &mut WasmHost, attempt: &mut Attempt) {
+    fn settle(metrics: &Metrics, config: &Config, host: &mut WasmHost, attempt: &mut Attempt) {
         if attempt.settled {
             return;
         }
@@ -506,7 +496,7 @@ impl Http {
         let latency = attempt
             .first_byte_ms
             .map(|t| t.saturating_sub(reservation.started_ms));
-        router::settle(
+        let began_cooling = router::settle(
             config,
             host,
             reservation,
@@ -514,6 +504,9 @@ impl Http {
             attempt.response.usage().map(|u| u.total_tokens),
             latency,
         );
+        if began_cooling {
+            metrics.count(&labels(config, reservation.deployment, "").cooldowns(), 1);
+        }
     }
 
     /// Point the request at the chosen deployment; the route matches on `x-llm-cluster`.
@@ -662,7 +655,11 @@ impl Http {
         if status >= 400 || status == 0 {
             let l = labels(config, d, key_label);
             metrics.count(
-                &metrics::errors(&l.group, crate::error::upstream_error_type(status)),
+                &metrics::errors(
+                    &l.group,
+                    "upstream",
+                    crate::error::upstream_error_type(status),
+                ),
                 1,
             );
         }
@@ -670,18 +667,24 @@ impl Http {
 
     /// Settle the key's charge with the attempt that answered.
     fn settle_key(
+        metrics: &Metrics,
         config: &Config,
         host: &mut WasmHost,
         charge: &mut Option<KeyCharge>,
         attempt: &Attempt,
+        key_label: &str,
     ) {
         if let Some(charge) = charge.take() {
-            access::settle(
+            let cost = access::settle(
                 host,
                 &charge,
                 attempt.response.usage(),
                 config.deployment(attempt.deployment),
             );
+            let micro_usd = (cost * 1e6).round() as u64;
+            if micro_usd > 0 {
+                metrics.count(&metrics::key_spend(key_label), micro_usd);
+            }
         }
     }
 
@@ -726,6 +729,7 @@ impl Http {
     /// Start the next failover attempt after a failure with `status`, if any is left; true
     /// when a call is in flight.
     fn start_failover(
+        metrics: &Metrics,
         config: &Config,
         host: &mut WasmHost,
         routed: &mut Routed,
@@ -772,7 +776,7 @@ impl Http {
                 Err(_) => {
                     status = 503;
                     attempt.status = Some(status);
-                    Self::settle(config, host, &mut attempt);
+                    Self::settle(metrics, config, host, &mut attempt);
                 }
             }
         }
@@ -828,8 +832,10 @@ impl Context for Http {
         attempt.status = Some(status);
         attempt.first_byte_ms = Some(self.host.now_unix_ms());
         if gateway::is_deployment_failure(status) {
-            Self::settle(&config, &mut self.host, &mut attempt);
-            if Self::start_failover(&config, &mut self.host, routed, status) {
+            Self::settle(&self.metrics, &config, &mut self.host, &mut attempt);
+            if Self::start_failover(&self.metrics, &config, &mut self.host, routed, status) {
+                let failed = labels(&config, attempt.deployment, "");
+                self.metrics.count(&failed.failovers(), 1);
                 return;
             }
         }
@@ -859,8 +865,15 @@ impl Context for Http {
                 body,
             ),
         };
-        Self::settle(&config, &mut self.host, &mut attempt);
-        Self::settle_key(&config, &mut self.host, &mut routed.key_charge, &attempt);
+        Self::settle(&self.metrics, &config, &mut self.host, &mut attempt);
+        Self::settle_key(
+            &self.metrics,
+            &config,
+            &mut self.host,
+            &mut routed.key_charge,
+            &attempt,
+            &routed.key_label,
+        );
         let now = self.host.now_unix_ms();
         let timing = Timing {
             started_ms: self.started_ms,
@@ -1003,8 +1016,11 @@ impl HttpContext for Http {
         routed.current.first_byte_ms = Some(self.host.now_unix_ms());
         routed.response_complete = end_of_stream;
         if gateway::is_deployment_failure(status) && routed.replay.is_some() {
-            Self::settle(&config, &mut self.host, &mut routed.current);
-            if Self::start_failover(&config, &mut self.host, routed, status) {
+            Self::settle(&self.metrics, &config, &mut self.host, &mut routed.current);
+            let failed = routed.current.deployment;
+            if Self::start_failover(&self.metrics, &config, &mut self.host, routed, status) {
+                self.metrics
+                    .count(&labels(&config, failed, "").failovers(), 1);
                 // Hold this failed answer; the failover's answer replaces it.
                 return Action::Pause;
             }
@@ -1153,15 +1169,17 @@ impl HttpContext for Http {
             if broke_off && !routed.failover_answered {
                 routed.current.status = Some(502);
             }
-            Self::settle(&config, &mut self.host, &mut routed.current);
+            Self::settle(&self.metrics, &config, &mut self.host, &mut routed.current);
             if let Some((_, attempt)) = routed.failover.as_mut() {
-                Self::settle(&config, &mut self.host, attempt);
+                Self::settle(&self.metrics, &config, &mut self.host, attempt);
             }
             Self::settle_key(
+                &self.metrics,
                 &config,
                 &mut self.host,
                 &mut routed.key_charge,
                 &routed.current,
+                &routed.key_label,
             );
             if !routed.failover_answered {
                 // The upstream's own answer went to the client (no failover answered).

@@ -55,7 +55,7 @@ def test_counters_tokens_errors_and_access_log(gateway_factory, mock_a):
     assert p[f"llm_gateway_prompt_tokens{{{team}}}"] == 15
     assert p[f"llm_gateway_completion_tokens{{{team}}}"] == 18
     assert p[f"llm_gateway_completion_tokens{{{master}}}"] == 10, "streamed tokens are counted"
-    assert p['llm_gateway_errors{model_group="none",error_type="invalid_request_error"}'] == 1
+    assert p['llm_gateway_errors{model_group="none",origin="gateway",error_type="invalid_request_error"}'] == 1
     assert p['llm_gateway_request_duration_ms_count{model_group="chat",deployment="chat_0"}'] == 5
     assert p['llm_gateway_ttft_ms_count{model_group="chat",deployment="chat_0"}'] == 5
     assert p['llm_gateway_in_flight{model_group="chat",deployment="chat_0"}'] == 0
