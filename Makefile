@@ -7,7 +7,7 @@ PY        := $(VENV)/bin/python
 WASM      := target/wasm32-wasip1/release/llm_gateway.wasm
 TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 
-.PHONY: oci cli help build toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak bench
+.PHONY: oci cli help build toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak bench prometheus
 
 FUZZ_TARGETS := config sse request response keys
 # Seconds per fuzz target: short in `make test`, long in `make fuzz`.
@@ -15,7 +15,7 @@ FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_SECONDS ?= 600
 
 help:
-	@echo "make run    build, fetch Envoy, start the demo (Envoy + gateway, a real Triton, an OpenAI-compatible upstream)"
+	@echo "make run    build, fetch Envoy, start the demo (Envoy + gateway, a real Triton, an OpenAI-compatible upstream); PROMETHEUS=1 adds a Prometheus"
 	@echo "make test   lint, unit tests, Envoy config validation, integration tests on the real Envoy and Triton"
 	@echo "make build  build $(WASM)"
 	@echo "make fuzz   run every fuzz target for FUZZ_SECONDS ($(FUZZ_SECONDS)) each (nightly, cargo-fuzz)"
@@ -59,7 +59,14 @@ cli:
 oci: build
 	python3 scripts/oci.py
 
-integration: build cli venv
+# Prometheus and promtool (Debian's package) for the observability tests and `make run PROMETHEUS=1`.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 \
+	  || apt-get install -y -qq prometheus >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1; } \
+	  || { echo "needs Prometheus: apt-get install prometheus"; exit 1; }
+
+integration: build cli venv prometheus
 	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 # cargo-fuzz needs nightly (installed by rustup on demand) and is installed once from crates.io.
@@ -108,7 +115,8 @@ ifdef CONFIG
 	@echo "gateway on http://127.0.0.1:4000 (admin 127.0.0.1:9901); Ctrl-C stops it"
 	$$(scripts/envoy-path.sh) -c .run/envoy.yaml --concurrency 2 -l warning
 else
-	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) scripts/demo.py
+	@if [ "$(PROMETHEUS)" = 1 ]; then $(MAKE) -s prometheus; fi
+	ENVOY_BIN=$$(scripts/envoy-path.sh) PROMETHEUS=$(PROMETHEUS) $(PY) scripts/demo.py
 endif
 
 clean:

@@ -1,5 +1,7 @@
 """`make run`: the demo. Starts an OpenAI-compatible upstream (:8001), a real Triton with small
-Python models (:8000), and Envoy with the gateway (envoy/envoy.yaml, :4000). Ctrl-C stops all."""
+Python models (:8000), and Envoy with the gateway (envoy/envoy.yaml, :4000); with
+PROMETHEUS=1 also a Prometheus (:9090) scraping it with examples/observability's config and
+alert rules. Ctrl-C stops all."""
 
 import os
 import signal
@@ -15,6 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests" / "integration"
 PORTS = {"gateway": 4000, "admin": 9901, "openai-compatible upstream": 8001,
          "triton http": 8000, "triton grpc": 8101, "triton metrics": 8102}
+WITH_PROMETHEUS = os.environ.get("PROMETHEUS") == "1"
+if WITH_PROMETHEUS:
+    PORTS["prometheus"] = 9090
+
+PROMETHEUS_NOTE = """
+Prometheus: http://127.0.0.1:9090 (scraping the gateway every 15 s; its alerts under /alerts).
+Try:  sum by (model_group) (rate(llm_gateway_requests[5m]))
+Grafana: import examples/observability/grafana-dashboard.json and pick this Prometheus as its
+datasource (see the README's Observability section).
+"""
 
 EXAMPLES = """
 The gateway is up on http://127.0.0.1:4000 (master key sk-1234). Try:
@@ -95,7 +107,15 @@ def main():
         procs.append(("envoy", subprocess.Popen(
             [envoy, "-c", "envoy/envoy.yaml", "--concurrency", "2", "-l", "warning"], cwd=ROOT)))
         wait(lambda: requests.get("http://127.0.0.1:9901/ready", timeout=1).ok, 30, "Envoy", procs)
-        print(EXAMPLES, flush=True)
+        if WITH_PROMETHEUS:
+            data = ROOT / ".run" / "prometheus"
+            data.mkdir(parents=True, exist_ok=True)
+            procs.append(("prometheus", subprocess.Popen(
+                ["prometheus", f"--config.file={ROOT / 'examples/observability/prometheus.yml'}",
+                 f"--storage.tsdb.path={data}", "--web.listen-address=127.0.0.1:9090"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+            wait(lambda: requests.get("http://127.0.0.1:9090/-/ready", timeout=1).ok, 30, "Prometheus", procs)
+        print(EXAMPLES + (PROMETHEUS_NOTE if WITH_PROMETHEUS else ""), flush=True)
         while all(p.poll() is None for _, p in procs):
             time.sleep(0.5)
         dead = [name for name, p in procs if p.poll() is not None]

@@ -158,14 +158,13 @@ pub fn charge(
 }
 
 /// Settle a finished request: true tokens for the estimate, and its cost against the budget
-/// (tokens × the deployment's `model_info` prices; per Envoy instance). Returns the cost
-/// (USD, 0 when the request is not priced).
+/// (tokens × the deployment's `model_info` prices; per Envoy instance).
 pub fn settle(
     host: &mut dyn Host,
     charge: &KeyCharge,
     usage: Option<Usage>,
     deployment: Option<&Deployment>,
-) -> f64 {
+) -> Settled {
     let now = host.now_unix_ms();
     let priced = match (usage, deployment) {
         (Some(u), Some(d)) => d.cost(u),
@@ -175,7 +174,10 @@ pub fn settle(
     let cost = if charge.count_spend { priced } else { 0.0 };
     // An rpm-only key was counted when charged; its record needs no second write.
     if !charge.tokens_tracked && !charge.in_flight && cost <= 0.0 {
-        return priced;
+        return Settled {
+            cost: priced,
+            budget_used: None,
+        };
     }
     let outcome = Outcome {
         reserved_tokens: charge.reserved_tokens,
@@ -187,7 +189,7 @@ pub fn settle(
     let policy = Policy::NEVER;
     let tracked = charge.tokens_tracked || charge.in_flight;
     let period = charge.grant.budget_period_at(now / 1000);
-    let _ = key_table::update::<()>(host, &charge.grant.id, &|mut c| {
+    let written = key_table::update::<()>(host, &charge.grant.id, &|mut c| {
         if tracked {
             c.state = c.state.finish(now, &outcome, &policy);
         }
@@ -195,7 +197,23 @@ pub fn settle(
         c.spend_period = period;
         Ok(c)
     });
-    priced
+    let budget_used = match (charge.grant.budget, written) {
+        (Some(budget), Ok(c)) if budget > 0.0 => Some(c.spend / budget),
+        _ => None,
+    };
+    Settled {
+        cost: priced,
+        budget_used,
+    }
+}
+
+/// What settling a request found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settled {
+    /// The answer's cost (USD) at the deployment's prices; 0 when unpriced.
+    pub cost: f64,
+    /// For a key with a budget: the share of it spent now (this period).
+    pub budget_used: Option<f64>,
 }
 
 /// Give back a charge for a request nothing served.

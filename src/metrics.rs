@@ -111,6 +111,16 @@ impl Labels {
         )
     }
 
+    /// Gauges refreshed on a timer from the deployment's shared record (see
+    /// `router::deployment_gauges`): 1 while cooling, this minute's requests and tokens,
+    /// and its configured limits.
+    pub fn gauge(&self, name: &str) -> String {
+        format!(
+            "llm_gateway.group.{}.deployment.{}.{name}",
+            self.group, self.deployment
+        )
+    }
+
     pub fn in_flight(&self) -> String {
         format!(
             "llm_gateway.group.{}.deployment.{}.in_flight",
@@ -138,6 +148,11 @@ pub fn errors(group: &str, origin: &str, error_type: &str) -> String {
 /// (`rpm_limit`/`tpm_limit`), `budget`, `parallel` (`max_parallel_requests`).
 pub fn key_refusals(key_label: &str, reason: &str) -> String {
     format!("llm_gateway.keys.key.{key_label}.reason.{reason}.refusals")
+}
+
+/// The share of a key's budget spent (this period), in thousandths, by key alias.
+pub fn key_budget_used(key_label: &str) -> String {
+    format!("llm_gateway.keys.key.{key_label}.budget_used_permille")
 }
 
 /// What a key spent, in millionths of a USD (counters are integers), by key alias.

@@ -409,6 +409,28 @@ pub fn settle(
     began.get()
 }
 
+/// What a deployment's gauges show now: whether it is cooling down, and this minute's
+/// requests and tokens (read from its shared record; off the request path, on a timer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Gauges {
+    pub cooling: bool,
+    pub rpm_used: u64,
+    pub tpm_used: u64,
+}
+
+pub fn deployment_gauges(config: &Config, host: &dyn Host, deployment: usize) -> Option<Gauges> {
+    let d = config.deployment(deployment)?;
+    let now = host.now_unix_ms();
+    let (bytes, _) = host.shared_get(&d.state_key)?;
+    let s = DeploymentState::decode(&bytes);
+    let this_minute = s.minute == crate::state::minute_of(now);
+    Some(Gauges {
+        cooling: s.cooldown_until_ms > now,
+        rpm_used: if this_minute { s.requests } else { 0 },
+        tpm_used: if this_minute { s.tokens } else { 0 },
+    })
+}
+
 /// A deployment that failed its health probe is cooled down at once; true when that began
 /// a cooldown.
 pub fn cool_down(config: &Config, host: &mut dyn Host, deployment: usize) -> bool {

@@ -60,7 +60,12 @@ struct Root {
     seeds: RefCell<Option<SplitMix64>>,
     metrics: Rc<Metrics>,
     sweep_from: std::cell::Cell<u64>,
+    ticks: std::cell::Cell<u64>,
 }
+
+/// Configs with more deployments refresh their gauges every tenth tick, not every tick:
+/// each refresh reads every deployment's shared record.
+const GAUGES_EVERY_TICK_UP_TO: usize = 200;
 
 /// Cache slots each VM checks for expiry per tick (every second).
 const CACHE_SWEEP_SLOTS: u64 = 256;
@@ -72,6 +77,15 @@ struct Metrics {
     /// Per deployment of the configuration these metrics belong to (a new configuration gets
     /// new `Metrics`): ids interned so a request formats no stat name and hashes no long one.
     routes: RefCell<Vec<RouteStats>>,
+    /// Per deployment: the timer-refreshed gauges' ids and the values last set.
+    gauges: RefCell<Vec<Option<DeploymentGauges>>>,
+}
+
+struct DeploymentGauges {
+    cooling: Option<u32>,
+    rpm_used: Option<u32>,
+    tpm_used: Option<u32>,
+    last: Option<router::Gauges>,
 }
 
 #[derive(Default)]
@@ -169,6 +183,64 @@ impl Metrics {
         *slot
     }
 
+    /// Set each deployment's timer gauges (cooling, this minute's requests and tokens) where
+    /// they changed; the limits once, when first seen.
+    fn refresh_gauges(&self, config: &Config, host: &WasmHost) {
+        let mut all = self.gauges.borrow_mut();
+        if all.len() < config.deployments.len() {
+            all.resize_with(config.deployments.len(), || None);
+        }
+        for (i, slot) in all.iter_mut().enumerate() {
+            let Some(now) = router::deployment_gauges(config, host, i) else {
+                continue;
+            };
+            let g = slot.get_or_insert_with(|| {
+                let l = labels(config, i, "");
+                let define =
+                    |name: &str| hostcalls::define_metric(MetricType::Gauge, &l.gauge(name)).ok();
+                if let Some(d) = config.deployment(i) {
+                    for (name, limit) in [("rpm_limit", d.rpm), ("tpm_limit", d.tpm)] {
+                        if let (Some(id), Some(limit)) = (limit.and_then(|_| define(name)), limit) {
+                            let _ = hostcalls::record_metric(id, limit);
+                        }
+                    }
+                }
+                DeploymentGauges {
+                    cooling: define("cooling"),
+                    rpm_used: define("rpm_used"),
+                    tpm_used: define("tpm_used"),
+                    last: None,
+                }
+            });
+            let last = g.last.unwrap_or(router::Gauges {
+                cooling: !now.cooling,
+                rpm_used: u64::MAX,
+                tpm_used: u64::MAX,
+            });
+            for (id, value, before) in [
+                (g.cooling, u64::from(now.cooling), u64::from(last.cooling)),
+                (g.rpm_used, now.rpm_used, last.rpm_used),
+                (g.tpm_used, now.tpm_used, last.tpm_used),
+            ] {
+                if let (Some(id), true) = (id, value != before) {
+                    let _ = hostcalls::record_metric(id, value);
+                }
+            }
+            g.last = Some(now);
+        }
+    }
+
+    /// Counters of rare events exist from the start, at 0: a counter Prometheus first sees
+    /// at its first increment shows no increase for that event.
+    fn predefine(&self, config: &Config) {
+        for i in 0..config.deployments.len() {
+            let l = labels(config, i, "");
+            for name in [l.cooldowns(), l.failovers()] {
+                let _ = self.id(MetricType::Counter, &name);
+            }
+        }
+    }
+
     fn count(&self, name: &str, by: u64) {
         if by > 0 {
             if let Some(id) = self.id(MetricType::Counter, name) {
@@ -227,13 +299,13 @@ impl RootContext for Root {
                 let mut seeds = SplitMix64::new(entropy() ^ now_ms);
                 let mut host = WasmHost::new(SplitMix64::new(seeds.next_u64()));
                 router::precreate(&config, &mut host);
-                if config.cache.is_some() {
-                    let _ = hostcalls::set_tick_period(Duration::from_secs(1));
-                }
+                // The cache sweep and the deployments' gauges run on the tick.
+                let _ = hostcalls::set_tick_period(Duration::from_secs(1));
                 *self.seeds.borrow_mut() = Some(seeds);
-                self.config = Some(Rc::new(config));
                 // Interned stat ids are per deployment index of one configuration.
                 self.metrics = Rc::new(Metrics::default());
+                self.metrics.predefine(&config);
+                self.config = Some(Rc::new(config));
                 true
             }
             None => false,
@@ -261,7 +333,8 @@ impl RootContext for Root {
         Some(ContextType::HttpContext)
     }
 
-    /// Free expired cache entries, a slice of the slots per tick.
+    /// Free expired cache entries, a slice of the slots per tick; refresh the deployments'
+    /// gauges.
     fn on_tick(&mut self) {
         let (Some(config), Some(seeds)) = (
             &self.config,
@@ -269,6 +342,12 @@ impl RootContext for Root {
         ) else {
             return;
         };
+        let tick = self.ticks.get();
+        self.ticks.set(tick.wrapping_add(1));
+        if config.deployments.len() <= GAUGES_EVERY_TICK_UP_TO || tick.is_multiple_of(10) {
+            let host = WasmHost::new(SplitMix64::new(seeds));
+            self.metrics.refresh_gauges(config, &host);
+        }
         if let Some(cache) = &config.cache {
             let mut host = WasmHost::new(SplitMix64::new(seeds));
             let from = self.sweep_from.get();
@@ -675,15 +754,21 @@ impl Http {
         key_label: &str,
     ) {
         if let Some(charge) = charge.take() {
-            let cost = access::settle(
+            let settled = access::settle(
                 host,
                 &charge,
                 attempt.response.usage(),
                 config.deployment(attempt.deployment),
             );
-            let micro_usd = (cost * 1e6).round() as u64;
+            let micro_usd = (settled.cost * 1e6).round() as u64;
             if micro_usd > 0 {
                 metrics.count(&metrics::key_spend(key_label), micro_usd);
+            }
+            if let Some(used) = settled.budget_used {
+                let name = metrics::key_budget_used(key_label);
+                if let Some(id) = metrics.id(MetricType::Gauge, &name) {
+                    let _ = hostcalls::record_metric(id, (used * 1000.0).round() as u64);
+                }
             }
         }
     }
