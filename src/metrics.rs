@@ -121,6 +121,14 @@ impl Labels {
         )
     }
 
+    /// Failovers from this deployment that went to another group (a fallback).
+    pub fn fallbacks(&self) -> String {
+        format!(
+            "llm_gateway.group.{}.deployment.{}.fallbacks",
+            self.group, self.deployment
+        )
+    }
+
     pub fn in_flight(&self) -> String {
         format!(
             "llm_gateway.group.{}.deployment.{}.in_flight",

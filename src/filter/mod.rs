@@ -235,9 +235,20 @@ impl Metrics {
     fn predefine(&self, config: &Config) {
         for i in 0..config.deployments.len() {
             let l = labels(config, i, "");
-            for name in [l.cooldowns(), l.failovers()] {
+            for name in [l.cooldowns(), l.failovers(), l.fallbacks()] {
                 let _ = self.id(MetricType::Counter, &name);
             }
+        }
+    }
+
+    /// A failover from `failed` began: counted, and as a fallback when it left the group.
+    fn count_failover(&self, config: &Config, failed: usize, routed: &Routed) {
+        let l = labels(config, failed, "");
+        self.count(&l.failovers(), 1);
+        let group_of = |i: usize| config.deployment(i).map(|d| d.group);
+        let next = routed.failover.as_ref().map(|(_, a)| a.deployment);
+        if next.is_some_and(|n| group_of(n) != group_of(failed)) {
+            self.count(&l.fallbacks(), 1);
         }
     }
 
@@ -919,8 +930,8 @@ impl Context for Http {
         if gateway::is_deployment_failure(status) {
             Self::settle(&self.metrics, &config, &mut self.host, &mut attempt);
             if Self::start_failover(&self.metrics, &config, &mut self.host, routed, status) {
-                let failed = labels(&config, attempt.deployment, "");
-                self.metrics.count(&failed.failovers(), 1);
+                self.metrics
+                    .count_failover(&config, attempt.deployment, routed);
                 return;
             }
         }
@@ -1104,8 +1115,7 @@ impl HttpContext for Http {
             Self::settle(&self.metrics, &config, &mut self.host, &mut routed.current);
             let failed = routed.current.deployment;
             if Self::start_failover(&self.metrics, &config, &mut self.host, routed, status) {
-                self.metrics
-                    .count(&labels(&config, failed, "").failovers(), 1);
+                self.metrics.count_failover(&config, failed, routed);
                 // Hold this failed answer; the failover's answer replaces it.
                 return Action::Pause;
             }

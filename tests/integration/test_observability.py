@@ -69,7 +69,8 @@ def gateway_config(port):
             {"model_name": "strict", "litellm_params": {"model": "openai/fail-400", "api_base": base},
              "model_info": {"id": "strict-1"}},
         ],
-        "router_settings": {"num_retries": 1, "allowed_fails": 1, "cooldown_time": 300},
+        "router_settings": {"num_retries": 1, "allowed_fails": 1, "cooldown_time": 300,
+                            "fallbacks": [{"down": ["chat"]}]},
         "litellm_settings": {"cache": True},
         "general_settings": {"master_key": MASTER},
     }
@@ -169,6 +170,7 @@ def test_every_panel_and_alert_shows_the_traffic_sent(gateway_factory, mock_a):
         assert [(s["metric"]["model_group"], s["value"][1]) for s in cooling] == [("down", "1")]
         assert [s["value"][1] for s in query(prom, 'llm_gateway_cooling{deployment="chat-ok"}')] == ["0"]
         assert sum(values("llm_gateway_failovers").values()) >= 1
+        assert sum(values('llm_gateway_fallbacks{model_group="down"}').values()) >= 1
         refused = values('llm_gateway_keys_refusals{key_alias="tight"}')
         assert [dict(k)["reason"] for k in refused] == ["rate_limit"] and sum(refused.values()) >= 2
         assert max(values('llm_gateway_keys_budget_used_permille{key_alias="team"}').values()) >= 900
