@@ -28,9 +28,12 @@ pub const UPSTREAM_REQUEST_HEADERS_TO_REMOVE: [&str; 1] = ["accept-encoding"];
 /// model (connection refused or reset, refused streams). Anything else moves to another
 /// deployment through the filter's failover, which also counts toward cooldown.
 pub const ENVOY_RETRY_ON: &str = "connect-failure,refused-stream,reset";
-/// `ENVOY_RETRY_ON` plus the statuses in `x-envoy-retriable-status-codes`.
-pub const ENVOY_RETRY_ON_STATUSES: &str =
-    "connect-failure,refused-stream,reset,retriable-status-codes";
+/// `ENVOY_RETRY_ON` plus the route's `retriable_status_codes` (429 on the shipped and
+/// rendered routes), plus any statuses sent in `x-envoy-retriable-status-codes`.
+const RETRY_ON_429: &str = "connect-failure,refused-stream,reset,retriable-status-codes";
+/// `ENVOY_RETRY_ON` plus every 5xx answer.
+const RETRY_ON_5XX: &str = "connect-failure,refused-stream,reset,5xx";
+const RETRY_ON_429_5XX: &str = "connect-failure,refused-stream,reset,retriable-status-codes,5xx";
 
 /// LiteLLM's request-tags header (tag routing); consumed here, never sent upstream.
 pub const TAGS_HEADER: &str = "x-litellm-tags";
@@ -118,10 +121,9 @@ pub struct Forward {
     /// (Envoy's per-try timeout, which ends at the response headers, measured here).
     pub first_byte_timeout_ms: Option<u64>,
     /// Envoy retries on the same deployment: connection failures and resets, and for a
-    /// group of one deployment also the statuses in `retry_statuses`.
+    /// group of one deployment also the statuses `retry_statuses` says.
     pub envoy_retries: u32,
-    /// `x-envoy-retriable-status-codes` (see `same_deployment_retries`).
-    pub retry_statuses: Option<String>,
+    pub retry_statuses: StatusRetries,
     /// The deployment, counted on the router; settled once the response is known.
     pub reservation: Reservation,
     /// What it takes to try another deployment or group if this one fails.
@@ -142,6 +144,23 @@ impl Forward {
     pub fn deployment(&self) -> usize {
         self.reservation.deployment
     }
+}
+
+/// How Envoy retries a request on the same deployment (see `same_deployment_retries`):
+/// `x-envoy-retry-on`, and statuses for `x-envoy-retriable-status-codes` when the retry-on
+/// words cannot say them. The usual cases need no second header (a host call each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRetries {
+    pub retry_on: &'static str,
+    pub statuses: Option<&'static str>,
+}
+
+impl StatusRetries {
+    /// Connection failures and resets only.
+    pub const OFF: StatusRetries = StatusRetries {
+        retry_on: ENVOY_RETRY_ON,
+        statuses: None,
+    };
 }
 
 /// A request kept for failover: the client's body and where it may still go.
@@ -645,15 +664,15 @@ fn group_chain(
 
 /// LiteLLM retries a group of one deployment on that deployment (`num_retries`, or
 /// `retry_policy` per kind of failure). Envoy does it here, before the answer reaches the
-/// filter: it retries the listed statuses with its backoff, waiting what `retry-after` says
-/// where the route has `rate_limited_retry_back_off` (the shipped and rendered configs do).
-/// A group with more deployments fails over in the filter instead, to another deployment.
-/// Returns the retries and the statuses (`None`: connection failures and resets only).
+/// filter: it retries those statuses with its backoff, waiting what `retry-after` says
+/// where the route has `rate_limited_retry_back_off` (the shipped and rendered configs do,
+/// with `retriable_status_codes: [429]`). A group with more deployments fails over in the
+/// filter instead, to another deployment. Returns the retries and how.
 fn same_deployment_retries(
     config: &Config,
     deployment: &Deployment,
     requested: Option<u32>,
-) -> (u32, Option<String>) {
+) -> (u32, StatusRetries) {
     let r = &config.router;
     let connect = requested.unwrap_or(r.num_retries);
     let single = config
@@ -661,24 +680,43 @@ fn same_deployment_retries(
         .get(deployment.group)
         .is_some_and(|g| g.deployments.len() == 1);
     if !single {
-        return (connect, None);
+        return (connect, StatusRetries::OFF);
     }
     let policy = &r.retry_policy;
-    let kinds = [
-        (policy.rate_limit, "429"),
-        (policy.internal_server, "500,502,503"),
-        (policy.timeout, "504"),
-    ];
-    let mut most = connect;
-    let mut codes: Vec<&str> = Vec::new();
-    for (kind, statuses) in kinds {
-        let retries = requested.or(kind).unwrap_or(r.num_retries);
-        if retries > 0 {
-            most = most.max(retries);
-            codes.push(statuses);
-        }
-    }
-    (most, (!codes.is_empty()).then(|| codes.join(",")))
+    let allowed = |kind: Option<u32>| requested.or(kind).unwrap_or(r.num_retries);
+    let (rate_limit, server, timeout) = (
+        allowed(policy.rate_limit),
+        allowed(policy.internal_server),
+        allowed(policy.timeout),
+    );
+    let most = connect.max(rate_limit).max(server).max(timeout);
+    // 429 comes from the route's list; 5xx is one retry-on word. Only a policy that splits
+    // server errors from timeouts needs the statuses listed (and then also retries 429,
+    // which the route lists: Envoy adds the header's statuses to the route's).
+    let retries = match (rate_limit > 0, server > 0, timeout > 0) {
+        (false, false, false) => StatusRetries::OFF,
+        (true, false, false) => StatusRetries {
+            retry_on: RETRY_ON_429,
+            statuses: None,
+        },
+        (false, true, true) => StatusRetries {
+            retry_on: RETRY_ON_5XX,
+            statuses: None,
+        },
+        (true, true, true) => StatusRetries {
+            retry_on: RETRY_ON_429_5XX,
+            statuses: None,
+        },
+        (_, true, false) => StatusRetries {
+            retry_on: RETRY_ON_429,
+            statuses: Some("500,502,503"),
+        },
+        (_, false, true) => StatusRetries {
+            retry_on: RETRY_ON_429,
+            statuses: Some("504"),
+        },
+    };
+    (most, retries)
 }
 
 /// Translate the request for the reserved deployment; a request the deployment cannot take
@@ -1493,17 +1531,24 @@ mod tests {
           "router_settings":{"num_retries":1,"retry_policy":{"RateLimitErrorRetries":3,"TimeoutErrorRetries":0}}}"#;
         let c = parse(cfg.as_bytes(), &|_| None, 0).unwrap().0;
         let (one, two) = (&c.deployments[0], &c.deployments[1]);
+        // 429 from the route's list, server errors but not timeouts: those listed.
+        let (n, how) = same_deployment_retries(&c, one, None);
         assert_eq!(
-            same_deployment_retries(&c, one, None),
-            (3, Some("429,500,502,503".to_string()))
+            (n, how.retry_on, how.statuses),
+            (3, RETRY_ON_429, Some("500,502,503"))
         );
-        assert_eq!(same_deployment_retries(&c, one, Some(0)), (0, None));
         assert_eq!(
-            same_deployment_retries(&c, one, Some(2)),
-            (2, Some("429,500,502,503,504".to_string()))
+            same_deployment_retries(&c, one, Some(0)),
+            (0, StatusRetries::OFF)
         );
+        // Every kind: retry-on words only, no second header.
+        let (n, how) = same_deployment_retries(&c, one, Some(2));
+        assert_eq!((n, how.retry_on, how.statuses), (2, RETRY_ON_429_5XX, None));
         // More deployments: the filter fails over to another one; Envoy only reconnects.
-        assert_eq!(same_deployment_retries(&c, two, None), (1, None));
+        assert_eq!(
+            same_deployment_retries(&c, two, None),
+            (1, StatusRetries::OFF)
+        );
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub fn vllm_forward(
         timeout_ms: deployment.timeout_ms,
         first_byte_timeout_ms: None,
         envoy_retries: 0,
-        retry_statuses: None,
+        retry_statuses: crate::gateway::StatusRetries::OFF,
         reservation,
         replay: None,
         requested_model: None,

@@ -166,10 +166,11 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
     };
     let log_format = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %DURATION%ms \
                       upstream=%UPSTREAM_HOST% llm=%FILTER_STATE(wasm.llm_gateway:PLAIN)%\n";
-    // Retries the filter asks for (x-envoy-retry-on) wait what an upstream's `retry-after`
-    // says, as LiteLLM does, up to a minute.
+    // Retries the filter asks for (x-envoy-retry-on, for a group of one deployment) wait
+    // what an upstream's `retry-after` says, as LiteLLM does, up to a minute; 429 is the
+    // status `retriable-status-codes` means (5xx has its own retry-on word).
     let routed = json!({"cluster_header": "x-llm-cluster", "timeout": "0s",
-        "retry_policy": {"rate_limited_retry_back_off": {
+        "retry_policy": {"retriable_status_codes": [429], "rate_limited_retry_back_off": {
             "reset_headers": [{"name": "retry-after", "format": "SECONDS"}],
             "max_interval": "60s"}}});
     json!({

@@ -421,6 +421,18 @@ pub struct Gauges {
 pub fn deployment_gauges(config: &Config, host: &dyn Host, deployment: usize) -> Option<Gauges> {
     let d = config.deployment(deployment)?;
     let now = host.now_unix_ms();
+    if d.rpm.is_none() && d.tpm.is_none() {
+        // Nothing to count this minute: the cooldown marker says all, and reading it is
+        // cheap while it is empty (no cooldown).
+        let until = host
+            .shared_get(&d.cooldown_key)
+            .and_then(|(b, _)| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes);
+        return Some(Gauges {
+            cooling: until > now,
+            ..Gauges::default()
+        });
+    }
     let (bytes, _) = host.shared_get(&d.state_key)?;
     let s = DeploymentState::decode(&bytes);
     let this_minute = s.minute == crate::state::minute_of(now);
@@ -502,6 +514,35 @@ mod tests {
 
     fn pick_id(c: &Config, h: &mut FakeHost, tokens: u64) -> Result<String, GatewayError> {
         pick(c, h, g0(), tokens, &[]).map(|r| c.deployments[r.deployment].id.clone())
+    }
+
+    #[test]
+    fn gauges_show_this_minutes_use_and_cooldowns() {
+        let c = config(
+            "simple-shuffle",
+            &[
+                member("a", r#","rpm":5,"weight":100"#),
+                member("b", r#","weight":0"#),
+            ]
+            .join(","),
+        );
+        let mut h = host(&c);
+        for _ in 0..3 {
+            assert_eq!(pick_id(&c, &mut h, 0).unwrap(), "a");
+        }
+        let a = deployment_gauges(&c, &h, 0).unwrap();
+        assert_eq!((a.rpm_used, a.cooling), (3, false));
+        assert!(!deployment_gauges(&c, &h, 1).unwrap().cooling);
+        assert!(cool_down(&c, &mut h, 1), "a cooldown began");
+        assert!(!cool_down(&c, &mut h, 1), "it was already cooling");
+        assert!(deployment_gauges(&c, &h, 1).unwrap().cooling);
+        h.now_ms += 60_000;
+        let a = deployment_gauges(&c, &h, 0).unwrap();
+        assert_eq!(a.rpm_used, 0, "a new minute");
+        assert!(
+            !deployment_gauges(&c, &h, 1).unwrap().cooling,
+            "the cooldown is over"
+        );
     }
 
     #[test]

@@ -632,14 +632,11 @@ impl Http {
         if forward.envoy_retries > 0 {
             // Envoy retries what is safe to repeat on the same deployment; moving to another
             // deployment is the filter's failover.
-            let retry_on = match &forward.retry_statuses {
-                Some(statuses) => {
-                    set_request_header("x-envoy-retriable-status-codes", Some(statuses));
-                    gateway::ENVOY_RETRY_ON_STATUSES
-                }
-                None => gateway::ENVOY_RETRY_ON,
-            };
-            set_request_header("x-envoy-retry-on", Some(retry_on));
+            let retries = &forward.retry_statuses;
+            if let Some(statuses) = retries.statuses {
+                set_request_header("x-envoy-retriable-status-codes", Some(statuses));
+            }
+            set_request_header("x-envoy-retry-on", Some(retries.retry_on));
             set_request_header(
                 "x-envoy-max-retries",
                 Some(crate::json::decimal(
