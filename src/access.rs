@@ -44,6 +44,8 @@ pub struct KeyCharge {
     pub count_spend: bool,
     /// Counted in the key's in-flight requests (`max_parallel_requests`): released once.
     pub in_flight: bool,
+    /// A key with a budget: what it had spent (this period) when the request came in.
+    pub spend_before: Option<f64>,
 }
 
 /// Why a key's reservation was refused.
@@ -114,8 +116,8 @@ pub fn charge(
                 .map_err(KeyRefusal::Limited)?;
             Ok(c)
         };
-        match key_table::update(host, &grant.id, &reserve) {
-            Ok(_) => {}
+        let spend_before = match key_table::update(host, &grant.id, &reserve) {
+            Ok(c) => grant.budget.map(|_| c.spend_in(period)),
             Err(Some(KeyRefusal::Budget(spent))) => return Err(over_budget(spent)),
             Err(Some(KeyRefusal::Parallel(max))) => {
                 let mut e = GatewayError::new(
@@ -139,22 +141,49 @@ pub fn charge(
                 e.retry_after = Some(retry_after);
                 return Err(e);
             }
-        }
-    } else if let Some(budget) = grant.budget {
+        };
+        return Ok(Some(charged(
+            grant,
+            tracked,
+            estimated_tokens,
+            now,
+            spend_before,
+        )));
+    }
+    let mut spend_before = None;
+    if let Some(budget) = grant.budget {
         let spent = spend_of(host, grant);
         if spent >= budget {
             return Err(over_budget(spent));
         }
+        spend_before = Some(spent);
     }
-    Ok(Some(KeyCharge {
+    Ok(Some(charged(
+        grant,
+        tracked,
+        estimated_tokens,
+        now,
+        spend_before,
+    )))
+}
+
+fn charged(
+    grant: &std::sync::Arc<KeyGrant>,
+    tracked: bool,
+    estimated_tokens: u64,
+    now: u64,
+    spend_before: Option<f64>,
+) -> KeyCharge {
+    KeyCharge {
         grant: std::sync::Arc::clone(grant),
         tracked,
         tokens_tracked: grant.tpm.is_some(),
         reserved_tokens: if tracked { estimated_tokens } else { 0 },
         minute: minute_of(now),
         count_spend: grant.budget.is_some(),
-        in_flight: parallel.is_some(),
-    }))
+        in_flight: grant.max_parallel.is_some(),
+        spend_before,
+    }
 }
 
 /// Settle a finished request: true tokens for the estimate, and its cost against the budget

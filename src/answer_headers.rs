@@ -23,6 +23,8 @@ pub struct AnswerFacts<'a> {
     pub show_api_base: bool,
     /// Envoy's `x-request-id` of the request: LiteLLM's call id.
     pub call_id: Option<&'a str>,
+    /// A key with a budget: its spend when the request came in (LiteLLM's key spend).
+    pub key_spend: Option<f64>,
 }
 
 /// The headers for an answer, in the order they are set.
@@ -62,6 +64,9 @@ pub fn answer_headers<'a>(
         Cow::Owned(facts.max_retries.to_string()),
     ));
     out.push(("x-litellm-timeout", Cow::Owned(seconds(facts.timeout_ms))));
+    if let Some(spend) = facts.key_spend {
+        out.push(("x-litellm-key-spend", Cow::Owned(spend.to_string())));
+    }
     out
 }
 
@@ -123,6 +128,7 @@ mod tests {
             timeout_ms: 600_000,
             show_api_base: false,
             call_id: Some("req-1"),
+            key_spend: Some(0.25),
         };
         let h = answer_headers(&c, &facts);
         let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_ref());
@@ -132,6 +138,7 @@ mod tests {
         assert_eq!(get("x-litellm-max-retries"), Some("2"));
         assert_eq!(get("x-litellm-timeout"), Some("600.0"));
         assert_eq!(get("x-litellm-call-id"), Some("req-1"));
+        assert_eq!(get("x-litellm-key-spend"), Some("0.25"));
         assert_eq!(get("x-litellm-version"), Some(VERSION));
         assert_eq!(
             get("x-litellm-model-api-base"),

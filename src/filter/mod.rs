@@ -534,6 +534,7 @@ fn answer_facts<'a>(
         timeout_ms: routed.timeout_ms,
         show_api_base: routed.show_api_base,
         call_id,
+        key_spend: routed.key_charge.as_ref().and_then(|c| c.spend_before),
     })
 }
 

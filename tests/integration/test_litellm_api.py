@@ -148,6 +148,11 @@ def test_routed_answers_carry_litellm_headers(gateway_factory, mock_a):
     # 5 prompt + 6 completion tokens at 0.01 USD each.
     assert abs(float(h["x-litellm-response-cost"]) - 0.11) < 1e-9
     assert "x-litellm-model-api-base" not in h, "only the master key sees where a model lives"
+    assert "x-litellm-key-spend" not in h, "the key has no budget: its spend is not kept"
+    budgeted = mint(gw, models=["chat"], max_budget=10)["key"]
+    spends = [client(gw, budgeted).chat.completions.with_raw_response.create(model="chat", messages=MSGS)
+              .headers["x-litellm-key-spend"] for _ in range(2)]
+    assert [float(s) for s in spends] == [0.0, 0.11], "the spend when each request came in"
     r = client(gw, MASTER).chat.completions.with_raw_response.create(model="chat", messages=MSGS)
     assert r.headers["x-litellm-model-api-base"] == f"http://127.0.0.1:{mock_a[0]}"
     # LiteLLM's x-litellm-timeout request header: the mock answers `slow` after 3 s.
