@@ -27,6 +27,7 @@ pub mod passthrough;
 
 pub mod render;
 pub mod request;
+pub mod retry;
 pub mod router;
 pub mod scope;
 pub mod select;
