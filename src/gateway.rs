@@ -251,7 +251,9 @@ fn local_endpoint(
             Err(e) => e.into(),
         },
         Endpoint::Liveliness => LocalReply::json(200, br#""I'm alive!""#.to_vec()),
-        Endpoint::Readiness => LocalReply::json(200, crate::health::readiness(config)),
+        Endpoint::Readiness | Endpoint::ReadinessDetails => {
+            LocalReply::json(200, crate::health::readiness(config))
+        }
         Endpoint::Routes => LocalReply::json(200, crate::health::ROUTES.as_bytes().to_vec()),
         Endpoint::V1Live => LocalReply::json(200, br#"{"message":"Service is live."}"#.to_vec()),
         Endpoint::V1Ready => {
@@ -1607,12 +1609,23 @@ mod tests {
             (v["status"].as_str(), v["litellm_version"].as_str()),
             (Some("healthy"), Some(env!("CARGO_PKG_VERSION")))
         );
+        // LiteLLM's /routes answers without a key (its e2e test calls it so): it lists
+        // endpoints, nothing of the configuration.
         let r = reply(on_request_head(
             &c,
             &mut FakeHost::new(0),
             &head("GET", "/routes", None),
         ));
-        assert_eq!(r.status, 401, "the route list needs a key");
+        assert_eq!(r.status, 200);
+        let details = |key| {
+            reply(on_request_head(
+                &c,
+                &mut FakeHost::new(0),
+                &head("GET", "/health/readiness/details", key),
+            ))
+        };
+        assert_eq!(details(None).status, 401);
+        assert!(json(&details(Some("sk-master")))["litellm_version"].is_string());
         let r = reply(on_request_head(
             &c,
             &mut FakeHost::new(0),

@@ -144,6 +144,7 @@ pub const ROUTES: &str = r#"{"routes":[
 {"path":"/health","methods":["GET"],"name":"health_endpoint"},
 {"path":"/health/liveliness","methods":["GET"],"name":"health_liveliness"},
 {"path":"/health/readiness","methods":["GET"],"name":"health_readiness"},
+{"path":"/health/readiness/details","methods":["GET"],"name":"health_readiness_details"},
 {"path":"/v1/health/live","methods":["GET"],"name":"health_live"},
 {"path":"/v1/health/ready","methods":["GET"],"name":"health_ready"},
 {"path":"/key/generate","methods":["POST"],"name":"generate_key_fn"},

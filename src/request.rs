@@ -37,6 +37,9 @@ pub enum Endpoint {
     Liveliness,
     /// `/health/readiness`.
     Readiness,
+    /// `/health/readiness/details`: the same, for a caller with a key (LiteLLM moved its
+    /// version there).
+    ReadinessDetails,
     V1Live,
     V1Ready,
     /// `/health`: probes deployments (needs the master key).
@@ -59,7 +62,11 @@ impl Endpoint {
     pub fn is_public(&self) -> bool {
         matches!(
             self,
-            Endpoint::Liveliness | Endpoint::Readiness | Endpoint::V1Live | Endpoint::V1Ready
+            Endpoint::Liveliness
+                | Endpoint::Readiness
+                | Endpoint::V1Live
+                | Endpoint::V1Ready
+                | Endpoint::Routes
         )
     }
 }
@@ -116,6 +123,7 @@ pub fn classify(method: &str, full_path: &str) -> Endpoint {
         _ => match path {
             "/health/liveliness" | "/health/liveness" => want(get, Endpoint::Liveliness, "GET"),
             "/health/readiness" => want(get, Endpoint::Readiness, "GET"),
+            "/health/readiness/details" => want(get, Endpoint::ReadinessDetails, "GET"),
             "/v1/health/live" => want(get, Endpoint::V1Live, "GET"),
             "/v1/health/ready" => want(get, Endpoint::V1Ready, "GET"),
             "/health" => want(get, Endpoint::HealthProbe, "GET"),

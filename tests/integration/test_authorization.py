@@ -16,7 +16,7 @@ RESTRICTED = "sk-restricted"  # static key: models [group-a]
 FLAKY_KEY = "sk-flaky"  # static key: models [flaky]; flaky's configured fallback is group-b
 EXPIRED = "sk-expired"
 
-PUBLIC = ["/health/liveliness", "/health/readiness", "/v1/health/live", "/v1/health/ready"]
+PUBLIC = ["/health/liveliness", "/health/readiness", "/v1/health/live", "/v1/health/ready", "/routes"]
 
 
 def config(a_port, b_port, revoked=(), keys=True, cache=True):
