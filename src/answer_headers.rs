@@ -15,6 +15,8 @@ pub struct AnswerFacts<'a> {
     pub deployment: &'a Deployment,
     /// Attempts before the one answering (retries and fallbacks).
     pub attempted_retries: u32,
+    /// Fallback groups moved to (LiteLLM's `x-litellm-attempted-fallbacks`; sent when > 0).
+    pub attempted_fallbacks: u32,
     /// The retries this request was allowed.
     pub max_retries: u32,
     pub timeout_ms: u64,
@@ -63,6 +65,12 @@ pub fn answer_headers<'a>(
         "x-litellm-max-retries",
         Cow::Owned(facts.max_retries.to_string()),
     ));
+    if facts.attempted_fallbacks > 0 {
+        out.push((
+            "x-litellm-attempted-fallbacks",
+            Cow::Owned(facts.attempted_fallbacks.to_string()),
+        ));
+    }
     out.push(("x-litellm-timeout", Cow::Owned(seconds(facts.timeout_ms))));
     if let Some(spend) = facts.key_spend {
         out.push(("x-litellm-key-spend", Cow::Owned(spend.to_string())));
@@ -124,6 +132,7 @@ mod tests {
         let facts = AnswerFacts {
             deployment: &c.deployments[0],
             attempted_retries: 1,
+            attempted_fallbacks: 1,
             max_retries: 2,
             timeout_ms: 600_000,
             show_api_base: false,
@@ -136,6 +145,7 @@ mod tests {
         assert_eq!(get("x-litellm-model-id"), Some("dep-1"));
         assert_eq!(get("x-litellm-attempted-retries"), Some("1"));
         assert_eq!(get("x-litellm-max-retries"), Some("2"));
+        assert_eq!(get("x-litellm-attempted-fallbacks"), Some("1"));
         assert_eq!(get("x-litellm-timeout"), Some("600.0"));
         assert_eq!(get("x-litellm-call-id"), Some("req-1"));
         assert_eq!(get("x-litellm-key-spend"), Some("0.25"));

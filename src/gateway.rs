@@ -132,6 +132,8 @@ pub struct Forward {
     pub cache: Option<crate::cache::Plan>,
     /// The caller may see the deployment's `api_base` (LiteLLM's answer header).
     pub show_api_base: bool,
+    /// Groups of the request's chain passed over before this one (fallbacks taken).
+    pub fallback_position: u32,
 }
 
 impl Forward {
@@ -479,7 +481,9 @@ fn route(
                     estimated_tokens,
                     tags,
                 });
-                return attempt(config, host, request, reservation, replay);
+                let mut forward = attempt(config, host, request, reservation, replay)?;
+                forward.fallback_position = position as u32;
+                return Ok(forward);
             }
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -670,6 +674,7 @@ pub(crate) fn attempt(
             key_label: String::new(),
             cache: None,
             show_api_base: false,
+            fallback_position: 0,
         }),
         Err(e) => {
             router::settle(config, host, &reservation, false, Some(0), None);

@@ -96,6 +96,7 @@ pub fn vllm_forward(
         key_label: key_label(principal),
         cache: None,
         show_api_base: matches!(principal, Principal::Master),
+        fallback_position: 0,
     })
 }
 

@@ -468,6 +468,7 @@ struct Routed {
     response_complete: bool,
     /// For the answer's headers (`answer_headers`).
     show_api_base: bool,
+    fallback_position: u32,
     max_retries: u32,
     timeout_ms: u64,
 }
@@ -530,6 +531,10 @@ fn answer_facts<'a>(
             .replay
             .as_ref()
             .map_or(0, |r| r.tried.len().saturating_sub(1) as u32),
+        attempted_fallbacks: routed
+            .replay
+            .as_ref()
+            .map_or(routed.fallback_position, |r| r.position as u32),
         max_retries: routed.max_retries,
         timeout_ms: routed.timeout_ms,
         show_api_base: routed.show_api_base,
@@ -679,6 +684,7 @@ impl Http {
             key_label,
             cache,
             show_api_base,
+            fallback_position,
             ..
         } = forward;
         let in_flight = self.metrics.route_id(config, index, RouteStat::InFlight);
@@ -699,6 +705,7 @@ impl Http {
             cache: cache.map(|p| (p, Some(Vec::new()))),
             response_complete: false,
             show_api_base,
+            fallback_position,
             max_retries,
             timeout_ms,
         }));

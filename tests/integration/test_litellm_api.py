@@ -216,10 +216,12 @@ def test_a_fallback_with_its_own_messages_is_sent_them(gateway_factory, mock_a):
     gw = gateway_factory(cfg, [mock_a[0]])
     mock_a[1].take()
     own = [{"role": "user", "content": "the fallback's own prompt"}]
-    r = client(gw, MASTER).chat.completions.create(
+    raw = client(gw, MASTER).chat.completions.with_raw_response.create(
         model="broken", messages=MSGS, extra_body={"fallbacks": [{"model": "chat", "messages": own}],
                                                    "num_retries": 0})
-    assert r.choices[0].message.content
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-litellm-attempted-fallbacks"] == "1"
+    assert raw.headers["x-litellm-model-group"] == "chat"
     first, second = mock_a[1].take()
     assert json.loads(first["body"])["messages"] == MSGS
     sent = json.loads(second["body"])
