@@ -94,7 +94,7 @@ pub fn cost_header(
 }
 
 /// Milliseconds as LiteLLM writes a timeout: seconds, as a float (`600.0`, `0.5`).
-fn seconds(ms: u64) -> String {
+pub fn seconds(ms: u64) -> String {
     let s = ms as f64 / 1000.0;
     if s.fract() == 0.0 {
         format!("{s:.1}")

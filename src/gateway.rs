@@ -363,6 +363,10 @@ fn inference(
         )
         .with_param("model"));
     }
+    let switches = request.test_switches;
+    if switches.any() {
+        crate::mock::check_test_switches(config, &switches)?;
+    }
     let first = scope.admit(config, &request.model, "model")?;
     // Fallbacks from the body are the client's choice: each must be a group it may use,
     // checked before anything is read from the cache or sent.
@@ -404,6 +408,16 @@ fn inference(
         &request,
         prompt_tokens,
     )?;
+    if switches.timeout {
+        return Ok(BodyAction::Reply(crate::mock::timeout_reply(
+            config, first, &request,
+        )));
+    }
+    // `mock_testing_fallbacks`: the first group fails, as LiteLLM's mock does.
+    let skip = usize::from(switches.fallbacks);
+    if skip >= groups.len() {
+        return Err(crate::mock::fallback_failure(&request.model));
+    }
     let key_charge = match access::charge(host, principal, estimated_tokens) {
         Ok(charge) => charge,
         Err(e) => {
@@ -419,7 +433,11 @@ fn inference(
             return Ok(BodyAction::Reply(reply));
         }
     };
-    let routed = route(config, host, body, &request, groups, estimated_tokens, tags);
+    let chain = Chain {
+        groups,
+        start: skip,
+    };
+    let routed = route(config, host, body, &request, chain, estimated_tokens, tags);
     match routed {
         Ok(mut forward) => {
             forward.key_charge = key_charge;
@@ -443,17 +461,18 @@ fn route(
     host: &mut dyn Host,
     body: &[u8],
     request: &InferenceBody<'_>,
-    groups: Vec<Target>,
+    chain: Chain,
     estimated_tokens: u64,
     tags: Vec<String>,
 ) -> Result<Forward, GatewayError> {
+    let Chain { groups, start } = chain;
     // The most retries any failure could allow: whether a copy of the body is worth keeping.
     let retries = request.overrides.num_retries.unwrap_or_else(|| {
         let r = &config.router;
         r.retry_policy.most().unwrap_or(0).max(r.num_retries)
     });
     let mut first_error = None;
-    for (position, &target) in groups.iter().enumerate() {
+    for (position, &target) in groups.iter().enumerate().skip(start) {
         let Some(group) = config.groups.get(target.group()) else {
             continue;
         };
@@ -493,6 +512,13 @@ fn route(
     Err(first_error.unwrap_or_else(|| {
         GatewayError::new(ErrorKind::ServiceUnavailable, "no model group to route to")
     }))
+}
+
+/// The groups a request may go to, and the one to start at (`mock_testing_fallbacks`
+/// starts past the first, as if it had failed).
+struct Chain {
+    groups: Vec<Target>,
+    start: usize,
 }
 
 /// Each name of a body's fallback list as a group the caller may use: 404 for a name the

@@ -6,9 +6,11 @@
 //! goes upstream as if it had none.
 
 use crate::config::Config;
+use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::LocalReply;
 use crate::keys::Principal;
-use crate::request::{Inference, InferenceBody};
+use crate::request::{Inference, InferenceBody, TestSwitches};
+use crate::scope::Target;
 use crate::translate::ResponseContext;
 use serde_json::json;
 
@@ -86,4 +88,77 @@ pub fn reply(
     }
     reply.headers.push(("x-llm-mock", "true".to_string()));
     Some(reply)
+}
+
+/// LiteLLM's test switches are honoured only where the operator turned them on
+/// (`general_settings.litellm_test_switches`, for running LiteLLM's own e2e tests): a client
+/// could otherwise force failovers and timeouts. Two of them are not implemented.
+pub fn check_test_switches(config: &Config, switches: &TestSwitches) -> Result<(), GatewayError> {
+    let refuse = |field: &str, why: &str| {
+        Err(GatewayError::invalid_request(format!("{field}: {why}")).with_param(field.to_string()))
+    };
+    if !config.litellm_test_switches {
+        let field = match switches {
+            TestSwitches {
+                fallbacks: true, ..
+            } => "mock_testing_fallbacks",
+            TestSwitches { timeout: true, .. } => "mock_timeout",
+            TestSwitches {
+                rate_limit_error: true,
+                ..
+            } => "mock_testing_rate_limit_error",
+            _ => "mock_testing_context_fallbacks",
+        };
+        return refuse(
+            field,
+            "LiteLLM's test switches are off here; general_settings.litellm_test_switches: true turns them on (for tests)",
+        );
+    }
+    if switches.rate_limit_error {
+        return refuse(
+            "mock_testing_rate_limit_error",
+            "not implemented in this gateway",
+        );
+    }
+    if switches.context_fallbacks {
+        return refuse(
+            "mock_testing_context_fallbacks",
+            "not implemented in this gateway",
+        );
+    }
+    Ok(())
+}
+
+/// `mock_timeout`: LiteLLM's `litellm.Timeout` (408) after the time the request would have
+/// had (its `timeout`, else the first deployment's), said in `x-litellm-timeout`; nothing is
+/// sent upstream.
+pub fn timeout_reply(config: &Config, first: Target, request: &InferenceBody<'_>) -> LocalReply {
+    let deployment_timeout = config
+        .groups
+        .get(first.group())
+        .and_then(|g| g.deployments.first())
+        .and_then(|&d| config.deployment(d))
+        .map_or(600_000, |d| d.timeout_ms);
+    let ms = request.overrides.timeout_ms.unwrap_or(deployment_timeout);
+    let seconds = crate::answer_headers::seconds(ms);
+    let mut reply = LocalReply::from(
+        GatewayError::new(
+            ErrorKind::Timeout,
+            format!("litellm.Timeout: mock_timeout: the request timed out after {seconds} s"),
+        )
+        .with_code("408"),
+    );
+    reply.headers.push(("x-litellm-timeout", seconds));
+    reply
+}
+
+/// `mock_testing_fallbacks` with no fallback to go to: LiteLLM's mock failure itself.
+pub fn fallback_failure(model: &str) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::Upstream(500),
+        format!(
+            "litellm.InternalServerError: This is a mock exception for model={}, to trigger a fallback. Fallbacks=[]",
+            crate::error::shown(model, 128)
+        ),
+    )
 }

@@ -306,6 +306,25 @@ pub struct InferenceBody<'a> {
     pub metadata: Option<&'a RawValue>,
     /// LiteLLM's `mock_response`: the answer's content, when the caller may ask for one.
     pub mock_response: Option<String>,
+    /// LiteLLM's test switches (`mock_testing_*`, `mock_timeout`), read and never sent.
+    pub test_switches: TestSwitches,
+}
+
+/// LiteLLM's test switches: a request that asks the proxy to act as if something failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TestSwitches {
+    /// `mock_testing_fallbacks`: the first model fails, so the fallbacks are used.
+    pub fallbacks: bool,
+    pub context_fallbacks: bool,
+    pub rate_limit_error: bool,
+    /// `mock_timeout`: the request times out.
+    pub timeout: bool,
+}
+
+impl TestSwitches {
+    pub fn any(&self) -> bool {
+        self.fallbacks || self.context_fallbacks || self.rate_limit_error || self.timeout
+    }
 }
 
 impl<'a> InferenceBody<'a> {
@@ -408,26 +427,29 @@ impl<'a> InferenceBody<'a> {
                 })
             })
             .transpose()?;
-        for (field, raw) in [
-            ("mock_testing_fallbacks", env.mock_testing_fallbacks),
-            (
+        let mut switch = |field: &'static str, raw: Option<&RawValue>| {
+            let raw = gateway_member(body, raw, &mut gateway_only);
+            match raw.map(RawValue::get) {
+                None | Some("false") | Some("null") => Ok(false),
+                Some("true") => Ok(true),
+                Some(_) => Err(GatewayError::invalid_request(format!(
+                    "{field} must be true or false"
+                ))
+                .with_param(field)),
+            }
+        };
+        let test_switches = TestSwitches {
+            fallbacks: switch("mock_testing_fallbacks", env.mock_testing_fallbacks)?,
+            context_fallbacks: switch(
                 "mock_testing_context_fallbacks",
                 env.mock_testing_context_fallbacks,
-            ),
-            (
+            )?,
+            rate_limit_error: switch(
                 "mock_testing_rate_limit_error",
                 env.mock_testing_rate_limit_error,
-            ),
-            ("mock_timeout", env.mock_timeout),
-        ] {
-            if raw.is_some_and(|r| r.get() != "false" && r.get() != "null") {
-                return Err(GatewayError::invalid_request(format!(
-                    "{field} is one of LiteLLM's test switches, which this gateway does not implement; remove it"
-                ))
-                .with_param(field));
-            }
-            gateway_member(body, raw, &mut gateway_only);
-        }
+            )?,
+            timeout: switch("mock_timeout", env.mock_timeout)?,
+        };
         Ok(InferenceBody {
             body,
             text,
@@ -446,6 +468,7 @@ impl<'a> InferenceBody<'a> {
             tags,
             metadata: env.metadata,
             mock_response,
+            test_switches,
         })
     }
 

@@ -251,6 +251,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         keys,
         key_header,
         litellm_response_headers: general.litellm_response_headers.unwrap_or(true),
+        litellm_test_switches: general.litellm_test_switches.unwrap_or(false),
         access_groups,
         key_policy,
         drop_params: litellm_settings.drop_params.unwrap_or(false),

@@ -215,6 +215,8 @@ pub struct Config {
     pub key_header: Option<String>,
     /// `general_settings.litellm_response_headers` (default true): LiteLLM's `x-litellm-*`.
     pub litellm_response_headers: bool,
+    /// `general_settings.litellm_test_switches` (default false).
+    pub litellm_test_switches: bool,
     /// LiteLLM's access groups (`model_info.access_groups`): name → the groups in it.
     pub access_groups: HashMap<String, Vec<usize>>,
     /// `litellm_settings.default_key_generate_params` / `upperbound_key_generate_params`.

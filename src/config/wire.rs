@@ -204,6 +204,9 @@ pub struct WireGeneralSettings {
     pub litellm_key_header_name: Option<String>,
     /// Send LiteLLM's `x-litellm-*` headers on routed answers (default true).
     pub litellm_response_headers: Option<bool>,
+    /// Honour LiteLLM's request test switches (`mock_testing_fallbacks`, `mock_timeout`);
+    /// off by default: a client could force failovers and timeouts.
+    pub litellm_test_switches: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -226,3 +226,34 @@ def test_a_fallback_with_its_own_messages_is_sent_them(gateway_factory, mock_a):
     assert json.loads(first["body"])["messages"] == MSGS
     sent = json.loads(second["body"])
     assert sent["messages"] == own and sent["model"] == "served" and "fallbacks" not in sent
+
+
+def test_litellm_test_switches_when_the_operator_turns_them_on(gateway_factory, mock_a):
+    cfg = config(mock_a[0])
+    cfg["model_list"].append({"model_name": "quick", "litellm_params": {
+        "model": "openai/served", "api_base": f"http://127.0.0.1:{mock_a[0]}", "timeout": 1}})
+    cfg["general_settings"]["litellm_test_switches"] = True
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    # mock_testing_fallbacks: the first model fails as if it had, the fallback answers.
+    raw = client(gw, MASTER).chat.completions.with_raw_response.create(
+        model="chat", messages=MSGS, extra_body={"mock_testing_fallbacks": True, "fallbacks": ["other"]})
+    assert raw.headers["x-litellm-model-group"] == "other"
+    assert raw.headers["x-litellm-attempted-fallbacks"] == "1"
+    (sent,) = mock_a[1].take()
+    assert json.loads(sent["body"])["model"] == "other", "nothing went to the first model"
+    # Without a fallback to go to: LiteLLM's mock failure.
+    with pytest.raises(openai.InternalServerError):
+        client(gw, MASTER).chat.completions.create(model="chat", messages=MSGS,
+                                                   extra_body={"mock_testing_fallbacks": True})
+    # A fallback the key may not use is still refused before anything.
+    key = mint(gw, models=["chat"])["key"]
+    with pytest.raises(openai.PermissionDeniedError):
+        client(gw, key).chat.completions.create(model="chat", messages=MSGS,
+                                                extra_body={"mock_testing_fallbacks": True, "fallbacks": ["other"]})
+    # mock_timeout: 408 with the timeout the request would have had.
+    for headers, timeout in [({}, "1.0"), ({"x-litellm-timeout": "0.001"}, "0.001")]:
+        r = requests.post(f"{gw.url}/chat/completions", headers={"Authorization": f"Bearer {MASTER}", **headers},
+                          json={"model": "quick", "messages": MSGS, "num_retries": 0, "mock_timeout": True})
+        assert r.status_code == 408 and r.headers["x-litellm-timeout"] == timeout, (r.status_code, r.headers)
+    assert mock_a[1].take() == []
