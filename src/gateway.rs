@@ -467,10 +467,10 @@ fn route(
 ) -> Result<Forward, GatewayError> {
     let Chain { groups, start } = chain;
     // The most retries any failure could allow: whether a copy of the body is worth keeping.
-    let retries = request.overrides.num_retries.unwrap_or_else(|| {
+    let configured = {
         let r = &config.router;
         r.retry_policy.most().unwrap_or(0).max(r.num_retries)
-    });
+    };
     let mut first_error = None;
     for (position, &target) in groups.iter().enumerate().skip(start) {
         let Some(group) = config.groups.get(target.group()) else {
@@ -480,6 +480,15 @@ fn route(
             .and_then(|excluded| router::pick(config, host, target, estimated_tokens, &excluded));
         match picked {
             Ok(reservation) => {
+                // The request's num_retries, else the deployment's, else the router's.
+                let deployment_retries = config
+                    .deployment(reservation.deployment)
+                    .and_then(|d| d.num_retries);
+                let retries = request
+                    .overrides
+                    .num_retries
+                    .or(deployment_retries)
+                    .unwrap_or(configured);
                 // The body is kept only when there is somewhere else to send it.
                 let elsewhere =
                     position + 1 < groups.len() || (retries > 0 && group.deployments.len() > 1);

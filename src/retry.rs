@@ -71,6 +71,8 @@ pub(crate) fn same_deployment_retries(
     requested: Option<u32>,
 ) -> (u32, StatusRetries) {
     let r = &config.router;
+    // The request's num_retries, else the deployment's (`litellm_params.num_retries`).
+    let requested = requested.or(deployment.num_retries);
     let connect = requested.unwrap_or(r.num_retries);
     let single = config
         .groups
@@ -127,13 +129,21 @@ pub fn failover(
     status: u16,
 ) -> Option<Forward> {
     let original = InferenceBody::parse(replay.kind, &replay.body).ok()?;
-    let allowed = replay.num_retries.unwrap_or_else(|| {
-        config
-            .router
-            .retry_policy
-            .for_status(status)
-            .unwrap_or(config.router.num_retries)
-    });
+    let failed_deployment_retries = replay
+        .tried
+        .last()
+        .and_then(|&i| config.deployment(i))
+        .and_then(|d| d.num_retries);
+    let allowed = replay
+        .num_retries
+        .or(failed_deployment_retries)
+        .unwrap_or_else(|| {
+            config
+                .router
+                .retry_policy
+                .for_status(status)
+                .unwrap_or(config.router.num_retries)
+        });
     while let Some(&target) = replay.groups.get(replay.position) {
         let group = config.groups.get(target.group())?;
         let in_group = replay.tried.iter().any(|t| group.deployments.contains(t));
@@ -217,5 +227,11 @@ mod tests {
             same_deployment_retries(&c, two, None),
             (1, StatusRetries::OFF)
         );
+        // A deployment's own num_retries wins over the router's, the request's over it.
+        let cfg = r#"{"model_list":[{"model_name":"one","litellm_params":{"model":"openai/a","api_base":"http://a:1","num_retries":4}}]}"#;
+        let c = parse(cfg.as_bytes(), &|_| None, 0).unwrap().0;
+        let one = &c.deployments[0];
+        assert_eq!(same_deployment_retries(&c, one, None).0, 4);
+        assert_eq!(same_deployment_retries(&c, one, Some(1)).0, 1);
     }
 }

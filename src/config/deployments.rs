@@ -341,6 +341,7 @@ pub(super) fn validate_deployment(
             .or(p.output_cost_per_token),
         tags,
         stream_timeout_ms,
+        num_retries: p.num_retries,
         wildcard,
     })
 }

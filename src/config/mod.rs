@@ -169,6 +169,8 @@ pub struct Deployment {
     pub tags: Vec<String>,
     /// `litellm_params.stream_timeout`: the upstream timeout of streamed requests.
     pub stream_timeout_ms: Option<u64>,
+    /// `litellm_params.num_retries`: this deployment's retries (over the router's).
+    pub num_retries: Option<u32>,
     /// A wildcard deployment (`model: openai/*`): the upstream model's part before `*`; the
     /// rest of the requested name completes it.
     pub wildcard: Option<String>,

@@ -60,6 +60,8 @@ pub struct WireLitellmParams {
     pub tags: Option<Vec<String>>,
     /// The OpenAI client's own retries in LiteLLM: warned, not used.
     pub max_retries: Option<u32>,
+    /// LiteLLM's per-deployment retries (wins over the router's; the request's wins over it).
+    pub num_retries: Option<u32>,
     /// Azure's API version (`azure/`, `azure_ai/`); meaningless elsewhere: warned.
     pub api_version: Option<String>,
     /// LiteLLM's per-deployment `drop_params` (wins over `litellm_settings.drop_params`).
