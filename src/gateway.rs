@@ -134,6 +134,8 @@ pub struct Forward {
     pub show_api_base: bool,
     /// Groups of the request's chain passed over before this one (fallbacks taken).
     pub fallback_position: u32,
+    /// Tries LiteLLM's `mock_testing_rate_limit_error` pretends were made (reported only).
+    pub mock_retries: u32,
 }
 
 impl Forward {
@@ -438,6 +440,19 @@ fn inference(
         start: skip,
     };
     let routed = route(config, host, body, &request, chain, estimated_tokens, tags);
+    // `mock_testing_rate_limit_error`: as if a first try had got a 429 and been retried.
+    let routed = match routed {
+        Ok(mut forward) if switches.rate_limit_error => {
+            if forward.envoy_retries == 0 {
+                router::settle(config, host, &forward.reservation, false, Some(0), None);
+                Err(crate::mock::rate_limit_failure(&request.model))
+            } else {
+                forward.mock_retries = 1;
+                Ok(forward)
+            }
+        }
+        other => other,
+    };
     match routed {
         Ok(mut forward) => {
             forward.key_charge = key_charge;
@@ -710,6 +725,7 @@ pub(crate) fn attempt(
             cache: None,
             show_api_base: false,
             fallback_position: 0,
+            mock_retries: 0,
         }),
         Err(e) => {
             router::settle(config, host, &reservation, false, Some(0), None);

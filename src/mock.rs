@@ -114,12 +114,6 @@ pub fn check_test_switches(config: &Config, switches: &TestSwitches) -> Result<(
             "LiteLLM's test switches are off here; general_settings.litellm_test_switches: true turns them on (for tests)",
         );
     }
-    if switches.rate_limit_error {
-        return refuse(
-            "mock_testing_rate_limit_error",
-            "not implemented in this gateway",
-        );
-    }
     if switches.context_fallbacks {
         return refuse(
             "mock_testing_context_fallbacks",
@@ -150,6 +144,20 @@ pub fn timeout_reply(config: &Config, first: Target, request: &InferenceBody<'_>
     );
     reply.headers.push(("x-litellm-timeout", seconds));
     reply
+}
+
+/// `mock_testing_rate_limit_error` with no retry allowed: LiteLLM's mock 429 itself.
+pub fn rate_limit_failure(model: &str) -> GatewayError {
+    let mut e = GatewayError::new(
+        ErrorKind::RateLimited,
+        format!(
+            "litellm.RateLimitError: This is a mock rate limit error for model={}",
+            crate::error::shown(model, 128)
+        ),
+    )
+    .with_code("429");
+    e.retry_after = Some(1);
+    e
 }
 
 /// `mock_testing_fallbacks` with no fallback to go to: LiteLLM's mock failure itself.

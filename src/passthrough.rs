@@ -97,6 +97,7 @@ pub fn vllm_forward(
         cache: None,
         show_api_base: matches!(principal, Principal::Master),
         fallback_position: 0,
+        mock_retries: 0,
     })
 }
 

@@ -47,6 +47,32 @@ impl Target {
 pub struct Scope {
     /// `None`: every group. Otherwise sorted, without duplicates.
     allowed: Option<Vec<usize>>,
+    /// A key's `models` the config has no group or alias for — LiteLLM's patterns
+    /// (`openai/*`, `bedrock/anthropic.*`) and plain names a wildcard group may serve: a
+    /// requested name that matches one may be used, whichever group serves it.
+    patterns: Vec<String>,
+}
+
+/// Whether `name` matches `pattern`, where each `*` stands for any run of characters.
+fn glob(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = rest.get(at + part.len()..).unwrap_or_default(),
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
 }
 
 impl Scope {
@@ -67,10 +93,26 @@ impl Scope {
                 allowed.dedup();
                 Scope {
                     allowed: Some(allowed),
+                    // Names the config does not know are matched against requested names:
+                    // patterns, and names a wildcard group serves (`gpt-5.5` under `*`).
+                    patterns: grant
+                        .models
+                        .iter()
+                        .filter(|m| !config.model_index.contains_key(*m))
+                        .cloned()
+                        .collect(),
                 }
             }
-            _ => Scope { allowed: None },
+            _ => Scope {
+                allowed: None,
+                patterns: Vec::new(),
+            },
         }
+    }
+
+    /// Whether a requested name matches one of the key's model patterns.
+    fn pattern_allows(&self, requested: &str) -> bool {
+        self.patterns.iter().any(|p| glob(p, requested))
     }
 
     pub fn is_unrestricted(&self) -> bool {
@@ -96,6 +138,9 @@ impl Scope {
         let Some(group) = config.resolve_index(requested) else {
             return Err(self.not_found(config, requested).with_param(param));
         };
+        if self.pattern_allows(requested) {
+            return Ok(Target { group });
+        }
         self.admit_group(group)
             .ok_or_else(|| self.not_allowed(config, requested, param))
     }
@@ -115,7 +160,7 @@ impl Scope {
         config
             .model_index
             .get(name)
-            .is_some_and(|&g| self.allows(g))
+            .is_some_and(|&g| self.allows(g) || self.pattern_allows(name))
     }
 
     /// The visible names (groups and non-hidden aliases) this caller may use.
@@ -165,7 +210,17 @@ impl Scope {
                     .filter_map(|&g| config.groups.get(g).map(|g| g.name.as_str()))
                     .collect();
                 names.sort_unstable();
-                format!("groups:{}", names.join("\n"))
+                let mut patterns: Vec<&str> = self.patterns.iter().map(String::as_str).collect();
+                patterns.sort_unstable();
+                if patterns.is_empty() {
+                    format!("groups:{}", names.join("\n"))
+                } else {
+                    format!(
+                        "groups:{}\npatterns:{}",
+                        names.join("\n"),
+                        patterns.join("\n")
+                    )
+                }
             }
         }
     }
@@ -227,6 +282,48 @@ mod tests {
             key.to_string()
         };
         Scope::of(c, &c.keys.authenticate(Some(&key), 0).unwrap())
+    }
+
+    #[test]
+    fn a_key_with_model_patterns_reaches_the_names_they_match() {
+        assert!(glob("openai/*", "openai/gpt-4o") && !glob("openai/*", "anthropic/claude-2"));
+        assert!(glob("bedrock/anthropic.*", "bedrock/anthropic.claude-3"));
+        assert!(!glob("bedrock/anthropic.*", "bedrock/amazon.titan"));
+        assert!(
+            glob("*", "x")
+                && glob("a*b*c", "aXbYc")
+                && !glob("a*b*c", "aXc")
+                && glob("gpt-4", "gpt-4")
+        );
+        let json = r#"{"model_list":[
+            {"model_name":"*","litellm_params":{"model":"openai/*","api_base":"http://h:1"}},
+            {"model_name":"gpt-4","litellm_params":{"model":"openai/gpt-4","api_base":"http://h:1"}}],
+          "general_settings":{"master_key":"sk-m","virtual_keys":[{"key":"sk-p","models":["bedrock/anthropic.*"]}]}}"#;
+        let c = parse(json.as_bytes(), &|_| None, 0).unwrap().0;
+        let s = Scope::of(&c, &c.keys.authenticate(Some("sk-p"), 0).unwrap());
+        assert!(
+            s.admit(&c, "bedrock/anthropic.claude-3", "model").is_ok(),
+            "served by `*`"
+        );
+        let e = s.admit(&c, "bedrock/amazon.titan", "model").unwrap_err();
+        assert_eq!(
+            (e.status(), e.kind.error_type()),
+            (403, "key_model_access_denied")
+        );
+        assert_eq!(s.admit(&c, "gpt-4", "model").unwrap_err().status(), 403);
+        // A plain name the config has no group for, served by the `*` group (a minted key:
+        // static keys must name what the config has).
+        let minted = c
+            .keys
+            .mint(&crate::keys::Claims {
+                kid: "1".repeat(32),
+                models: vec!["gpt-5.5".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        let s = Scope::of(&c, &c.keys.authenticate(Some(&minted), 0).unwrap());
+        assert!(s.admit(&c, "gpt-5.5", "model").is_ok());
+        assert!(s.admit(&c, "gpt-5.6", "model").is_err());
     }
 
     #[test]
@@ -316,6 +413,10 @@ mod tests {
             scope(&c, "sk-a").cache_scope(&c),
             Scope::of(&c, &Principal::Master).cache_scope(&c)
         );
-        assert_eq!(scope(&c, "sk-gone").cache_scope(&c), "groups:");
+        // Its name is matched against requested names (a wildcard group may serve it).
+        assert_eq!(
+            scope(&c, "sk-gone").cache_scope(&c),
+            "groups:\npatterns:gone-from-config"
+        );
     }
 }

@@ -276,8 +276,9 @@ fn key_ring(
     let signing_secret = general.key_signing_secret.clone().filter(|s| !s.is_empty());
     let mut statics = Vec::new();
     for (i, v) in general.virtual_keys.iter().enumerate() {
+        // A name with `*` is a LiteLLM model pattern, matched against requested names.
         match static_key(i, v, &|m| {
-            model_index.contains_key(m) || access_groups.contains_key(m)
+            m.contains('*') || model_index.contains_key(m) || access_groups.contains_key(m)
         }) {
             Ok(k) => statics.push(k),
             Err(e) => d.push(e),

@@ -469,6 +469,7 @@ struct Routed {
     /// For the answer's headers (`answer_headers`).
     show_api_base: bool,
     fallback_position: u32,
+    mock_retries: u32,
     max_retries: u32,
     timeout_ms: u64,
 }
@@ -527,10 +528,11 @@ fn answer_facts<'a>(
 ) -> Option<AnswerFacts<'a>> {
     Some(AnswerFacts {
         deployment: config.deployment(deployment)?,
-        attempted_retries: routed
-            .replay
-            .as_ref()
-            .map_or(0, |r| r.tried.len().saturating_sub(1) as u32),
+        attempted_retries: routed.mock_retries
+            + routed
+                .replay
+                .as_ref()
+                .map_or(0, |r| r.tried.len().saturating_sub(1) as u32),
         attempted_fallbacks: routed
             .replay
             .as_ref()
@@ -685,6 +687,7 @@ impl Http {
             cache,
             show_api_base,
             fallback_position,
+            mock_retries,
             ..
         } = forward;
         let in_flight = self.metrics.route_id(config, index, RouteStat::InFlight);
@@ -706,6 +709,7 @@ impl Http {
             response_complete: false,
             show_api_base,
             fallback_position,
+            mock_retries,
             max_retries,
             timeout_ms,
         }));

@@ -257,3 +257,25 @@ def test_litellm_test_switches_when_the_operator_turns_them_on(gateway_factory, 
                           json={"model": "quick", "messages": MSGS, "num_retries": 0, "mock_timeout": True})
         assert r.status_code == 408 and r.headers["x-litellm-timeout"] == timeout, (r.status_code, r.headers)
     assert mock_a[1].take() == []
+
+
+def test_keys_may_name_model_patterns_and_names_a_wildcard_serves(gateway_factory, mock_a):
+    cfg = config(mock_a[0])
+    cfg["model_list"].append({"model_name": "*", "litellm_params": {
+        "model": "openai/*", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    gw = gateway_factory(cfg, [mock_a[0]])
+    trusted = {"allow_client_mock_response": True}
+    mocked = {"mock_response": "ok"}
+    for models, model, allowed in [(["openai/*"], "anthropic/claude-2", False),
+                                   (["bedrock/anthropic.*"], "bedrock/anthropic.claude-3", True),
+                                   (["bedrock/anthropic.*"], "bedrock/amazon.titan", False),
+                                   (["gpt-5.5"], "gpt-5.5", True), (["gpt-5.5"], "chat", False)]:
+        key = mint(gw, models=models, metadata=trusted)["key"]
+        if allowed:
+            r = client(gw, key).chat.completions.create(model=model, messages=MSGS, extra_body=mocked)
+            assert r.choices[0].message.content == "ok", (models, model)
+        else:
+            with pytest.raises(openai.PermissionDeniedError) as e:
+                client(gw, key).chat.completions.create(model=model, messages=MSGS, extra_body=mocked)
+            assert e.value.body["type"] == "key_model_access_denied", (models, model)
+    mock_a[1].take()
