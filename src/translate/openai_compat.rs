@@ -137,10 +137,7 @@ fn apply_param_rules(
 /// quote inside a string can only add candidates (the members are then read properly).
 fn quotes_any(body: &[u8], named: impl Fn(&[u8]) -> bool) -> bool {
     let mut open: Option<usize> = None;
-    for (at, &b) in body.iter().enumerate() {
-        if b != b'"' {
-            continue;
-        }
+    let mut on_quote = |at: usize| -> bool {
         if let Some(start) = open {
             let is_key = body
                 .get(at + 1..)
@@ -151,6 +148,28 @@ fn quotes_any(body: &[u8], named: impl Fn(&[u8]) -> bool) -> bool {
             }
         }
         open = Some(at);
+        false
+    };
+    // Eight bytes at a time to the quotes (most of a body is text between them).
+    let mut words = body.chunks_exact(8);
+    let mut base = 0;
+    for word in words.by_ref() {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        let mut mask = crate::swar::eq_mask(w, b'"');
+        while mask != 0 {
+            let at = base + (mask.trailing_zeros() / 8) as usize;
+            // A flag above a true quote may be a borrow's: look at the byte itself.
+            if body.get(at) == Some(&b'"') && on_quote(at) {
+                return true;
+            }
+            mask &= mask - 1;
+        }
+        base += 8;
+    }
+    for (i, &b) in words.remainder().iter().enumerate() {
+        if b == b'"' && on_quote(base + i) {
+            return true;
+        }
     }
     false
 }
@@ -507,10 +526,17 @@ mod tests {
     fn the_quote_scan_finds_every_key_a_parse_finds() {
         let bodies: &[&[u8]] = &[
             br#"{"a":"x\"logit_bias\"","logit_bias":1}"#,
+            br#"{"a":"b","cc":"d","e":{"f":[1,"g"]},"hh" : 2,"i":"\"\"\"","jjjjjjjj":3}"#,
             br#"{"content":"say \"hi\"", "n" :2}"#,
             br#"{"x":"\\","n":1}"#,
         ];
-        for body in bodies {
+        // At every alignment to the eight-byte words the scan reads.
+        let shifted: Vec<Vec<u8>> = bodies
+            .iter()
+            .flat_map(|b| (0..8).map(move |n| [" ".repeat(n).as_bytes(), b].concat()))
+            .collect();
+        for body in &shifted {
+            let body = body.as_slice();
             let v: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(body).unwrap();
             for key in v.keys() {
