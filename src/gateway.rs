@@ -457,7 +457,7 @@ fn inference(
         Ok(mut forward) => {
             forward.key_charge = key_charge;
             forward.key_label = key_label(principal);
-            forward.show_api_base = matches!(principal, Principal::Master);
+            forward.show_api_base = listing::shows_upstreams(principal);
             forward.cache = cache_plan.filter(|p| p.write);
             Ok(BodyAction::Forward(Box::new(forward)))
         }

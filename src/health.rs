@@ -117,7 +117,7 @@ pub fn readiness(config: &Config) -> Vec<u8> {
         "status": "healthy",
         "db": "Not connected",
         "cache": config.cache.as_ref().map(|_| "local"),
-        "litellm_version": env!("CARGO_PKG_VERSION"),
+        "litellm_version": crate::answer_headers::VERSION,
         "gateway": "llm-gateway",
         "success_callbacks": [],
     });

@@ -95,7 +95,7 @@ pub fn vllm_forward(
         key_charge,
         key_label: key_label(principal),
         cache: None,
-        show_api_base: matches!(principal, Principal::Master),
+        show_api_base: crate::listing::shows_upstreams(principal),
         fallback_position: 0,
         mock_retries: 0,
     })

@@ -158,9 +158,15 @@ fn azure_route(path: &str) -> Option<(String, Inference)> {
 /// as in LiteLLM). A body that is not a JSON object is returned as it is, for the parser to
 /// refuse.
 pub fn with_model(body: &[u8], model: &str) -> Vec<u8> {
+    with_member(body, "model", serde_json::Value::String(model.to_string()))
+}
+
+/// A body with one top-level member set (a rare path: the body is parsed and written
+/// again). A body that is not a JSON object is returned as it is, for the parser to refuse.
+fn with_member(body: &[u8], name: &str, value: serde_json::Value) -> Vec<u8> {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(mut fields)) => {
-            fields.insert("model".into(), serde_json::Value::String(model.to_string()));
+            fields.insert(name.into(), value);
             serde_json::to_vec(&fields).unwrap_or_else(|_| body.to_vec())
         }
         _ => body.to_vec(),
@@ -710,14 +716,9 @@ fn fallback_entries(
 /// A chat body with its `messages` replaced by `messages` (raw JSON): a fallback with its
 /// own messages. A body that is not a JSON object is returned as it is.
 pub fn with_messages(body: &[u8], messages: &str) -> Vec<u8> {
-    let parsed = serde_json::from_slice::<serde_json::Value>(body);
-    let new = serde_json::from_str::<serde_json::Value>(messages);
-    match (parsed, new) {
-        (Ok(serde_json::Value::Object(mut fields)), Ok(new)) => {
-            fields.insert("messages".into(), new);
-            serde_json::to_vec(&fields).unwrap_or_else(|_| body.to_vec())
-        }
-        _ => body.to_vec(),
+    match serde_json::from_str::<serde_json::Value>(messages) {
+        Ok(new) => with_member(body, "messages", new),
+        Err(_) => body.to_vec(),
     }
 }
 
