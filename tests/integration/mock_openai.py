@@ -7,7 +7,8 @@ the gateway sent. Behaviour is steered by the request's `model`:
   - "fail-500": answers a server error
   - "flaky-429:N:<tag>": answers 429 with `retry-after: 1` to the first N requests naming
     exactly this model, then normally (a tag per test keeps the counts apart)
-  - anything else: a normal answer naming the model and this server's `name`
+  - anything else: a normal answer naming the model and this server's `name` (for a chat
+    with `response_format: json_schema`, the smallest JSON the schema accepts)
 Streaming answers send `STREAM_CHUNKS` chunks `STREAM_INTERVAL` seconds apart.
 
 Run standalone: python3 mock_openai.py --port 8001 [--name demo]
@@ -36,6 +37,27 @@ class Recorder:
         with self.lock:
             out, self.requests = self.requests, []
             return out
+
+
+def smallest_instance(schema, root):
+    """The smallest JSON value `schema` accepts: required members only, empty arrays."""
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/"):
+        target = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {})
+        return smallest_instance(target, root)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return smallest_instance(schema[key][0], root)
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: smallest_instance(props.get(k, {}), root) for k in schema.get("required", [])}
+    return {"array": [], "string": "", "integer": 0, "number": 0, "boolean": False}.get(kind)
 
 
 def make_handler(name, recorder):
@@ -132,6 +154,11 @@ def make_handler(name, recorder):
 
         def _chat(self, req, model):
             text = f"{name} says hello to {model}"
+            fmt = req.get("response_format") or {}
+            if fmt.get("type") == "json_schema":
+                # As a server with guided decoding (vLLM) would: an answer the schema accepts.
+                schema = (fmt.get("json_schema") or {}).get("schema") or {}
+                text = json.dumps(smallest_instance(schema, schema))
             if req.get("stream"):
                 chunks = [{"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
                            "choices": [{"index": 0, "delta": {"content": f"part{i} "}, "finish_reason": None}]}
@@ -151,9 +178,15 @@ def make_handler(name, recorder):
 
         def _completion(self, req, model):
             if req.get("stream"):
-                self._stream([{"id": "cmpl-mock", "object": "text_completion", "model": model,
-                               "choices": [{"index": 0, "text": f"t{i}", "finish_reason": None}]}
-                              for i in range(STREAM_CHUNKS)])
+                chunks = [{"id": "cmpl-mock", "object": "text_completion", "model": model,
+                           "choices": [{"index": 0, "text": f"t{i}", "finish_reason": None}]}
+                          for i in range(STREAM_CHUNKS)]
+                if (req.get("stream_options") or {}).get("include_usage"):
+                    # vLLM's /v1/completions ends the same way as its chat stream.
+                    chunks.append({"id": "cmpl-mock", "object": "text_completion", "model": model,
+                                   "choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": STREAM_CHUNKS,
+                                                            "total_tokens": 2 + STREAM_CHUNKS}})
+                self._stream(chunks)
                 return
             self._send(200, {"id": "cmpl-mock", "object": "text_completion", "created": int(time.time()),
                              "model": model, "server": name,
