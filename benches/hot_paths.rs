@@ -55,6 +55,7 @@ fn forward(c: &Config, host: &mut FakeHost, body: &[u8]) -> Box<llm_gateway::gat
     match on_request_body(c, host, &pending, body) {
         BodyAction::Forward(f) => f,
         BodyAction::Reply(r) => panic!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
+        BodyAction::FanOut(_) => panic!("a fan-out"),
     }
 }
 

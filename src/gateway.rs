@@ -159,6 +159,15 @@ pub struct Pending {
 pub enum BodyAction {
     Forward(Box<Forward>),
     Reply(LocalReply),
+    /// LiteLLM's fan-out (`"model": "a,b"`): one request per model, sent as callouts, then
+    /// one answer listing theirs (`fan_out::combine`).
+    FanOut(Vec<FanArm>),
+}
+
+/// One model of a fan-out: a request to send, or its answer already known (refused, mocked).
+pub enum FanArm {
+    Call(Box<Forward>),
+    Answered(LocalReply),
 }
 
 pub enum HeadAction {
@@ -340,6 +349,37 @@ pub fn on_request_body(
     }
 }
 
+/// Each model of a fan-out as a request of its own (its `model` set to the one name, so
+/// none fans out again): checked, charged and routed as if the client had sent it alone.
+fn fan_out(
+    config: &Config,
+    host: &mut dyn Host,
+    pending: &Pending,
+    kind: Inference,
+    body: &[u8],
+    names: &[&str],
+) -> BodyAction {
+    let arms = names
+        .iter()
+        .map(|name| {
+            let one = crate::request::with_model(body, name);
+            match inference(config, host, pending, kind, &one) {
+                Ok(BodyAction::Forward(mut forward)) => {
+                    // A callout needs the body even where the upstream takes it unchanged.
+                    forward.body.get_or_insert(one);
+                    FanArm::Call(forward)
+                }
+                Ok(BodyAction::Reply(reply)) => FanArm::Answered(reply),
+                Ok(BodyAction::FanOut(_)) => FanArm::Answered(
+                    GatewayError::invalid_request("a fan-out inside a fan-out").into(),
+                ),
+                Err(e) => FanArm::Answered(e.into()),
+            }
+        })
+        .collect();
+    BodyAction::FanOut(arms)
+}
+
 fn inference(
     config: &Config,
     host: &mut dyn Host,
@@ -349,6 +389,11 @@ fn inference(
 ) -> Result<BodyAction, GatewayError> {
     let principal = &pending.principal;
     let mut request = InferenceBody::parse(kind, body)?;
+    // LiteLLM applies a key's own aliases before anything else looks at the name; the
+    // model they give is then checked against the key's `models` like any other.
+    if let Some(to) = principal.model_alias(&request.model) {
+        request.model = to.to_string();
+    }
     request.overrides.timeout_ms = request.overrides.timeout_ms.or(pending.header_timeout_ms);
     let tags = if config.router.tag_filtering {
         let mut tags = request.request_tags()?;
@@ -357,14 +402,11 @@ fn inference(
     } else {
         Vec::new()
     };
-    let scope = Scope::of(config, principal);
-    if request.model.contains(',') && config.resolve_index(&request.model).is_none() {
-        // LiteLLM fans `"a,b"` out to every model named; one answer per request here.
-        return Err(GatewayError::invalid_request(
-            "`model` names several models (LiteLLM's fan-out), which this gateway does not do: send one request per model",
-        )
-        .with_param("model"));
+    if let Some(names) = crate::fan_out::names(config, &request.model) {
+        crate::fan_out::check(&names, request.stream)?;
+        return Ok(fan_out(config, host, pending, kind, body, &names));
     }
+    let scope = Scope::of(config, principal);
     let switches = request.test_switches;
     if switches.any() {
         crate::mock::check_test_switches(config, &switches)?;
@@ -853,13 +895,14 @@ mod tests {
                 r.status,
                 String::from_utf8_lossy(&r.body)
             ),
+            BodyAction::FanOut(_) => panic!("expected a forward, got a fan-out"),
         }
     }
 
     fn replied(a: BodyAction) -> LocalReply {
         match a {
             BodyAction::Reply(r) => r,
-            BodyAction::Forward(_) => panic!("expected a local reply"),
+            BodyAction::Forward(_) | BodyAction::FanOut(_) => panic!("expected a local reply"),
         }
     }
 
@@ -1164,6 +1207,60 @@ mod tests {
     }
 
     #[test]
+    fn a_comma_in_model_fans_out_one_request_per_model_each_checked_alone() {
+        let (c, mut h) = scoped();
+        let body = r#"{"model":"a, c","messages":[{"role":"user","content":"x"}]}"#;
+        let BodyAction::FanOut(arms) = chat(&c, &mut h, "sk-master", body) else {
+            panic!("expected a fan-out");
+        };
+        let sent: Vec<String> = arms
+            .iter()
+            .map(|arm| match arm {
+                FanArm::Call(f) => {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(f.body.as_deref().unwrap()).unwrap();
+                    v["model"].as_str().unwrap().to_string()
+                }
+                FanArm::Answered(r) => panic!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
+            })
+            .collect();
+        assert_eq!(sent, ["ra", "rc"]);
+        // A key allowed `a` only: `c` is refused in its place, `a` still goes.
+        let BodyAction::FanOut(arms) = chat(&c, &mut h, "sk-a", body) else {
+            panic!("expected a fan-out");
+        };
+        assert!(matches!(&arms[0], FanArm::Call(_)));
+        assert!(matches!(&arms[1], FanArm::Answered(r) if r.status == 403));
+        // One answer cannot carry several streams.
+        let streamed = body.replace("\"messages\"", "\"stream\":true,\"messages\"");
+        assert_eq!(
+            replied(chat(&c, &mut h, "sk-master", &streamed)).status,
+            400
+        );
+    }
+
+    #[test]
+    fn a_minted_keys_aliases_rename_the_model_and_never_widen_the_key() {
+        let (c, mut h) = scoped();
+        let minted = key_api::generate(
+            &c,
+            &mut h,
+            br#"{"models":["a"],"aliases":{"fast":"a","wide":"b"}}"#,
+        )
+        .unwrap();
+        let v = json(&minted);
+        assert_eq!(v["aliases"]["fast"], "a");
+        let key = v["key"].as_str().unwrap().to_string();
+        let body = r#"{"model":"fast","messages":[{"role":"user","content":"x"}]}"#;
+        let f = forwarded(chat(&c, &mut h, &key, body));
+        let sent: serde_json::Value = serde_json::from_slice(f.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["model"], "ra");
+        // `wide` names `b`, which the key may not use.
+        let r = replied(chat(&c, &mut h, &key, &body.replace("fast", "wide")));
+        assert_eq!(r.status, 403);
+    }
+
+    #[test]
     fn mock_response_is_answered_for_trusted_callers_and_removed_for_others() {
         let (c, mut h) = scoped();
         let body = r#"{"model":"a","messages":[{"role":"user","content":"x"}],"mock_response":"hi there"}"#;
@@ -1312,6 +1409,7 @@ mod tests {
                 match on_request_body(c, h, &pending, b.as_bytes()) {
                     BodyAction::Forward(f) => Ok(*f),
                     BodyAction::Reply(r) => Err(r),
+                    BodyAction::FanOut(_) => panic!("a fan-out on /vllm"),
                 }
             }
         }

@@ -20,7 +20,7 @@ pub const IGNORED_FIELDS: [&str; 3] = ["organization_id", "soft_budget", "send_i
 /// LiteLLM `/key/generate` fields that would limit or change a key in ways this gateway
 /// does not enforce: refused unless unset (`null`, `false`, `[]`, `{}`), so no key is
 /// minted wider than its request asked.
-pub const UNSUPPORTED_FIELDS: [&str; 20] = [
+pub const UNSUPPORTED_FIELDS: [&str; 19] = [
     "key",
     "spend",
     "budget_id",
@@ -31,7 +31,6 @@ pub const UNSUPPORTED_FIELDS: [&str; 20] = [
     "allowed_routes",
     "allowed_passthrough_routes",
     "blocked",
-    "aliases",
     "config",
     "permissions",
     "guardrails",
@@ -61,6 +60,8 @@ pub struct GenerateRequest {
     user_id: Option<String>,
     team_id: Option<String>,
     metadata: Option<serde_json::Map<String, Value>>,
+    /// LiteLLM's key `aliases`: a name this key asks for → the model it gets.
+    aliases: std::collections::BTreeMap<String, String>,
 }
 
 /// The operator's policy for minted keys (LiteLLM's `litellm_settings`): defaults for what a
@@ -246,6 +247,7 @@ fn parse_value(value: Value) -> Result<GenerateRequest, GatewayError> {
                     _ => return Err(field_error(name, "must be an object")),
                 }
             }
+            "aliases" => req.aliases = aliases(v)?,
             "rpm_limit" => req.rpm_limit = opt_count(name, v)?,
             "tpm_limit" => req.tpm_limit = opt_count(name, v)?,
             "max_parallel_requests" => req.max_parallel_requests = opt_count(name, v)?,
@@ -300,7 +302,7 @@ fn check_other(name: &str, v: &Value) -> Result<(), GatewayError> {
     let shown = crate::error::shown(name, 64);
     Err(field_error(
         &shown,
-        "is not a /key/generate field (known: models, duration, key_alias, key_name, rpm_limit, tpm_limit, max_budget, budget_duration, max_parallel_requests, metadata, user_id, team_id)",
+        "is not a /key/generate field (known: models, aliases, duration, key_alias, key_name, rpm_limit, tpm_limit, max_budget, budget_duration, max_parallel_requests, metadata, user_id, team_id)",
     ))
 }
 
@@ -329,6 +331,28 @@ fn models(v: &Value) -> Result<Vec<String>, GatewayError> {
         .collect()
 }
 
+/// `aliases`: `{"name the key asks for": "model it gets"}` (LiteLLM's key-level aliases).
+/// The model it gets is still checked against the key's `models`, so an alias never widens
+/// a key.
+fn aliases(v: &Value) -> Result<std::collections::BTreeMap<String, String>, GatewayError> {
+    let fields = match v {
+        Value::Null => return Ok(Default::default()),
+        Value::Object(fields) => fields,
+        _ => return Err(field_error("aliases", "must be an object of model names")),
+    };
+    let printable = |s: &str| !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control);
+    fields
+        .iter()
+        .map(|(from, to)| match to {
+            Value::String(to) if printable(from) && printable(to) => Ok((from.clone(), to.clone())),
+            _ => Err(field_error(
+                "aliases",
+                "must map model names to model names (non-empty, printable, at most 256 bytes)",
+            )),
+        })
+        .collect()
+}
+
 /// `POST /key/generate` (master key): a signed key carrying its claims.
 pub fn generate(
     config: &Config,
@@ -352,6 +376,7 @@ pub fn generate(
         user: req.user_id,
         team: req.team_id,
         meta: req.metadata.map(Value::Object),
+        als: req.aliases,
     };
     let key = config.keys.mint(&claims)?;
     let mut body = key_fields(&claims, 0.0);
@@ -461,6 +486,7 @@ fn key_fields(claims: &Claims, spend: f64) -> Value {
         "user_id": claims.user,
         "team_id": claims.team,
         "metadata": claims.meta.clone().unwrap_or_else(|| Value::Object(Default::default())),
+        "aliases": claims.als,
     })
 }
 

@@ -57,6 +57,9 @@ pub struct Claims {
     pub team: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<serde_json::Value>,
+    /// LiteLLM's key `aliases`: a requested name → the model asked for instead.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub als: std::collections::BTreeMap<String, String>,
 }
 
 impl KeyGrant {
@@ -105,6 +108,21 @@ pub struct KeyGrant {
     /// `budget_duration` (seconds) and when its periods start (unix seconds).
     pub budget_period: Option<(u64, u64)>,
     pub minted: Option<Claims>,
+}
+
+impl Principal {
+    /// The model a minted key's `aliases` put in place of `requested`, if any.
+    pub fn model_alias(&self, requested: &str) -> Option<&str> {
+        match self {
+            Principal::Key(grant) => grant
+                .minted
+                .as_ref()?
+                .als
+                .get(requested)
+                .map(String::as_str),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -10,6 +10,7 @@ pub mod cache;
 
 pub mod config;
 pub mod error;
+pub mod fan_out;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod gateway;

@@ -8,6 +8,7 @@
 //! whose responses the SDK routes back to us) gets only the statuses its wrapper handles.
 
 mod abi;
+mod fan_out;
 
 use crate::access::{self, KeyCharge};
 use crate::answer_headers::{answer_headers, cost_header, AnswerFacts};
@@ -428,6 +429,8 @@ enum State {
         pending: Vec<(u32, usize)>,
         results: Vec<(usize, Result<u16, String>)>,
     },
+    /// LiteLLM's fan-out: a callout per model, answered once all are back.
+    FanOut(Box<fan_out::FanOut>),
     /// We answered locally; the response callbacks see our own reply and leave it alone.
     Replied,
 }
@@ -838,15 +841,42 @@ impl Http {
         config: &Config,
         host: &mut WasmHost,
         routed: &mut Routed,
-        mut status: u16,
+        status: u16,
     ) -> bool {
         let Some(replay) = routed.replay.as_mut() else {
             return false;
         };
-        while let Some(mut forward) = gateway::failover(config, host, replay, status) {
-            let Some(d) = config.deployment(forward.deployment()) else {
-                continue;
-            };
+        routed.failover = Self::next_call(metrics, config, host, replay, status);
+        routed.failover.is_some()
+    }
+
+    /// The next attempt `replay` offers after a failure with `status`, sent as a callout;
+    /// attempts Envoy cannot send are settled as 503s and passed over.
+    fn next_call(
+        metrics: &Metrics,
+        config: &Config,
+        host: &mut WasmHost,
+        replay: &mut Replay,
+        mut status: u16,
+    ) -> Option<(u32, Attempt)> {
+        while let Some(forward) = gateway::failover(config, host, replay, status) {
+            match Self::call(metrics, config, host, forward) {
+                Ok(call) => return Some(call),
+                Err(()) => status = 503,
+            }
+        }
+        None
+    }
+
+    /// Send `forward` to its deployment as an Envoy callout: its token and attempt, or (the
+    /// attempt settled as a 503) `Err` when Envoy could not send it.
+    fn call(
+        metrics: &Metrics,
+        config: &Config,
+        host: &mut WasmHost,
+        mut forward: Forward,
+    ) -> Result<(u32, Attempt), ()> {
+        let token = config.deployment(forward.deployment()).and_then(|d| {
             let mut digits = [0u8; 20];
             let timeout = crate::json::decimal(forward.timeout_ms, &mut digits);
             let mut headers: Vec<(&str, &str)> = vec![
@@ -860,32 +890,74 @@ impl Http {
                 headers.push((name, value.as_str()));
             }
             let body = forward.body.take().unwrap_or_default();
-            let call = hostcalls::dispatch_http_call(
+            hostcalls::dispatch_http_call(
                 &d.cluster,
                 headers,
                 Some(&body),
                 vec![],
                 Duration::from_millis(forward.timeout_ms),
-            );
-            let mut attempt = attempt_of(
-                forward.response,
-                forward.reservation,
-                forward.requested_model,
-            );
-            match call {
-                Ok(token) => {
-                    attempt.first_byte_ms = None;
-                    routed.failover = Some((token, attempt));
-                    return true;
-                }
-                Err(_) => {
-                    status = 503;
-                    attempt.status = Some(status);
-                    Self::settle(metrics, config, host, &mut attempt);
-                }
+            )
+            .ok()
+        });
+        let mut attempt = attempt_of(
+            forward.response,
+            forward.reservation,
+            forward.requested_model,
+        );
+        match token {
+            Some(token) => Ok((token, attempt)),
+            None => {
+                attempt.status = Some(503);
+                Self::settle(metrics, config, host, &mut attempt);
+                Err(())
             }
         }
-        false
+    }
+}
+
+/// A callout's answer through its attempt's translator: status, content type and body as
+/// the client gets them.
+fn call_answer(
+    attempt: &mut Attempt,
+    status: u16,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String, Vec<u8>) {
+    let mode = attempt.response.on_headers(status, content_type);
+    match attempt.response.on_body(&body, true) {
+        BodyOutput::Complete {
+            status,
+            content_type,
+            body,
+        } => (status, content_type.to_string(), body),
+        BodyOutput::Replace(out) => {
+            let ct = match mode {
+                BodyMode::Stream { content_type } => content_type.to_string(),
+                _ => content_type.unwrap_or("application/json").to_string(),
+            };
+            (status, ct, out)
+        }
+        BodyOutput::Unchanged => (
+            status,
+            content_type.unwrap_or("application/json").to_string(),
+            body,
+        ),
+    }
+}
+
+/// The status of a callout's answer; none at all means the call failed (connection refused,
+/// reset, timeout): 503.
+fn call_status(headers: &[u8]) -> u16 {
+    header(headers, ":status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(503)
+}
+
+fn call_body(body_size: usize) -> Vec<u8> {
+    if body_size > 0 {
+        abi::buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
+    } else {
+        Vec::new()
     }
 }
 
@@ -902,6 +974,14 @@ impl Context for Http {
         let Some(config) = self.config.clone() else {
             return;
         };
+        if let State::FanOut(fan) = &mut self.state {
+            if let Some(reply) =
+                fan.answered(&self.metrics, &config, &mut self.host, token_id, body_size)
+            {
+                self.reply(reply);
+            }
+            return;
+        }
         if let State::Probing { pending, results } = &mut self.state {
             let Some(at) = pending.iter().position(|(t, _)| *t == token_id) else {
                 return;
@@ -930,10 +1010,7 @@ impl Context for Http {
             return;
         }
         let headers = abi::header_map(MapType::HttpCallResponseHeaders);
-        // No headers at all: the call failed (connection refused, reset, timeout).
-        let status = header(&headers, ":status")
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or(503);
+        let status = call_status(&headers);
         attempt.status = Some(status);
         attempt.first_byte_ms = Some(self.host.now_unix_ms());
         if gateway::is_deployment_failure(status) {
@@ -944,32 +1021,9 @@ impl Context for Http {
                 return;
             }
         }
-        let body = if body_size > 0 {
-            abi::buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
         let content_type = header(&headers, "content-type");
-        let mode = attempt.response.on_headers(status, content_type);
-        let (status, content_type, body) = match attempt.response.on_body(&body, true) {
-            BodyOutput::Complete {
-                status,
-                content_type,
-                body,
-            } => (status, content_type.to_string(), body),
-            BodyOutput::Replace(out) => {
-                let ct = match mode {
-                    BodyMode::Stream { content_type } => content_type.to_string(),
-                    _ => content_type.unwrap_or("application/json").to_string(),
-                };
-                (status, ct, out)
-            }
-            BodyOutput::Unchanged => (
-                status,
-                content_type.unwrap_or("application/json").to_string(),
-                body,
-            ),
-        };
+        let (status, content_type, body) =
+            call_answer(&mut attempt, status, content_type, call_body(body_size));
         Self::settle(&self.metrics, &config, &mut self.host, &mut attempt);
         Self::settle_key(
             &self.metrics,
@@ -1103,6 +1157,7 @@ impl HttpContext for Http {
         match gateway::on_request_body(&config, &mut self.host, &pending, &body) {
             BodyAction::Forward(forward) => self.forward(&config, *forward, Some(body_size)),
             BodyAction::Reply(reply) => self.reply(reply),
+            BodyAction::FanOut(arms) => self.fan_out(&config, arms),
         }
     }
 

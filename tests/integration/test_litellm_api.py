@@ -77,10 +77,6 @@ def test_litellm_error_types_reach_openai_sdk_clients(gateway_factory, mock_a):
     with pytest.raises(openai.AuthenticationError) as e:
         client(gw, "sk-old").chat.completions.create(model="chat", messages=MSGS)
     assert e.value.body["type"] == "expired_key" and "Expired Key" in e.value.body["message"]
-    # LiteLLM's fan-out is not done here: a clear 400, not a 404.
-    with pytest.raises(openai.BadRequestError) as e:
-        client(gw, MASTER).chat.completions.create(model="chat,other", messages=MSGS)
-    assert e.value.body["param"] == "model" and "fan-out" in e.value.body["message"]
     assert len(mock_a[1].take()) == 2
 
 
@@ -278,4 +274,43 @@ def test_keys_may_name_model_patterns_and_names_a_wildcard_serves(gateway_factor
             with pytest.raises(openai.PermissionDeniedError) as e:
                 client(gw, key).chat.completions.create(model=model, messages=MSGS, extra_body=mocked)
             assert e.value.body["type"] == "key_model_access_denied", (models, model)
+    mock_a[1].take()
+
+
+def test_a_comma_in_model_fans_out_and_answers_the_list(gateway_factory, mock_a):
+    # A wildcard group is present: a comma still means LiteLLM's fan-out, not a name for `*`.
+    cfg = config(mock_a[0])
+    cfg["model_list"].append({"model_name": "*", "litellm_params": {
+        "model": "openai/*", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    body = {"model": "chat, other", "messages": MSGS}
+    r = requests.post(f"{gw.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {MASTER}"})
+    assert r.status_code == 200, r.text
+    answers = r.json()
+    assert [a["model"] for a in answers] == ["served", "other"], answers
+    sent = sorted(json.loads(q["body"])["model"] for q in mock_a[1].take())
+    assert sent == ["other", "served"], "one upstream request per model, each naming its own"
+    # A key allowed `chat` only: `other` is refused in its place, `chat` still answers.
+    key = mint(gw, models=["chat"])["key"]
+    r = requests.post(f"{gw.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    answers = r.json()
+    assert r.status_code == 200 and answers[0]["object"] == "chat.completion"
+    assert answers[1]["error"]["type"] == "key_model_access_denied"
+    assert [json.loads(q["body"])["model"] for q in mock_a[1].take()] == ["served"]
+    # Several streams cannot share one answer.
+    r = requests.post(f"{gw.url}/v1/chat/completions", json={**body, "stream": True},
+                      headers={"Authorization": f"Bearer {MASTER}"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+
+
+def test_a_keys_aliases_rename_the_model_it_asks_for(gateway_factory, mock_a):
+    gw = gateway_factory(config(mock_a[0]), [mock_a[0]])
+    minted = mint(gw, models=["chat"], aliases={"fast": "chat", "wide": "other"})
+    assert minted["aliases"] == {"fast": "chat", "wide": "other"}
+    r = client(gw, minted["key"]).chat.completions.create(model="fast", messages=MSGS)
+    assert r.model == "served"
+    # An alias never widens the key: `other` is not among its models.
+    with pytest.raises(openai.PermissionDeniedError):
+        client(gw, minted["key"]).chat.completions.create(model="wide", messages=MSGS)
     mock_a[1].take()
