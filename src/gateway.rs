@@ -486,7 +486,7 @@ fn inference(
     let routed = match routed {
         Ok(mut forward) if switches.rate_limit_error => {
             if forward.envoy_retries == 0 {
-                router::settle(config, host, &forward.reservation, false, Some(0), None);
+                router::settle(config, host, &forward.reservation, None, Some(0), None);
                 Err(crate::mock::rate_limit_failure(&request.model))
             } else {
                 forward.mock_retries = 1;
@@ -524,10 +524,7 @@ fn route(
 ) -> Result<Forward, GatewayError> {
     let Chain { groups, start } = chain;
     // The most retries any failure could allow: whether a copy of the body is worth keeping.
-    let configured = {
-        let r = &config.router;
-        r.retry_policy.most().unwrap_or(0).max(r.num_retries)
-    };
+    let configured = config.router.most_retries();
     let mut first_error = None;
     for (position, &target) in groups.iter().enumerate().skip(start) {
         let Some(group) = config.groups.get(target.group()) else {
@@ -770,7 +767,7 @@ pub(crate) fn attempt(
             mock_retries: 0,
         }),
         Err(e) => {
-            router::settle(config, host, &reservation, false, Some(0), None);
+            router::settle(config, host, &reservation, None, Some(0), None);
             Err(e)
         }
     }
@@ -1548,6 +1545,45 @@ mod tests {
         let mut replay = f.replay.unwrap();
         assert!(failover(&c, &mut h, &mut replay, 504).is_some());
         assert!(failover(&c, &mut h, &mut replay, 504).is_none());
+    }
+
+    #[test]
+    fn a_groups_own_retry_policy_replaces_the_routers() {
+        let cfg = r#"{"model_list":[
+            {"model_name":"g","litellm_params":{"model":"openai/a","api_base":"http://a:1"}},
+            {"model_name":"g","litellm_params":{"model":"openai/b","api_base":"http://b:1"}},
+            {"model_name":"h","litellm_params":{"model":"openai/c","api_base":"http://c:1"}},
+            {"model_name":"h","litellm_params":{"model":"openai/d","api_base":"http://d:1"}}],
+          "router_settings":{"num_retries":1,"retry_policy":{"RateLimitErrorRetries":1},
+            "model_group_retry_policy":{"g":{"RateLimitErrorRetries":0}}}}"#;
+        let c = parse(cfg.as_bytes(), &|_| None, 0).unwrap().0;
+        let mut h = FakeHost::new(3);
+        crate::router::precreate(&c, &mut h);
+        let replay_for = |h: &mut FakeHost, model: &str| {
+            let body =
+                format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"x"}}]}}"#);
+            let pending = master(Endpoint::Inference(Inference::Chat));
+            forwarded(on_request_body(&c, h, &pending, body.as_bytes()))
+                .replay
+                .expect("two deployments")
+        };
+        let mut g = replay_for(&mut h, "g");
+        assert!(
+            failover(&c, &mut h, &mut g, 429).is_none(),
+            "g: no retry after a 429"
+        );
+        let mut hr = replay_for(&mut h, "h");
+        assert!(
+            failover(&c, &mut h, &mut hr, 429).is_some(),
+            "h: the router's policy"
+        );
+        // An unknown group is named by its path.
+        let bad = cfg.replace(r#""g":{"RateLimitErrorRetries":0}"#, r#""nope":{}"#);
+        let e = parse(bad.as_bytes(), &|_| None, 0).unwrap_err();
+        assert!(
+            e.to_string().contains("model_group_retry_policy.nope"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub(crate) fn same_deployment_retries(
     if !single {
         return (connect, StatusRetries::OFF);
     }
-    let policy = &r.retry_policy;
+    let policy = r.retry_policy_of(deployment.group);
     let allowed = |kind: Option<u32>| requested.or(kind).unwrap_or(r.num_retries);
     let (rate_limit, server, timeout) = (
         allowed(policy.rate_limit),
@@ -138,9 +138,15 @@ pub fn failover(
         .num_retries
         .or(failed_deployment_retries)
         .unwrap_or_else(|| {
+            // The failed deployment's group's policy (LiteLLM's model_group_retry_policy).
+            let group = replay
+                .tried
+                .last()
+                .and_then(|&i| config.deployment(i))
+                .map_or(usize::MAX, |d| d.group);
             config
                 .router
-                .retry_policy
+                .retry_policy_of(group)
                 .for_status(status)
                 .unwrap_or(config.router.num_retries)
         });

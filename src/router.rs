@@ -376,7 +376,7 @@ pub fn settle(
     config: &Config,
     host: &mut dyn Host,
     r: &Reservation,
-    failed: bool,
+    failure: Option<u16>,
     actual_tokens: Option<u64>,
     latency_ms: Option<u64>,
 ) -> bool {
@@ -384,12 +384,13 @@ pub fn settle(
         return false;
     };
     let latency_matters = matches!(config.router.strategy, Strategy::LatencyBased { .. });
+    let failed = failure.is_some();
     if !(r.tracked || (failed && config.router.policy.cools_down()) || latency_matters) {
         return false;
     }
     let now = host.now_unix_ms();
     let outcome = Outcome {
-        failed,
+        failure,
         reserved_tokens: r.reserved_tokens,
         actual_tokens: if r.tracked { actual_tokens } else { None },
         reserved_minute: r.minute,
@@ -599,8 +600,8 @@ mod tests {
         let mut h = host(&c);
         // allowed_fails 1: the second failure in a minute cools `a` down for 10 s.
         let a = untracked(0);
-        settle(&c, &mut h, &a, true, None, None);
-        settle(&c, &mut h, &a, true, None, None);
+        settle(&c, &mut h, &a, Some(500), None, None);
+        settle(&c, &mut h, &a, Some(500), None, None);
         for _ in 0..50 {
             assert_eq!(pick_id(&c, &mut h, 0).unwrap(), "b");
         }
@@ -613,7 +614,7 @@ mod tests {
         // Everything cooling down: 503.
         let b = untracked(1);
         for r in [&a, &a, &b, &b] {
-            settle(&c, &mut h, r, true, None, None);
+            settle(&c, &mut h, r, Some(500), None, None);
         }
         let e = pick_id(&c, &mut h, 0).unwrap_err();
         assert_eq!(e.status(), 503);
@@ -649,7 +650,7 @@ mod tests {
             first.deployment, second.deployment,
             "the idle one is chosen"
         );
-        settle(&c, &mut h, &first, false, None, Some(10));
+        settle(&c, &mut h, &first, None, None, Some(10));
         let third = pick(&c, &mut h, g0(), 0, &[]).unwrap();
         assert_eq!(
             third.deployment, first.deployment,
@@ -665,7 +666,7 @@ mod tests {
         );
         let mut h = host(&c);
         let r = pick(&c, &mut h, g0(), 400, &[]).unwrap();
-        settle(&c, &mut h, &r, false, Some(400), None);
+        settle(&c, &mut h, &r, None, Some(400), None);
         let next = pick(&c, &mut h, g0(), 400, &[]).unwrap();
         assert_ne!(next.deployment, r.deployment, "the less used one");
         pick(&c, &mut h, g0(), 500, &[]).unwrap();
@@ -682,7 +683,7 @@ mod tests {
         );
         let mut h = host(&c);
         let fast = untracked(0);
-        settle(&c, &mut h, &fast, false, None, Some(50));
+        settle(&c, &mut h, &fast, None, None, Some(50));
         assert_eq!(
             pick_id(&c, &mut h, 0).unwrap(),
             "slow",
@@ -692,7 +693,7 @@ mod tests {
             deployment: 1,
             ..fast.clone()
         };
-        settle(&c, &mut h, &slow, false, None, Some(500));
+        settle(&c, &mut h, &slow, None, None, Some(500));
         for _ in 0..20 {
             assert_eq!(pick_id(&c, &mut h, 0).unwrap(), "fast");
         }
@@ -726,7 +727,7 @@ mod tests {
         let before = h.shared.clone();
         let a = untracked(0);
         for _ in 0..5 {
-            settle(&c, &mut h, &a, true, None, None);
+            settle(&c, &mut h, &a, Some(500), None, None);
         }
         cool_down(&c, &mut h, 0);
         assert_eq!(h.shared, before, "failures and probes write nothing");
@@ -748,7 +749,7 @@ mod tests {
         h.reads.set(0);
         h.copies.set(0);
         let r = pick(&c, &mut h, g0(), 0, &[]).unwrap();
-        settle(&c, &mut h, &r, false, Some(10), Some(10));
+        settle(&c, &mut h, &r, None, Some(10), Some(10));
         assert_eq!(h.shared, before);
         assert_eq!(
             h.reads.get(),
@@ -764,9 +765,9 @@ mod tests {
         let mut h = host(&c);
         let key = c.deployments[0].cooldown_key.clone();
         let a = untracked(0);
-        settle(&c, &mut h, &a, true, None, None);
+        settle(&c, &mut h, &a, Some(500), None, None);
         assert!(!h.shared.contains_key(&key), "one failure is allowed");
-        settle(&c, &mut h, &a, true, None, None);
+        settle(&c, &mut h, &a, Some(500), None, None);
         let until = h.now_ms + 10_000;
         assert_eq!(h.shared[&key].0, until.to_le_bytes());
         assert_eq!(pick_id(&c, &mut h, 0).unwrap_err().status(), 503);

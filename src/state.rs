@@ -43,8 +43,9 @@ impl Unusable {
 /// What one finished request tells the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Outcome {
-    /// A failure that counts toward cooldown (5xx, 429, timeout, connection failure).
-    pub failed: bool,
+    /// A failure that counts toward cooldown (5xx, 429, timeout, connection failure): the
+    /// status it answered (503 for no answer).
+    pub failure: Option<u16>,
     /// Tokens reserved when the request was sent.
     pub reserved_tokens: u64,
     /// Tokens the response reported (or we counted), when known.
@@ -61,6 +62,18 @@ pub struct Outcome {
 pub struct Policy {
     pub allowed_fails: u64,
     pub cooldown_ms: u64,
+    /// LiteLLM's `allowed_fails_policy`: another threshold where the failure is of this kind.
+    pub allowed_fails_by_kind: AllowedFailsByKind,
+}
+
+/// Failures a minute allowed before a cooldown, by the kind of the failure that is one too
+/// many (`None`: `allowed_fails`). Only the threshold differs: every failure counts in the
+/// one counter, as in LiteLLM (`failed_calls` per deployment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AllowedFailsByKind {
+    pub rate_limit: Option<u64>,
+    pub timeout: Option<u64>,
+    pub internal_server: Option<u64>,
 }
 
 impl Policy {
@@ -68,7 +81,23 @@ impl Policy {
     pub const NEVER: Policy = Policy {
         allowed_fails: u64::MAX,
         cooldown_ms: 0,
+        allowed_fails_by_kind: AllowedFailsByKind {
+            rate_limit: None,
+            timeout: None,
+            internal_server: None,
+        },
     };
+
+    /// The failures allowed when the latest one answered `status`.
+    pub fn allowed_fails_for(&self, status: u16) -> u64 {
+        let by = &self.allowed_fails_by_kind;
+        match status {
+            429 => by.rate_limit,
+            408 | 504 => by.timeout,
+            _ => by.internal_server,
+        }
+        .unwrap_or(self.allowed_fails)
+    }
 
     /// Whether failures can ever cool a deployment down; if not, nothing need read or write
     /// a deployment's record for cooldowns.
@@ -202,14 +231,14 @@ impl DeploymentState {
                 s.tokens = s.tokens.saturating_add(actual);
             }
         }
-        if outcome.failed {
+        if let Some(status) = outcome.failure {
             let minute = minute_of(now_ms);
             if s.fail_minute != minute {
                 s.fail_minute = minute;
                 s.fails = 0;
             }
             s.fails += 1;
-            if s.fails > policy.allowed_fails {
+            if s.fails > policy.allowed_fails_for(status) {
                 s.cooldown_until_ms = now_ms + policy.cooldown_ms;
                 s.fails = 0;
             }
@@ -244,6 +273,7 @@ mod tests {
         Policy {
             allowed_fails: 2,
             cooldown_ms: 5_000,
+            allowed_fails_by_kind: AllowedFailsByKind::default(),
         }
     }
 
@@ -307,7 +337,7 @@ mod tests {
     #[test]
     fn failures_beyond_allowed_fails_cool_down_then_expire() {
         let failed = Outcome {
-            failed: true,
+            failure: Some(500),
             ..Default::default()
         };
         let mut s = DeploymentState::default();
@@ -332,6 +362,38 @@ mod tests {
         s = s.finish(T0, &failed, &policy());
         s = s.finish(T0 + 60_000, &failed, &policy());
         assert!(s.check(T0 + 60_000, None, None, 0).is_ok());
+    }
+
+    #[test]
+    fn allowed_fails_policy_sets_the_threshold_by_the_kind_of_the_last_failure() {
+        let p = Policy {
+            allowed_fails_by_kind: AllowedFailsByKind {
+                rate_limit: Some(0),
+                timeout: Some(5),
+                internal_server: None,
+            },
+            ..policy()
+        };
+        let fail = |status| Outcome {
+            failure: Some(status),
+            ..Default::default()
+        };
+        // One 429 is already one too many.
+        let s = DeploymentState::default().finish(T0, &fail(429), &p);
+        assert!(s.check(T0, None, None, 0).is_err());
+        // Timeouts: five allowed; a 500 uses `allowed_fails` (2), counting every kind.
+        let mut s = DeploymentState::default();
+        for _ in 0..5 {
+            s = s.finish(T0, &fail(504), &p);
+        }
+        assert!(s.check(T0, None, None, 0).is_ok(), "5 timeouts allowed");
+        s = s.finish(T0, &fail(500), &p);
+        assert!(
+            s.check(T0, None, None, 0).is_err(),
+            "6 failures > 2 for a 500"
+        );
+        assert_eq!(p.allowed_fails_for(408), 5);
+        assert_eq!(p.allowed_fails_for(503), 2);
     }
 
     #[test]

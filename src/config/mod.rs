@@ -444,6 +444,34 @@ mod tests {
     }"#;
 
     #[test]
+    fn allowed_fails_policy_is_read_and_its_4xx_kinds_are_said_to_be_ignored() {
+        let (c, warnings) = load(
+            r#"{"model_list":[{"model_name":"g","litellm_params":{"model":"openai/a","api_base":"http://a:1"}}],
+              "router_settings":{"allowed_fails":3,"allowed_fails_policy":{
+                "RateLimitErrorAllowedFails":0,"TimeoutErrorAllowedFails":9,"BadRequestErrorAllowedFails":1}}}"#,
+        )
+        .unwrap();
+        let p = c.router.policy;
+        assert_eq!(
+            (
+                p.allowed_fails_for(429),
+                p.allowed_fails_for(504),
+                p.allowed_fails_for(500)
+            ),
+            (0, 9, 3)
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with(
+            "router_settings.allowed_fails_policy.BadRequestErrorAllowedFails: ignored"
+        ));
+        let typo = load(
+            r#"{"model_list":[{"model_name":"g","litellm_params":{"model":"openai/a","api_base":"http://a:1"}}],
+              "router_settings":{"allowed_fails_policy":{"RateLimitAllowedFails":0}}}"#,
+        );
+        assert!(typo.is_err(), "a misspelt kind is refused");
+    }
+
+    #[test]
     fn contract_example_is_accepted() {
         let (c, warnings) = load(CONTRACT_EXAMPLE).unwrap();
         assert_eq!(c.groups.len(), 3);

@@ -21,7 +21,6 @@ const LIMIT: &str = "this limit is not enforced by the gateway; leaving it in wo
 const KEY_POLICY: &str = "teams do not exist in this gateway (keys are signed and stateless; see the README's Keys section): team settings would not apply";
 const CONTENT_POLICY: &str =
     "the gateway does not detect content-policy refusals, so these fallbacks would never be taken";
-const RETRY_POLICY: &str = "per-group or per-error policies are not supported; use num_retries, retry_policy and allowed_fails";
 const PASS_THROUGH: &str = "only the /vllm/* pass-through exists; these routes would not be served";
 const DATABASE: &str =
     "LiteLLM's database: this gateway keeps none (keys are signed and stateless)";
@@ -98,18 +97,6 @@ const TABLE: &[(&str, Verdict)] = &[
     (
         "router_settings.content_policy_fallbacks",
         Verdict::Refuse(CONTENT_POLICY),
-    ),
-    (
-        "router_settings.model_group_retry_policy",
-        Verdict::Refuse(RETRY_POLICY),
-    ),
-    (
-        "router_settings.allowed_fails_policy",
-        Verdict::Refuse(RETRY_POLICY),
-    ),
-    (
-        "litellm_settings.allowed_fails_policy",
-        Verdict::Refuse(RETRY_POLICY),
     ),
     (
         "router_settings.enable_pre_call_checks",

@@ -31,6 +31,8 @@ pub struct RouterSettings {
     pub num_retries: u32,
     /// LiteLLM's `retry_policy`: retries by the kind of failure, else `num_retries`.
     pub retry_policy: RetryPolicy,
+    /// LiteLLM's `model_group_retry_policy`: a group's own policy, in place of `retry_policy`.
+    pub group_retry_policy: HashMap<usize, RetryPolicy>,
     /// Group → groups to try when it fails, in order (`default_fallbacks` filled in for
     /// groups without an entry of their own).
     pub fallbacks: HashMap<usize, Vec<usize>>,
@@ -52,7 +54,37 @@ pub struct RetryPolicy {
     pub internal_server: Option<u32>,
 }
 
+impl RouterSettings {
+    /// The retry policy for failures of `group`'s deployments: its own, else the router's.
+    pub fn retry_policy_of(&self, group: usize) -> &RetryPolicy {
+        self.group_retry_policy
+            .get(&group)
+            .unwrap_or(&self.retry_policy)
+    }
+
+    /// The most retries any failure anywhere may allow (whether a request's body is worth
+    /// keeping for a retry).
+    pub fn most_retries(&self) -> u32 {
+        self.group_retry_policy
+            .values()
+            .chain(std::iter::once(&self.retry_policy))
+            .filter_map(RetryPolicy::most)
+            .max()
+            .unwrap_or(0)
+            .max(self.num_retries)
+    }
+}
+
 impl RetryPolicy {
+    /// The kinds that move a request to another attempt; client errors are never retried.
+    fn of(p: &WireRetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            timeout: p.timeout,
+            rate_limit: p.rate_limit,
+            internal_server: p.internal_server,
+        }
+    }
+
     /// The retries allowed after an upstream answered `status` (0: no answer at all).
     pub fn for_status(&self, status: u16) -> Option<u32> {
         match status {
@@ -185,12 +217,46 @@ pub(super) fn router_settings_of(
     .map_or((String::new(), None), |(p, v)| (p, Some(v)));
     let context_window_fallbacks = fallback_table(&cw_path, cw, index, d);
     let retry_policy = either("retry_policy", &r.retry_policy, &l.retry_policy)
-        .map(|(_, p)| RetryPolicy {
-            timeout: p.timeout,
-            rate_limit: p.rate_limit,
-            internal_server: p.internal_server,
-        })
+        .map(|(_, p)| RetryPolicy::of(p))
         .unwrap_or_default();
+    let mut group_retry_policy = HashMap::new();
+    for (name, p) in r.model_group_retry_policy.iter().flatten() {
+        match index.get(name) {
+            Some(&g) => {
+                group_retry_policy.insert(g, RetryPolicy::of(p));
+            }
+            None => d.error(
+                format!("router_settings.model_group_retry_policy.{name}"),
+                format!("\"{name}\" is not a model group or alias"),
+            ),
+        }
+    }
+    let by_kind = match either(
+        "allowed_fails_policy",
+        &r.allowed_fails_policy,
+        &l.allowed_fails_policy,
+    ) {
+        Some((path, p)) => {
+            for (field, v) in [
+                ("BadRequestErrorAllowedFails", p.bad_request),
+                ("AuthenticationErrorAllowedFails", p.authentication),
+                ("ContentPolicyViolationErrorAllowedFails", p.content_policy),
+            ] {
+                if v.is_some() {
+                    d.warn(
+                        format!("{path}.{field}"),
+                        "ignored: an upstream's 4xx answer (other than 429) goes to the client and never counts as the deployment's failure here",
+                    );
+                }
+            }
+            crate::state::AllowedFailsByKind {
+                rate_limit: p.rate_limit.map(u64::from),
+                timeout: p.timeout.map(u64::from),
+                internal_server: p.internal_server.map(u64::from),
+            }
+        }
+        None => crate::state::AllowedFailsByKind::default(),
+    };
     RouterSettings {
         strategy,
         // `disable_cooldowns`: selection then need not read a deployment's shared record
@@ -201,11 +267,13 @@ pub(super) fn router_settings_of(
             crate::state::Policy {
                 allowed_fails: u64::from(allowed_fails),
                 cooldown_ms: (cooldown * 1000.0) as u64,
+                allowed_fails_by_kind: by_kind,
             }
         },
         num_retries: either("num_retries", &r.num_retries, &l.num_retries)
             .map_or(DEFAULT_NUM_RETRIES, |(_, &v)| v),
         retry_policy,
+        group_retry_policy,
         fallbacks,
         context_window_fallbacks,
         tag_filtering: r.enable_tag_filtering.unwrap_or(false),

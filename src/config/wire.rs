@@ -110,6 +110,9 @@ pub struct WireRouterSettings {
     pub disable_cooldowns: Option<bool>,
     pub request_timeout: Option<f64>,
     pub retry_policy: Option<WireRetryPolicy>,
+    /// LiteLLM's `model_group_retry_policy`: a group's own `retry_policy`.
+    pub model_group_retry_policy: Option<BTreeMap<String, WireRetryPolicy>>,
+    pub allowed_fails_policy: Option<WireAllowedFailsPolicy>,
     /// Groups every group falls back to when it has no `fallbacks` entry of its own.
     pub default_fallbacks: Option<Vec<String>>,
     pub enable_tag_filtering: Option<bool>,
@@ -132,6 +135,24 @@ pub struct WireRetryPolicy {
     #[serde(rename = "ContentPolicyViolationErrorRetries")]
     pub content_policy: Option<u32>,
     #[serde(rename = "InternalServerErrorRetries")]
+    pub internal_server: Option<u32>,
+}
+
+/// LiteLLM's `AllowedFailsPolicy`: failures a minute allowed before a cooldown, by kind.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WireAllowedFailsPolicy {
+    #[serde(rename = "BadRequestErrorAllowedFails")]
+    pub bad_request: Option<u32>,
+    #[serde(rename = "AuthenticationErrorAllowedFails")]
+    pub authentication: Option<u32>,
+    #[serde(rename = "TimeoutErrorAllowedFails")]
+    pub timeout: Option<u32>,
+    #[serde(rename = "RateLimitErrorAllowedFails")]
+    pub rate_limit: Option<u32>,
+    #[serde(rename = "ContentPolicyViolationErrorAllowedFails")]
+    pub content_policy: Option<u32>,
+    #[serde(rename = "InternalServerErrorAllowedFails")]
     pub internal_server: Option<u32>,
 }
 
@@ -166,6 +187,7 @@ pub struct WireLitellmSettings {
     pub cooldown_time: Option<f64>,
     pub disable_cooldowns: Option<bool>,
     pub retry_policy: Option<WireRetryPolicy>,
+    pub allowed_fails_policy: Option<WireAllowedFailsPolicy>,
     pub default_fallbacks: Option<Vec<String>>,
     pub fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub context_window_fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,

@@ -593,7 +593,9 @@ impl Http {
         }
         attempt.settled = true;
         let reservation = &attempt.reservation;
-        let failed = attempt.status.is_some_and(gateway::is_deployment_failure);
+        let failure = attempt
+            .status
+            .filter(|&s| gateway::is_deployment_failure(s));
         let latency = attempt
             .first_byte_ms
             .map(|t| t.saturating_sub(reservation.started_ms));
@@ -601,7 +603,7 @@ impl Http {
             config,
             host,
             reservation,
-            failed,
+            failure,
             attempt.response.usage().map(|u| u.total_tokens),
             latency,
         );

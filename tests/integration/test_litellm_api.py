@@ -314,3 +314,22 @@ def test_a_keys_aliases_rename_the_model_it_asks_for(gateway_factory, mock_a):
     with pytest.raises(openai.PermissionDeniedError):
         client(gw, minted["key"]).chat.completions.create(model="wide", messages=MSGS)
     mock_a[1].take()
+
+
+def test_allowed_fails_policy_cools_a_deployment_on_its_first_rate_limit(gateway_factory, mock_a):
+    base = f"http://127.0.0.1:{mock_a[0]}"
+    cfg = {
+        "model_list": [
+            {"model_name": "g", "litellm_params": {"model": "openai/flaky-429:5:afp", "api_base": base, "order": 1}},
+            {"model_name": "g", "litellm_params": {"model": "openai/steady", "api_base": base, "order": 2}},
+        ],
+        "router_settings": {"cooldown_time": 30, "allowed_fails_policy": {"RateLimitErrorAllowedFails": 0}},
+        "general_settings": {"master_key": MASTER},
+    }
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    for _ in range(2):
+        assert client(gw, MASTER).chat.completions.create(model="g", messages=MSGS).model == "steady"
+    sent = [json.loads(q["body"])["model"] for q in mock_a[1].take()]
+    # The first request met the 429 and failed over; the second went straight to `steady`.
+    assert sent == ["flaky-429:5:afp", "steady", "steady"], sent
