@@ -672,6 +672,9 @@ fn group_chain(
     request: &InferenceBody<'_>,
     prompt_tokens: u64,
 ) -> Result<Vec<Target>, GatewayError> {
+    // LiteLLM's `mock_testing_context_fallbacks`: as if the prompt were too long for the
+    // first group, so its context_window_fallbacks are used.
+    let too_long_for_first = request.test_switches.context_fallbacks;
     let fits = |t: Target| -> bool {
         let Some(group) = config.groups.get(t.group()) else {
             return false;
@@ -682,7 +685,7 @@ fn group_chain(
                 .is_some_and(|d| d.max_input_tokens.is_none_or(|max| prompt_tokens <= max))
         })
     };
-    let head = if fits(first) {
+    let head = if fits(first) && !too_long_for_first {
         first
     } else {
         let window =
@@ -1298,6 +1301,40 @@ mod tests {
         assert_eq!(
             (r.status, json(&r)["error"]["param"].as_str()),
             (400, Some("mock_testing_fallbacks"))
+        );
+    }
+
+    #[test]
+    fn mock_testing_context_fallbacks_takes_the_context_window_fallback_when_switched_on() {
+        let cfg = SCOPED.replace(
+            r#""general_settings": {"#,
+            r#""general_settings": {"litellm_test_switches": true, "#,
+        );
+        let cfg = cfg.replace(
+            r#""fallbacks": [{"a": ["c"]}]"#,
+            r#""fallbacks": [{"a": ["c"]}], "context_window_fallbacks": [{"a": ["a2"]}]"#,
+        );
+        let c = parse(cfg.as_bytes(), &|_| None, 1000).unwrap().0;
+        let mut h = FakeHost::new(5);
+        crate::router::precreate(&c, &mut h);
+        let body = r#"{"model":"a","messages":[{"role":"user","content":"x"}],"mock_testing_context_fallbacks":true}"#;
+        let f = forwarded(chat(&c, &mut h, "sk-master", body));
+        let sent: serde_json::Value = serde_json::from_slice(f.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["model"], "ra2", "the context-window fallback answers");
+        assert!(
+            sent.get("mock_testing_context_fallbacks").is_none(),
+            "never sent upstream"
+        );
+        // A group without context-window fallbacks: LiteLLM's context-window error.
+        let r = replied(chat(
+            &c,
+            &mut h,
+            "sk-master",
+            &body.replace("\"a\"", "\"c\""),
+        ));
+        assert_eq!(
+            (r.status, json(&r)["error"]["code"].as_str()),
+            (400, Some("context_length_exceeded"))
         );
     }
 

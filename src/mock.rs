@@ -92,7 +92,7 @@ pub fn reply(
 
 /// LiteLLM's test switches are honoured only where the operator turned them on
 /// (`general_settings.litellm_test_switches`, for running LiteLLM's own e2e tests): a client
-/// could otherwise force failovers and timeouts. Two of them are not implemented.
+/// could otherwise force failovers and timeouts.
 pub fn check_test_switches(config: &Config, switches: &TestSwitches) -> Result<(), GatewayError> {
     let refuse = |field: &str, why: &str| {
         Err(GatewayError::invalid_request(format!("{field}: {why}")).with_param(field.to_string()))
@@ -112,12 +112,6 @@ pub fn check_test_switches(config: &Config, switches: &TestSwitches) -> Result<(
         return refuse(
             field,
             "LiteLLM's test switches are off here; general_settings.litellm_test_switches: true turns them on (for tests)",
-        );
-    }
-    if switches.context_fallbacks {
-        return refuse(
-            "mock_testing_context_fallbacks",
-            "not implemented in this gateway",
         );
     }
     Ok(())
