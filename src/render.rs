@@ -192,7 +192,11 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
                             "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
                             "log_format": {"text_format_source": {"inline_string": log_format}}}}],
                         "route_config": {"name": "llm_routes", "virtual_hosts": [{
-                            "name": "llm", "domains": ["*"], "routes": [
+                            "name": "llm", "domains": ["*"],
+                            // x-envoy-attempt-count on answers: Envoy's own retries of a
+                            // group of one, for x-litellm-attempted-retries.
+                            "include_attempt_count_in_response": true,
+                            "routes": [
                                 {"match": {"prefix": "/", "headers": [{"name": "x-llm-cluster", "present_match": true}]},
                                  "route": routed,
                                  "request_headers_to_remove": ["x-llm-cluster"]},

@@ -474,6 +474,8 @@ struct Routed {
     fallback_position: u32,
     mock_retries: u32,
     max_retries: u32,
+    /// Retries Envoy made on the deployment before this answer (`x-envoy-attempt-count` − 1).
+    envoy_retries_taken: u32,
     timeout_ms: u64,
 }
 
@@ -532,6 +534,7 @@ fn answer_facts<'a>(
     Some(AnswerFacts {
         deployment: config.deployment(deployment)?,
         attempted_retries: routed.mock_retries
+            + routed.envoy_retries_taken
             + routed
                 .replay
                 .as_ref()
@@ -716,6 +719,7 @@ impl Http {
             fallback_position,
             mock_retries,
             max_retries,
+            envoy_retries_taken: 0,
             timeout_ms,
         }));
         Action::Continue
@@ -1171,9 +1175,31 @@ impl HttpContext for Http {
         let State::Routed(routed) = &mut self.state else {
             return Action::Continue;
         };
-        let status = abi::header(MapType::HttpResponseHeaders, ":status")
-            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u16>().ok())
-            .unwrap_or(502);
+        // Each header read is a host call: one read of the whole map when more than
+        // `:status` is wanted (a translator reading the content type; Envoy's attempt count
+        // where it may have retried and the answer reports it).
+        let wants_attempts = routed.max_retries > 0 && config.litellm_response_headers;
+        let wants_type = routed.current.response.reads_content_type();
+        let (status, content_type) = if wants_attempts || wants_type {
+            let map = abi::header_map(MapType::HttpResponseHeaders);
+            if wants_attempts {
+                routed.envoy_retries_taken = header(&map, "x-envoy-attempt-count")
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .map_or(0, |n| n.saturating_sub(1));
+            }
+            let status = header(&map, ":status").and_then(|v| v.parse::<u16>().ok());
+            let content_type = if wants_type {
+                header(&map, "content-type").map(str::to_string)
+            } else {
+                None
+            };
+            (status, content_type)
+        } else {
+            let status = abi::header(MapType::HttpResponseHeaders, ":status")
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u16>().ok());
+            (status, None)
+        };
+        let status = status.unwrap_or(502);
         routed.current.status = Some(status);
         routed.current.first_byte_ms = Some(self.host.now_unix_ms());
         routed.response_complete = end_of_stream;
@@ -1186,12 +1212,6 @@ impl HttpContext for Http {
                 return Action::Pause;
             }
         }
-        let content_type = if routed.current.response.reads_content_type() {
-            abi::header(MapType::HttpResponseHeaders, "content-type")
-                .and_then(|v| String::from_utf8(v).ok())
-        } else {
-            None
-        };
         let call_id = self.client.request_id.as_deref();
         if let Some(facts) = answer_facts(&config, routed.current.deployment, routed, call_id) {
             for (name, value) in answer_headers(&config, &facts) {

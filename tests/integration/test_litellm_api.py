@@ -175,6 +175,7 @@ def test_a_group_of_one_deployment_is_retried_on_it_honouring_retry_after(gatewa
     elapsed = time.monotonic() - started
     assert r.status_code == 200, r.text
     assert len(mock_a[1].take()) == 3, "two 429s, then the answer, all on the one deployment"
+    assert r.headers["x-litellm-attempted-retries"] == "2", "Envoy's two retries are reported"
     # Each 429 said `retry-after: 1`: Envoy waited for it (its default backoff is 25-250 ms).
     assert elapsed >= 1.8, elapsed
     # The request's own num_retries wins: 0 sends the upstream's 429 straight back.
