@@ -98,6 +98,7 @@ bench: build venv
 	cargo bench --bench hot_paths --config 'profile.release.panic="unwind"' -- --noplot > target/criterion.txt 2>&1 || { cat target/criterion.txt; exit 1; }
 	@grep -E '^[a-z].*|time:' target/criterion.txt
 	cargo build --release --target wasm32-wasip1 --manifest-path benches/floor_filter/Cargo.toml
+	cargo build --release --manifest-path benches/native_floor/Cargo.toml
 	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) scripts/bench.py
 
 soak: build venv

@@ -222,6 +222,22 @@ def floor_config(port, admin, upstream_port):
     return cfg
 
 
+NATIVE_FLOOR = ROOT / "benches" / "native_floor" / "target" / "release" / "libnative_floor.so"
+
+
+def native_floor_config(port, admin, upstream_port):
+    """Plain Envoy plus the native floor: a dynamic module (issue 18's native shell's ABI) that
+    only holds both bodies — what Envoy charges a native filter before it does any work."""
+    cfg = plain_config(port, admin, upstream_port)
+    module = {"name": "envoy.filters.http.dynamic_modules", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"module": {"local": {"filename": str(NATIVE_FLOOR)}}},
+        "filter_name": "floor",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "{}"}}}
+    cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].insert(0, module)
+    return cfg
+
+
 def count_instructions(label, config, requests_by_scenario):
     """Instructions per request of one Envoy (all threads) under callgrind: a meter that does
     not move with the machine's load, so a change of a few percent is visible. Envoy starts
@@ -289,6 +305,8 @@ def instruction_rows(up_port):
              {"chat, no x-litellm-*": gateway_paths["chat"]}),
             ("plain", lambda p, a: plain_config(p, a, up_port), plain_paths),
             ("floor", lambda p, a: floor_config(p, a, up_port), plain_paths)]
+    if NATIVE_FLOOR.exists():
+        jobs.append(("native floor", lambda p, a: native_floor_config(p, a, up_port), plain_paths))
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(2) as pool:
         futures = {label: pool.submit(count_instructions, label, make(free_port(), free_port()), paths)
@@ -328,7 +346,9 @@ def main():
         mem = {}
         for label, make in (("plain", lambda p, a: plain_config(p, a, up_port)),
                             ("gateway", lambda p, a: gateway_config(p, a, up_port)),
-                            ("gateway, 1,000 deployments", lambda p, a: gateway_config(p, a, up_port, 1000))):
+                            ("gateway, 1,000 deployments", lambda p, a: gateway_config(p, a, up_port, 1000)),
+                            *((("native floor", lambda p, a: native_floor_config(p, a, up_port)),)
+                              if NATIVE_FLOOR.exists() else ())):
             port = free_port()
             e = Envoy(label.split(",")[0].replace(" ", "-") + ("-1000" if "1,000" in label else ""), make(port, free_port()), 2)
             e.port = port
@@ -418,13 +438,16 @@ def report(r):
         ins = r["instructions"]
         print(f"\nInstructions per request under callgrind (deterministic; {COUNTED} sequential requests each, "
               f"the whole Envoy process)")
-        print(f"{'scenario':18} {'plain':>9} {'floor':>9} {'gateway':>9} {'floor +':>9} {'gateway +':>10}")
+        native = ins.get("native floor", {})
+        print(f"{'scenario':18} {'plain':>9} {'floor':>9} {'gateway':>9} {'floor +':>9} {'gateway +':>10}"
+              + (f" {'native floor +':>15}" if native else ""))
         rows = [(s, g) for s, g in ins["gateway"].items()] + [(s, g) for s, g in ins.get("lean", {}).items()]
         for scenario, g in rows:
             # The plain and floor Envoys take no key: a keyed scenario compares with their unkeyed one.
             base = scenario.split(",")[0]
             p, f = ins["plain"][base], ins["floor"][base]
-            print(f"{scenario:18} {p:9.0f} {f:9.0f} {g:9.0f} {f - p:9.0f} {g - p:10.0f}")
+            n = f" {native[base] - p:15.0f}" if base in native else ""
+            print(f"{scenario:18} {p:9.0f} {f:9.0f} {g:9.0f} {f - p:9.0f} {g - p:10.0f}{n}")
     if "litellm_error" in r:
         print(f"\nLiteLLM: not measured ({r['litellm_error']})")
     if "litellm" in r:
