@@ -334,3 +334,33 @@ def test_allowed_fails_policy_cools_a_deployment_on_its_first_rate_limit(gateway
     sent = [json.loads(q["body"])["model"] for q in mock_a[1].take()]
     # The first request met the 429 and failed over; the second went straight to `steady`.
     assert sent == ["flaky-429:5:afp", "steady", "steady"], sent
+
+
+def test_a_fan_out_fails_over_within_a_model_and_lists_a_model_that_failed(gateway_factory, mock_a):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # nothing listens here once the socket closes
+    up = f"http://127.0.0.1:{mock_a[0]}"
+    cfg = {
+        "model_list": [
+            # `two`: its first deployment (by order) is down; failover finds the second.
+            {"model_name": "two", "litellm_params": {"model": "openai/down", "api_base": f"http://127.0.0.1:{dead}", "order": 1}},
+            {"model_name": "two", "litellm_params": {"model": "openai/up", "api_base": up, "order": 2}},
+            # `gone`: its only deployment is down.
+            {"model_name": "gone", "litellm_params": {"model": "openai/gone", "api_base": f"http://127.0.0.1:{dead}"}},
+            {"model_name": "chat", "litellm_params": {"model": "openai/served", "api_base": up}},
+        ],
+        "router_settings": {"num_retries": 1},
+        "general_settings": {"master_key": MASTER},
+    }
+    gw = gateway_factory(cfg, [mock_a[0], dead])
+    mock_a[1].take()
+    r = requests.post(f"{gw.url}/v1/chat/completions", json={"model": "two,gone,chat", "messages": MSGS},
+                      headers={"Authorization": f"Bearer {MASTER}"})
+    assert r.status_code == 200, r.text
+    two, gone, chat = r.json()
+    assert two["model"] == "up", two
+    assert gone["error"]["type"] in ("service_unavailable_error", "api_error"), gone
+    assert chat["model"] == "served"
+    assert sorted(json.loads(q["body"])["model"] for q in mock_a[1].take()) == ["served", "up"]
