@@ -26,7 +26,8 @@ pub const UPSTREAM_REQUEST_HEADERS_TO_REMOVE: [&str; 1] = ["accept-encoding"];
 
 use crate::retry::same_deployment_retries;
 pub use crate::retry::{
-    failover, is_deployment_failure, is_reset_after_headers, Replay, StatusRetries, ENVOY_RETRY_ON,
+    failover, is_deployment_failure, is_reset_after_headers, upstream_knobs, Replay, RouteDefaults,
+    StatusRetries, UpstreamKnobs, ENVOY_RETRY_ON,
 };
 
 /// LiteLLM's request-tags header (tag routing); consumed here, never sent upstream.
@@ -1582,6 +1583,64 @@ mod tests {
         let mut replay = f.replay.unwrap();
         assert!(failover(&c, &mut h, &mut replay, 504).is_some());
         assert!(failover(&c, &mut h, &mut replay, 504).is_none());
+    }
+
+    #[test]
+    fn headers_the_route_already_sets_are_not_sent() {
+        let cfg = r#"{"model_list":[{"model_name":"g","litellm_params":{"model":"openai/a","api_base":"http://a:1"}}]}"#;
+        let c = parse(cfg.as_bytes(), &|_| None, 0).unwrap().0;
+        let mut h = FakeHost::new(3);
+        let pending = master(Endpoint::Inference(Inference::Chat));
+        let send = |h: &mut FakeHost, extra: &str| {
+            let body =
+                format!(r#"{{"model":"g","messages":[{{"role":"user","content":"x"}}]{extra}}}"#);
+            forwarded(on_request_body(&c, h, &pending, body.as_bytes()))
+        };
+        let f = send(&mut h, "");
+        // No route defaults: every knob, as the shipped route sets none.
+        let all = upstream_knobs(&f, None);
+        assert_eq!(all.timeout_ms, Some(600_000));
+        assert_eq!(all.max_retries, Some(2));
+        assert!(all.retry_on.is_some());
+        // The route as `render` writes it: the timeout and the count are the route's; a group
+        // of one still adds 429 and 5xx to the route's retry conditions.
+        let route = crate::retry::route_defaults_for(&c).unwrap();
+        assert_eq!(route.retry_on, ENVOY_RETRY_ON);
+        assert_ne!(f.retry_statuses.retry_on, ENVOY_RETRY_ON);
+        assert_eq!(
+            upstream_knobs(&f, Some(&route)),
+            UpstreamKnobs {
+                retry_on: Some(f.retry_statuses.retry_on),
+                ..UpstreamKnobs::default()
+            }
+        );
+        // A request that differs says how.
+        let quick = send(&mut h, r#","timeout":5"#);
+        assert_eq!(upstream_knobs(&quick, Some(&route)).timeout_ms, Some(5_000));
+        // A group of several deployments retries connections only: nothing to send.
+        let cfg2 = cfg.replace(
+            "]}",
+            r#",{"model_name":"g","litellm_params":{"model":"openai/b","api_base":"http://b:1"}}]}"#,
+        );
+        let c2 = parse(cfg2.as_bytes(), &|_| None, 0).unwrap().0;
+        let body = br#"{"model":"g","messages":[{"role":"user","content":"x"}]}"#;
+        let f2 = forwarded(on_request_body(&c2, &mut h, &pending, body));
+        let route2 = crate::retry::route_defaults_for(&c2).unwrap();
+        assert_eq!(upstream_knobs(&f2, Some(&route2)), UpstreamKnobs::default());
+        // No retries where the route would retry: an explicit 0.
+        let none = send(&mut h, r#","num_retries":0"#);
+        assert_eq!(
+            upstream_knobs(&none, Some(&route)),
+            UpstreamKnobs {
+                max_retries: Some(0),
+                ..UpstreamKnobs::default()
+            }
+        );
+        assert_eq!(
+            upstream_knobs(&none, None).max_retries,
+            None,
+            "nothing to undo on a bare route"
+        );
     }
 
     #[test]

@@ -142,8 +142,29 @@ fn plugin_config(gateway_json: &Value, wasm_path: &str) -> Value {
     })
 }
 
+/// `gateway_json` telling the filter what the rendered route sets
+/// (`general_settings.envoy_route_defaults`, from `retry::route_defaults_for`), so that it
+/// sends a timeout or retry header only for requests that differ.
+pub fn with_route_defaults(gateway_json: &Value, config: &Config) -> Value {
+    let mut out = gateway_json.clone();
+    if let (Some(d), Value::Object(top)) = (crate::retry::route_defaults_for(config), &mut out) {
+        let general = top
+            .entry("general_settings")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(general) = general {
+            general.insert(
+                "envoy_route_defaults".into(),
+                json!({"timeout_seconds": d.timeout_ms as f64 / 1000.0, "retry_on": d.retry_on,
+                       "num_retries": d.num_retries}),
+            );
+        }
+    }
+    out
+}
+
 /// The Envoy bootstrap for a validated config (`gateway_json` is what the filter will read).
 pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptions) -> Value {
+    let gateway_json = &with_route_defaults(gateway_json, config);
     let mut clusters: BTreeMap<String, Value> = BTreeMap::new();
     for d in &config.deployments {
         if let Ok(url) = Url::parse(&d.api_base) {
@@ -169,10 +190,24 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
     // Retries the filter asks for (x-envoy-retry-on, for a group of one deployment) wait
     // what an upstream's `retry-after` says, as LiteLLM does, up to a minute; 429 is the
     // status `retriable-status-codes` means (5xx has its own retry-on word).
-    let routed = json!({"cluster_header": "x-llm-cluster", "timeout": "0s",
-        "retry_policy": {"retriable_status_codes": [429], "rate_limited_retry_back_off": {
+    // The timeout and retries most deployments take are the route's own (and the filter is
+    // told so): a request that takes them sends no header for them.
+    let defaults = crate::retry::route_defaults_for(config);
+    let mut retry_policy = json!({"retriable_status_codes": [429], "rate_limited_retry_back_off": {
             "reset_headers": [{"name": "retry-after", "format": "SECONDS"}],
-            "max_interval": "60s"}}});
+            "max_interval": "60s"}});
+    let timeout = match &defaults {
+        Some(d) => {
+            if let Value::Object(p) = &mut retry_policy {
+                p.insert("retry_on".into(), json!(d.retry_on));
+                p.insert("num_retries".into(), json!(d.num_retries));
+            }
+            format!("{}.{:03}s", d.timeout_ms / 1000, d.timeout_ms % 1000)
+        }
+        None => "0s".to_string(),
+    };
+    let routed = json!({"cluster_header": "x-llm-cluster", "timeout": timeout,
+        "retry_policy": retry_policy});
     json!({
         "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": opts.admin_port}}},
@@ -277,17 +312,28 @@ mod tests {
             plugin["vm_config"]["environment_variables"]["host_env_keys"],
             json!(["UPSTREAM_KEY"])
         );
-        let ecds = ecds_resource(&gateway, "/x.wasm");
+        // The CLI hands both forms the gateway JSON with the route's defaults in it.
+        let told = with_route_defaults(&gateway, &config);
+        let ecds = ecds_resource(&told, "/x.wasm");
         assert_eq!(
             ecds["resources"][0]["typed_config"]["config"], *plugin,
             "one plugin config for both forms"
         );
         let embedded: Value =
             serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
-        assert_eq!(embedded, gateway);
+        assert_eq!(embedded, told);
+        // The route sets what most deployments take; the filter is told the same values.
+        let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
+        assert_eq!(route["timeout"], "600.000s");
+        assert_eq!(route["retry_policy"]["num_retries"], 2);
+        let said = &embedded["general_settings"]["envoy_route_defaults"];
+        assert_eq!(said["retry_on"], route["retry_policy"]["retry_on"]);
+        assert_eq!(said["timeout_seconds"], 600.0);
+        let (reparsed, _) =
+            parse(embedded.to_string().as_bytes(), &|_| Some("k".into()), 0).unwrap();
         assert_eq!(
-            hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["timeout"],
-            "0s"
+            reparsed.route_defaults,
+            crate::retry::route_defaults_for(&config)
         );
         assert_eq!(
             out["admin"]["address"]["socket_address"]["address"],

@@ -37,6 +37,92 @@ impl StatusRetries {
     };
 }
 
+/// What the Envoy route already sets for every routed request (`render` writes the route and
+/// says so in `general_settings.envoy_route_defaults`): a header that would repeat it is one
+/// host call saved. The route's `retry_on` is always `ENVOY_RETRY_ON`, the least any request
+/// retries on: Envoy ORs a request's `x-envoy-retry-on` into the route's (measured), so a
+/// header can widen the route's retry conditions but never narrow them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteDefaults {
+    pub timeout_ms: u64,
+    pub retry_on: String,
+    pub num_retries: u32,
+}
+
+/// The route defaults `render` writes: the timeout and same-deployment retries most
+/// deployments take (so most requests send none of those headers); `None` without
+/// deployments.
+pub fn route_defaults_for(config: &Config) -> Option<RouteDefaults> {
+    fn most_common<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Option<T> {
+        let mut counts: Vec<(T, usize)> = Vec::new();
+        for item in items {
+            match counts.iter_mut().find(|(t, _)| *t == item) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((item, 1)),
+            }
+        }
+        // The first of the most frequent, in config order: the same config renders the same.
+        let best = counts.iter().map(|(_, n)| *n).max()?;
+        counts.into_iter().find(|(_, n)| *n == best).map(|(t, _)| t)
+    }
+    let timeout_ms = most_common(config.deployments.iter().map(|d| d.timeout_ms))?;
+    let num_retries = most_common(
+        config
+            .deployments
+            .iter()
+            .map(|d| same_deployment_retries(config, d, None).0),
+    )?;
+    Some(RouteDefaults {
+        timeout_ms,
+        retry_on: ENVOY_RETRY_ON.to_string(),
+        num_retries,
+    })
+}
+
+/// The Envoy headers a forward sets; `None` leaves the route's own value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpstreamKnobs<'a> {
+    /// `x-envoy-upstream-rq-timeout-ms`.
+    pub timeout_ms: Option<u64>,
+    /// `x-envoy-retry-on`, `x-envoy-retriable-status-codes`, `x-envoy-max-retries`.
+    pub retry_on: Option<&'a str>,
+    pub statuses: Option<&'a str>,
+    pub max_retries: Option<u32>,
+}
+
+/// Which of Envoy's per-request knobs `forward` must set over `route` (without what the
+/// route sets, all of them: a route without defaults retries nothing and never times out).
+pub fn upstream_knobs<'a>(
+    forward: &'a Forward,
+    route: Option<&RouteDefaults>,
+) -> UpstreamKnobs<'a> {
+    let retries = forward.envoy_retries;
+    let wanted = &forward.retry_statuses;
+    let Some(route) = route else {
+        return UpstreamKnobs {
+            timeout_ms: Some(forward.timeout_ms),
+            retry_on: (retries > 0).then_some(wanted.retry_on),
+            statuses: if retries > 0 { wanted.statuses } else { None },
+            max_retries: (retries > 0).then_some(retries),
+        };
+    };
+    let timeout_ms = (forward.timeout_ms != route.timeout_ms).then_some(forward.timeout_ms);
+    if retries == 0 {
+        // The route would retry: say none.
+        return UpstreamKnobs {
+            timeout_ms,
+            max_retries: (route.num_retries > 0).then_some(0),
+            ..UpstreamKnobs::default()
+        };
+    }
+    UpstreamKnobs {
+        timeout_ms,
+        retry_on: (wanted.retry_on != route.retry_on).then_some(wanted.retry_on),
+        statuses: wanted.statuses,
+        max_retries: (retries != route.num_retries).then_some(retries),
+    }
+}
+
 /// A request kept for failover: the client's body and where it may still go.
 #[derive(Debug, Clone)]
 pub struct Replay {

@@ -180,6 +180,7 @@ fn run(args: &[String]) -> Result<(), String> {
         );
         return Ok(());
     };
+    let value = llm_gateway::render::with_route_defaults(&value, &config);
     if let Some(ecds) = &opts.reloadable {
         // JSON is YAML: Envoy's YAML loader reads it, and no YAML writer is needed.
         let resource = serde_json::to_string_pretty(&ecds_resource(&value, &opts.wasm_path))

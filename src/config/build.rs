@@ -199,6 +199,30 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
             );
         }
     }
+    let route_defaults = general.envoy_route_defaults.as_ref().and_then(|r| {
+        let path = "general_settings.envoy_route_defaults";
+        if !(r.timeout_seconds.is_finite() && r.timeout_seconds > 0.0) {
+            d.error(
+                format!("{path}.timeout_seconds"),
+                "must be a positive number of seconds",
+            );
+            return None;
+        }
+        if r.retry_on != crate::retry::ENVOY_RETRY_ON {
+            // Envoy ORs a request's retry-on into the route's: a wider route could not be
+            // narrowed for a request (a group of several deployments fails over instead).
+            d.error(
+                format!("{path}.retry_on"),
+                format!("must be \"{}\", and so must the route's retry_policy.retry_on (a request can add retry conditions to the route's, never remove them)", crate::retry::ENVOY_RETRY_ON),
+            );
+            return None;
+        }
+        Some(crate::retry::RouteDefaults {
+            timeout_ms: (r.timeout_seconds * 1000.0).round() as u64,
+            retry_on: r.retry_on.clone(),
+            num_retries: r.num_retries,
+        })
+    });
     let max_request_body_bytes = general
         .max_request_body_bytes
         .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
@@ -252,6 +276,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         key_header,
         litellm_response_headers: general.litellm_response_headers.unwrap_or(true),
         litellm_test_switches: general.litellm_test_switches.unwrap_or(false),
+        route_defaults,
         access_groups,
         key_policy,
         drop_params: litellm_settings.drop_params.unwrap_or(false),

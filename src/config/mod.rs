@@ -219,6 +219,8 @@ pub struct Config {
     pub litellm_response_headers: bool,
     /// `general_settings.litellm_test_switches` (default false).
     pub litellm_test_switches: bool,
+    /// `general_settings.envoy_route_defaults`: the timeout and retries the route sets.
+    pub route_defaults: Option<crate::retry::RouteDefaults>,
     /// LiteLLM's access groups (`model_info.access_groups`): name → the groups in it.
     pub access_groups: HashMap<String, Vec<usize>>,
     /// `litellm_settings.default_key_generate_params` / `upperbound_key_generate_params`.
@@ -469,6 +471,23 @@ mod tests {
               "router_settings":{"allowed_fails_policy":{"RateLimitAllowedFails":0}}}"#,
         );
         assert!(typo.is_err(), "a misspelt kind is refused");
+    }
+
+    #[test]
+    fn envoy_route_defaults_must_not_retry_on_more_than_any_request_does() {
+        let with = |retry_on: &str| {
+            load(&format!(
+                r#"{{"model_list":[{{"model_name":"g","litellm_params":{{"model":"openai/a","api_base":"http://a:1"}}}}],
+                  "general_settings":{{"envoy_route_defaults":{{"timeout_seconds":600,"num_retries":2,"retry_on":"{retry_on}"}}}}}}"#
+            ))
+        };
+        let (c, _) = with("connect-failure,refused-stream,reset").unwrap();
+        assert_eq!(
+            c.route_defaults.map(|r| (r.timeout_ms, r.num_retries)),
+            Some((600_000, 2))
+        );
+        let e = with("connect-failure,refused-stream,reset,5xx").unwrap_err();
+        assert_eq!(e.path, "general_settings.envoy_route_defaults.retry_on");
     }
 
     #[test]

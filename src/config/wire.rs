@@ -231,6 +231,17 @@ pub struct WireGeneralSettings {
     /// Honour LiteLLM's request test switches (`mock_testing_fallbacks`, `mock_timeout`);
     /// off by default: a client could force failovers and timeouts.
     pub litellm_test_switches: Option<bool>,
+    /// What the Envoy route already sets (written by `render`): the filter sends a timeout or
+    /// retry header only where a request differs.
+    pub envoy_route_defaults: Option<WireRouteDefaults>,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WireRouteDefaults {
+    pub timeout_seconds: f64,
+    pub retry_on: String,
+    pub num_retries: u32,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -635,30 +635,31 @@ impl Http {
             set_request_header(name, Some(value));
         }
         let mut digits = [0u8; 20];
-        set_request_header(
-            "x-envoy-upstream-rq-timeout-ms",
-            Some(crate::json::decimal(forward.timeout_ms, &mut digits)),
-        );
+        let knobs = gateway::upstream_knobs(&forward, config.route_defaults.as_ref());
+        if let Some(ms) = knobs.timeout_ms {
+            set_request_header(
+                "x-envoy-upstream-rq-timeout-ms",
+                Some(crate::json::decimal(ms, &mut digits)),
+            );
+        }
         if let Some(first_byte) = forward.first_byte_timeout_ms {
             set_request_header(
                 "x-envoy-upstream-rq-per-try-timeout-ms",
                 Some(crate::json::decimal(first_byte, &mut digits)),
             );
         }
-        if forward.envoy_retries > 0 {
-            // Envoy retries what is safe to repeat on the same deployment; moving to another
-            // deployment is the filter's failover.
-            let retries = &forward.retry_statuses;
-            if let Some(statuses) = retries.statuses {
-                set_request_header("x-envoy-retriable-status-codes", Some(statuses));
-            }
-            set_request_header("x-envoy-retry-on", Some(retries.retry_on));
+        // Envoy retries what is safe to repeat on the same deployment; moving to another
+        // deployment is the filter's failover.
+        if let Some(statuses) = knobs.statuses {
+            set_request_header("x-envoy-retriable-status-codes", Some(statuses));
+        }
+        if let Some(retry_on) = knobs.retry_on {
+            set_request_header("x-envoy-retry-on", Some(retry_on));
+        }
+        if let Some(max) = knobs.max_retries {
             set_request_header(
                 "x-envoy-max-retries",
-                Some(crate::json::decimal(
-                    u64::from(forward.envoy_retries),
-                    &mut digits,
-                )),
+                Some(crate::json::decimal(u64::from(max), &mut digits)),
             );
         }
         for (i, name) in gateway::UPSTREAM_REQUEST_HEADERS_TO_REMOVE

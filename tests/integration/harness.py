@@ -73,6 +73,12 @@ def envoy_config(gateway_config, upstream_ports, listen_port, admin_port, env=No
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     wasm = hcm["http_filters"][0]["typed_config"]["config"]
     wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    # The shipped route sets a timeout and retries, and says so to the filter in the shipped
+    # gateway JSON; every test's JSON is told the same (as `render` does), unless it says
+    # otherwise itself.
+    gateway_config = copy.deepcopy(gateway_config)
+    shipped = json.loads(wasm["configuration"]["value"])["general_settings"]["envoy_route_defaults"]
+    gateway_config.setdefault("general_settings", {}).setdefault("envoy_route_defaults", shipped)
     wasm["configuration"]["value"] = json.dumps(gateway_config)
     if env:
         wasm["vm_config"]["environment_variables"] = {"key_values": env}

@@ -25,7 +25,15 @@ def gateway_json(envoy_yaml):
     assert plugin["configuration"]["@type"] == "type.googleapis.com/google.protobuf.StringValue"
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert routes[0]["route"]["cluster_header"] == "x-llm-cluster"
-    assert routes[0]["route"]["timeout"] == "0s"
+    # A route with a timeout or retries says so to the filter (envoy_route_defaults), the values
+    # the same; one without either has no timeout and no retries of its own.
+    said = json.loads(plugin["configuration"]["value"]).get("general_settings", {}).get("envoy_route_defaults")
+    policy = routes[0]["route"].get("retry_policy", {})
+    if said:
+        assert routes[0]["route"]["timeout"] == f"{said['timeout_seconds']}s"
+        assert (policy["retry_on"], policy["num_retries"]) == (said["retry_on"], said["num_retries"])
+    else:
+        assert routes[0]["route"]["timeout"] == "0s" and "retry_on" not in policy
     assert "x-llm-cluster" in routes[0]["request_headers_to_remove"]
     clusters = {c["name"] for c in cfg["static_resources"]["clusters"]}
     return json.loads(plugin["configuration"]["value"]), clusters, cfg
@@ -94,7 +102,8 @@ def test_envoy_gateway_example(tmp_path):
     patches = next(d for d in docs if d["kind"] == "EnvoyPatchPolicy")["spec"]["jsonPatches"]
     assert any(p["operation"]["path"].endswith("allow_on_headers_stop_iteration") and p["operation"]["value"] is True
                for p in patches)
-    route = next(p["operation"]["value"] for p in patches if "route" in p["type"].lower())
+    route = next(p["operation"]["value"] for p in patches
+                 if "route" in p["type"].lower() and p["operation"]["path"].endswith("/routes/0"))
     assert route["route"]["cluster_header"] == "x-llm-cluster"
     http_route = next(d for d in docs if d["kind"] == "HTTPRoute")
     rules = len(http_route["spec"]["rules"])
