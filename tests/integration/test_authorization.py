@@ -151,6 +151,13 @@ def test_a_restricted_key_reaches_and_sees_only_its_group(keyed, mock_a, mock_b,
         assert r.status_code == 200, r.text
         assert r.headers["x-llm-model-group"] == "group-a"
     assert [m for _, _, m in served(mock_a[1])] == ["served-a"] * 3
+    # LiteLLM's fan-out: each model checked alone; the one the key may not use is refused in
+    # its place and never sent.
+    r = call(gw, "POST", "/v1/chat/completions", key, chat_body("group-a,group-b", f"fan {restricted}"))
+    assert r.status_code == 200, r.text
+    a, b = r.json()
+    assert a["object"] == "chat.completion" and b["error"]["type"] == "key_model_access_denied"
+    assert [m for _, _, m in served(mock_a[1])] == ["served-a"]
     for path, body in [("/v1/chat/completions", chat_body("group-b", "not b")),
                        ("/v1/embeddings", {"model": "flaky", "input": "x"})]:
         r = call(gw, "POST", path, key, body)
