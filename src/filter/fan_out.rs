@@ -150,6 +150,24 @@ impl FanOut {
         self.complete()
     }
 
+    /// The request ended (the client went away) with models still being asked: Envoy
+    /// cancels their callouts, so settle them here — the router's reservation and the key's
+    /// charge (its in-flight count, its tokens as far as known) — as a single request's
+    /// `on_log` settles an attempt in flight.
+    pub(super) fn abandon(&mut self, metrics: &Metrics, config: &Config, host: &mut WasmHost) {
+        for arm in &mut self.arms {
+            if let Arm::Calling {
+                attempt,
+                key_charge,
+                ..
+            } = arm
+            {
+                Http::settle(metrics, config, host, attempt);
+                Http::settle_key(metrics, config, host, key_charge, attempt, &self.key_label);
+            }
+        }
+    }
+
     /// The list, once no model is still being asked.
     fn complete(&self) -> Option<LocalReply> {
         let answers: Option<Vec<(u16, &[u8])>> = self

@@ -1342,6 +1342,10 @@ impl HttpContext for Http {
         let Some(config) = self.config.clone() else {
             return;
         };
+        if let State::FanOut(fan) = &mut self.state {
+            fan.abandon(&self.metrics, &config, &mut self.host);
+            return;
+        }
         if let State::Routed(routed) = &mut self.state {
             // An upstream that breaks off after its headers leaves a 2xx status behind; Envoy's
             // response details tell, and it counts as the deployment's failure.

@@ -364,3 +364,20 @@ def test_a_fan_out_fails_over_within_a_model_and_lists_a_model_that_failed(gatew
     assert gone["error"]["type"] in ("service_unavailable_error", "api_error"), gone
     assert chat["model"] == "served"
     assert sorted(json.loads(q["body"])["model"] for q in mock_a[1].take()) == ["served", "up"]
+
+
+def test_a_fan_out_the_client_leaves_releases_what_its_models_held(gateway_factory, mock_a):
+    cfg = config(mock_a[0])
+    cfg["model_list"].append({"model_name": "slow", "litellm_params": {
+        "model": "openai/slow", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    gw = gateway_factory(cfg, [mock_a[0]])
+    key = mint(gw, max_parallel_requests=1)["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    # `slow` answers after 3 s; the client gives up first, with the slow model in flight.
+    with pytest.raises(requests.exceptions.Timeout):
+        requests.post(f"{gw.url}/v1/chat/completions", json={"model": "slow,chat", "messages": MSGS},
+                      headers=auth, timeout=0.5)
+    # The key's one slot is free again at once: the abandoned model's charge was settled.
+    r = requests.post(f"{gw.url}/v1/chat/completions", json={"model": "chat", "messages": MSGS}, headers=auth)
+    assert r.status_code == 200, r.text
+    mock_a[1].take()
