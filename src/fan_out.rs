@@ -25,18 +25,20 @@ pub fn names<'a>(config: &Config, model: &'a str) -> Option<Vec<&'a str>> {
 
 /// Refuse what cannot be fanned out, before anything is charged or sent.
 pub fn check(names: &[&str], stream: bool) -> Result<(), GatewayError> {
-    let refuse = |m: &str| Err(GatewayError::invalid_request(m).with_param("model"));
+    let refuse = |m: String| Err(GatewayError::invalid_request(m).with_param("model"));
     if names.iter().any(|n| n.is_empty()) {
         return refuse(
-            "`model` names several models, one of them empty (`a,,b` or a trailing comma)",
+            "`model` names several models, one of them empty (`a,,b` or a trailing comma)".into(),
         );
     }
     if names.len() > MAX_MODELS {
-        return refuse("`model` names more than 8 models; send several requests");
+        return refuse(format!(
+            "`model` names more than {MAX_MODELS} models; send several requests"
+        ));
     }
     if stream {
         // LiteLLM cannot send several streams in one answer either.
-        return refuse("`model` names several models, which cannot be streamed in one answer: leave `stream` out or send one request per model");
+        return refuse("`model` names several models, which cannot be streamed in one answer: leave `stream` out or send one request per model".into());
     }
     Ok(())
 }
