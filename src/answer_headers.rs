@@ -29,6 +29,40 @@ pub struct AnswerFacts<'a> {
     pub key_spend: Option<f64>,
 }
 
+/// How a request came to its answering attempt, as the shell counted it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptHistory {
+    /// Deployments tried through the filter's failover, the answering one included (0:
+    /// no failover was possible).
+    pub tried: usize,
+    /// The group chain position answering, with failover (else `fallback_position`).
+    pub chain_position: Option<usize>,
+    /// Groups passed over before the request was sent (`mock_testing_fallbacks`).
+    pub fallback_position: u32,
+    /// Retries Envoy made on the deployment before this answer.
+    pub envoy_retries: u32,
+    /// Retries LiteLLM's `mock_testing_rate_limit_error` pretends were made.
+    pub mock_retries: u32,
+}
+
+impl AttemptHistory {
+    /// LiteLLM's `x-litellm-attempted-retries`: every attempt before the answering one —
+    /// Envoy's same-deployment retries, the filter's failovers, mocked ones.
+    pub fn attempted_retries(&self) -> u32 {
+        let failovers = u32::try_from(self.tried.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.mock_retries
+            .saturating_add(self.envoy_retries)
+            .saturating_add(failovers)
+    }
+
+    /// LiteLLM's `x-litellm-attempted-fallbacks`: fallback groups moved to.
+    pub fn attempted_fallbacks(&self) -> u32 {
+        self.chain_position.map_or(self.fallback_position, |p| {
+            u32::try_from(p).unwrap_or(u32::MAX)
+        })
+    }
+}
+
 /// The headers for an answer, in the order they are set.
 pub fn answer_headers<'a>(
     config: &'a Config,
@@ -116,6 +150,26 @@ pub fn request_timeout_ms(value: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_count_envoy_retries_failovers_and_mocks() {
+        let h = AttemptHistory {
+            tried: 3,
+            chain_position: Some(1),
+            fallback_position: 0,
+            envoy_retries: 2,
+            mock_retries: 1,
+        };
+        assert_eq!((h.attempted_retries(), h.attempted_fallbacks()), (5, 1));
+        let first = AttemptHistory {
+            fallback_position: 1,
+            ..AttemptHistory::default()
+        };
+        assert_eq!(
+            (first.attempted_retries(), first.attempted_fallbacks()),
+            (0, 1)
+        );
+    }
     use crate::config::parse;
 
     fn config(extra: &str) -> Config {

@@ -11,7 +11,7 @@ mod abi;
 mod fan_out;
 
 use crate::access::{self, KeyCharge};
-use crate::answer_headers::{answer_headers, cost_header, AnswerFacts};
+use crate::answer_headers::{answer_headers, cost_header, AnswerFacts, AttemptHistory};
 use crate::config::{self, Config};
 use crate::gateway::{
     self, BodyAction, Forward, HeadAction, LocalReply, Pending, Replay, RequestHead,
@@ -531,18 +531,17 @@ fn answer_facts<'a>(
     routed: &Routed,
     call_id: Option<&'a str>,
 ) -> Option<AnswerFacts<'a>> {
+    let history = AttemptHistory {
+        tried: routed.replay.as_ref().map_or(0, |r| r.tried.len()),
+        chain_position: routed.replay.as_ref().map(|r| r.position),
+        fallback_position: routed.fallback_position,
+        envoy_retries: routed.envoy_retries_taken,
+        mock_retries: routed.mock_retries,
+    };
     Some(AnswerFacts {
         deployment: config.deployment(deployment)?,
-        attempted_retries: routed.mock_retries
-            + routed.envoy_retries_taken
-            + routed
-                .replay
-                .as_ref()
-                .map_or(0, |r| r.tried.len().saturating_sub(1) as u32),
-        attempted_fallbacks: routed
-            .replay
-            .as_ref()
-            .map_or(routed.fallback_position, |r| r.position as u32),
+        attempted_retries: history.attempted_retries(),
+        attempted_fallbacks: history.attempted_fallbacks(),
         max_retries: routed.max_retries,
         timeout_ms: routed.timeout_ms,
         show_api_base: routed.show_api_base,
