@@ -51,6 +51,29 @@ pub fn unsent() -> GatewayError {
     )
 }
 
+/// The reply, once it can be given: with `first_success` (LiteLLM's `fastest_response`), the
+/// first model to answer 2xx, alone, as soon as it has (the others are then abandoned); when
+/// none does, the first model's error. Otherwise the list, once every model has answered.
+/// `answers` holds each model's answer so far, in the order named.
+pub fn ready(answers: &[Option<(u16, &[u8])>], first_success: bool) -> Option<LocalReply> {
+    if first_success {
+        if let Some((status, body)) = answers
+            .iter()
+            .flatten()
+            .find(|(status, _)| (200..300).contains(status))
+        {
+            return Some(LocalReply::json(*status, body.to_vec()));
+        }
+        if answers.iter().all(Option::is_some) {
+            let (status, body) = answers.iter().flatten().next()?;
+            return Some(LocalReply::json(*status, body.to_vec()));
+        }
+        return None;
+    }
+    let all: Option<Vec<(u16, &[u8])>> = answers.iter().copied().collect();
+    all.map(|a| combine(&a))
+}
+
 /// One answer per model, in order: the JSON list LiteLLM's proxy sends, with status 200.
 /// An answer that is not JSON (it should not happen: every answer is translated or an
 /// OpenAI-format error) becomes an `api_error` object in its place.
@@ -103,6 +126,34 @@ mod tests {
         assert_eq!(check(&["a", ""], false).unwrap_err().status(), 400);
         assert_eq!(check(&["m"; 9], false).unwrap_err().status(), 400);
         assert!(check(&["m"; 8], false).is_ok());
+    }
+
+    #[test]
+    fn the_fastest_success_answers_alone_and_the_list_waits_for_all() {
+        let ok: &[u8] = br#"{"id":"b"}"#;
+        let err: &[u8] = br#"{"error":{"type":"rate_limit_error"}}"#;
+        assert!(
+            ready(&[None, Some((429, err))], true).is_none(),
+            "a failure: wait for the rest"
+        );
+        let r = ready(&[None, Some((200, ok))], true).unwrap();
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, ok),
+            "the first success, alone"
+        );
+        let r = ready(&[Some((503, err)), Some((429, err))], true).unwrap();
+        assert_eq!(r.status, 503, "none succeeded: the first model's error");
+        assert!(
+            ready(&[None, Some((200, ok))], false).is_none(),
+            "the list waits"
+        );
+        assert_eq!(
+            ready(&[Some((429, err)), Some((200, ok))], false)
+                .unwrap()
+                .status,
+            200
+        );
     }
 
     #[test]

@@ -162,7 +162,14 @@ pub enum BodyAction {
     Reply(LocalReply),
     /// LiteLLM's fan-out (`"model": "a,b"`): one request per model, sent as callouts, then
     /// one answer listing theirs (`fan_out::combine`).
-    FanOut(Vec<FanArm>),
+    FanOut(FanOutPlan),
+}
+
+/// A fan-out's requests, and whether the first model to succeed answers alone (LiteLLM's
+/// `fastest_response`) instead of the list of all.
+pub struct FanOutPlan {
+    pub arms: Vec<FanArm>,
+    pub first_success: bool,
 }
 
 /// One model of a fan-out: a request to send, or its answer already known (refused, mocked).
@@ -359,6 +366,7 @@ fn fan_out(
     kind: Inference,
     body: &[u8],
     names: &[&str],
+    first_success: bool,
 ) -> BodyAction {
     let arms = names
         .iter()
@@ -378,7 +386,10 @@ fn fan_out(
             }
         })
         .collect();
-    BodyAction::FanOut(arms)
+    BodyAction::FanOut(FanOutPlan {
+        arms,
+        first_success,
+    })
 }
 
 fn inference(
@@ -405,7 +416,16 @@ fn inference(
     };
     if let Some(names) = crate::fan_out::names(config, &request.model) {
         crate::fan_out::check(&names, request.stream)?;
-        return Ok(fan_out(config, host, pending, kind, body, &names));
+        let first_success = request.fastest_response;
+        return Ok(fan_out(
+            config,
+            host,
+            pending,
+            kind,
+            body,
+            &names,
+            first_success,
+        ));
     }
     let scope = Scope::of(config, principal);
     let switches = request.test_switches;
@@ -1211,7 +1231,8 @@ mod tests {
     fn a_comma_in_model_fans_out_one_request_per_model_each_checked_alone() {
         let (c, mut h) = scoped();
         let body = r#"{"model":"a, c","messages":[{"role":"user","content":"x"}]}"#;
-        let BodyAction::FanOut(arms) = chat(&c, &mut h, "sk-master", body) else {
+        let BodyAction::FanOut(FanOutPlan { arms, .. }) = chat(&c, &mut h, "sk-master", body)
+        else {
             panic!("expected a fan-out");
         };
         let sent: Vec<String> = arms
@@ -1227,7 +1248,7 @@ mod tests {
             .collect();
         assert_eq!(sent, ["ra", "rc"]);
         // A key allowed `a` only: `c` is refused in its place, `a` still goes.
-        let BodyAction::FanOut(arms) = chat(&c, &mut h, "sk-a", body) else {
+        let BodyAction::FanOut(FanOutPlan { arms, .. }) = chat(&c, &mut h, "sk-a", body) else {
             panic!("expected a fan-out");
         };
         assert!(matches!(&arms[0], FanArm::Call(_)));

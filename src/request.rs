@@ -260,6 +260,9 @@ struct Envelope<'a> {
     mock_testing_rate_limit_error: Option<&'a RawValue>,
     #[serde(borrow, default)]
     mock_timeout: Option<&'a RawValue>,
+    // LiteLLM's fan-out race: consumed, never sent upstream.
+    #[serde(borrow, default)]
+    fastest_response: Option<&'a RawValue>,
 }
 
 /// LiteLLM's per-request cache controls: `caching: false`, or
@@ -312,6 +315,8 @@ pub struct InferenceBody<'a> {
     pub metadata: Option<&'a RawValue>,
     /// LiteLLM's `mock_response`: the answer's content, when the caller may ask for one.
     pub mock_response: Option<String>,
+    /// LiteLLM's `fastest_response`: a fan-out answers with the first model that succeeds.
+    pub fastest_response: bool,
     /// LiteLLM's test switches (`mock_testing_*`, `mock_timeout`), read and never sent.
     pub test_switches: TestSwitches,
 }
@@ -456,6 +461,7 @@ impl<'a> InferenceBody<'a> {
             )?,
             timeout: switch("mock_timeout", env.mock_timeout)?,
         };
+        let fastest_response = switch("fastest_response", env.fastest_response)?;
         Ok(InferenceBody {
             body,
             text,
@@ -475,6 +481,7 @@ impl<'a> InferenceBody<'a> {
             metadata: env.metadata,
             mock_response,
             test_switches,
+            fastest_response,
         })
     }
 

@@ -8,11 +8,13 @@ use super::{
 };
 use crate::access::KeyCharge;
 use crate::config::Config;
-use crate::gateway::{self, FanArm, LocalReply, Replay};
+use crate::gateway::{self, FanArm, FanOutPlan, LocalReply, Replay};
 use proxy_wasm::types::{Action, MapType};
 
 pub(super) struct FanOut {
     arms: Vec<Arm>,
+    /// LiteLLM's `fastest_response`: the first success answers alone.
+    first_success: bool,
     key_label: String,
     started_ms: u64,
 }
@@ -32,9 +34,10 @@ enum Arm {
 
 impl Http {
     /// Send every model's request; answer at once if none is in flight.
-    pub(super) fn fan_out(&mut self, config: &Config, arms: Vec<FanArm>) -> Action {
+    pub(super) fn fan_out(&mut self, config: &Config, plan: FanOutPlan) -> Action {
         let mut key_label = String::new();
-        let arms: Vec<Arm> = arms
+        let arms: Vec<Arm> = plan
+            .arms
             .into_iter()
             .map(|arm| match arm {
                 FanArm::Answered(reply) => Arm::Answered {
@@ -73,12 +76,14 @@ impl Http {
                 }
             })
             .collect();
-        let fan = FanOut {
+        let mut fan = FanOut {
             arms,
+            first_success: plan.first_success,
             key_label,
             started_ms: self.started_ms,
         };
         if let Some(reply) = fan.complete() {
+            fan.abandon(&self.metrics, config, &mut self.host);
             return self.reply(reply);
         }
         self.state = State::FanOut(Box::new(fan));
@@ -150,8 +155,8 @@ impl FanOut {
         self.complete()
     }
 
-    /// The request ended (the client went away) with models still being asked: Envoy
-    /// cancels their callouts, so settle them here — the router's reservation and the key's
+    /// The request ended (the client went away, or the fastest model answered) with models
+    /// still being asked: their answers will never be read, so settle them here — the router's reservation and the key's
     /// charge (its in-flight count, its tokens as far as known) — as a single request's
     /// `on_log` settles an attempt in flight.
     pub(super) fn abandon(&mut self, metrics: &Metrics, config: &Config, host: &mut WasmHost) {
@@ -168,9 +173,9 @@ impl FanOut {
         }
     }
 
-    /// The list, once no model is still being asked.
+    /// The reply, once the core says it can be given (`fan_out::ready`).
     fn complete(&self) -> Option<LocalReply> {
-        let answers: Option<Vec<(u16, &[u8])>> = self
+        let answers: Vec<Option<(u16, &[u8])>> = self
             .arms
             .iter()
             .map(|a| match a {
@@ -178,6 +183,6 @@ impl FanOut {
                 Arm::Calling { .. } => None,
             })
             .collect();
-        answers.map(|a| crate::fan_out::combine(&a))
+        crate::fan_out::ready(&answers, self.first_success)
     }
 }

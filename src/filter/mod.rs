@@ -981,9 +981,10 @@ impl Context for Http {
             return;
         };
         if let State::FanOut(fan) = &mut self.state {
-            if let Some(reply) =
-                fan.answered(&self.metrics, &config, &mut self.host, token_id, body_size)
-            {
+            let reply = fan.answered(&self.metrics, &config, &mut self.host, token_id, body_size);
+            if let Some(reply) = reply {
+                // The fastest model answered: the others' answers will never be read.
+                fan.abandon(&self.metrics, &config, &mut self.host);
                 self.reply(reply);
             }
             return;
@@ -1163,7 +1164,7 @@ impl HttpContext for Http {
         match gateway::on_request_body(&config, &mut self.host, &pending, &body) {
             BodyAction::Forward(forward) => self.forward(&config, *forward, Some(body_size)),
             BodyAction::Reply(reply) => self.reply(reply),
-            BodyAction::FanOut(arms) => self.fan_out(&config, arms),
+            BodyAction::FanOut(plan) => self.fan_out(&config, plan),
         }
     }
 

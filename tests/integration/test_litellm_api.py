@@ -381,3 +381,23 @@ def test_a_fan_out_the_client_leaves_releases_what_its_models_held(gateway_facto
     r = requests.post(f"{gw.url}/v1/chat/completions", json={"model": "chat", "messages": MSGS}, headers=auth)
     assert r.status_code == 200, r.text
     mock_a[1].take()
+
+
+def test_fastest_response_answers_with_the_first_model_to_succeed(gateway_factory, mock_a):
+    cfg = config(mock_a[0])
+    cfg["model_list"].append({"model_name": "slow", "litellm_params": {
+        "model": "openai/slow", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    gw = gateway_factory(cfg, [mock_a[0]])
+    mock_a[1].take()
+    key = mint(gw, max_parallel_requests=2)["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    r = requests.post(f"{gw.url}/v1/chat/completions", headers=auth,
+                      json={"model": "slow,chat", "messages": MSGS, "fastest_response": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "served", "one answer, not a list: the fast model's"
+    assert all(b"fastest_response" not in q["body"] for q in mock_a[1].take()), "never sent upstream"
+    # The slow model's slot was given back when the fast one answered: both of the key's two
+    # slots are free for two models at once (the slow one would still hold one for 3 s).
+    r = requests.post(f"{gw.url}/v1/chat/completions", headers=auth, json={"model": "chat,chat", "messages": MSGS})
+    assert [a.get("object") for a in r.json()] == ["chat.completion"] * 2, r.text
+    mock_a[1].take()
