@@ -215,21 +215,14 @@ pub fn failover(
     status: u16,
 ) -> Option<Forward> {
     let original = InferenceBody::parse(replay.kind, &replay.body).ok()?;
-    let failed_deployment_retries = replay
-        .tried
-        .last()
-        .and_then(|&i| config.deployment(i))
-        .and_then(|d| d.num_retries);
+    let failed = replay.tried.last().and_then(|&i| config.deployment(i));
+    // The request's num_retries, else the failed deployment's, else its group's policy for
+    // this kind of failure (LiteLLM's model_group_retry_policy), else the router's.
     let allowed = replay
         .num_retries
-        .or(failed_deployment_retries)
+        .or(failed.and_then(|d| d.num_retries))
         .unwrap_or_else(|| {
-            // The failed deployment's group's policy (LiteLLM's model_group_retry_policy).
-            let group = replay
-                .tried
-                .last()
-                .and_then(|&i| config.deployment(i))
-                .map_or(usize::MAX, |d| d.group);
+            let group = failed.map_or(usize::MAX, |d| d.group);
             config
                 .router
                 .retry_policy_of(group)

@@ -66,6 +66,25 @@ pub struct Policy {
     pub allowed_fails_by_kind: AllowedFailsByKind,
 }
 
+/// The kinds of deployment failure LiteLLM's per-kind policies (`retry_policy`,
+/// `allowed_fails_policy`) tell apart, by the status the upstream answered (503 for none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    RateLimit,
+    Timeout,
+    InternalServer,
+}
+
+impl FailureKind {
+    pub fn of(status: u16) -> FailureKind {
+        match status {
+            429 => FailureKind::RateLimit,
+            408 | 504 => FailureKind::Timeout,
+            _ => FailureKind::InternalServer,
+        }
+    }
+}
+
 /// Failures a minute allowed before a cooldown, by the kind of the failure that is one too
 /// many (`None`: `allowed_fails`). Only the threshold differs: every failure counts in the
 /// one counter, as in LiteLLM (`failed_calls` per deployment).
@@ -91,10 +110,10 @@ impl Policy {
     /// The failures allowed when the latest one answered `status`.
     pub fn allowed_fails_for(&self, status: u16) -> u64 {
         let by = &self.allowed_fails_by_kind;
-        match status {
-            429 => by.rate_limit,
-            408 | 504 => by.timeout,
-            _ => by.internal_server,
+        match FailureKind::of(status) {
+            FailureKind::RateLimit => by.rate_limit,
+            FailureKind::Timeout => by.timeout,
+            FailureKind::InternalServer => by.internal_server,
         }
         .unwrap_or(self.allowed_fails)
     }

@@ -87,10 +87,10 @@ impl RetryPolicy {
 
     /// The retries allowed after an upstream answered `status` (0: no answer at all).
     pub fn for_status(&self, status: u16) -> Option<u32> {
-        match status {
-            429 => self.rate_limit,
-            408 | 504 => self.timeout,
-            _ => self.internal_server,
+        match crate::state::FailureKind::of(status) {
+            crate::state::FailureKind::RateLimit => self.rate_limit,
+            crate::state::FailureKind::Timeout => self.timeout,
+            crate::state::FailureKind::InternalServer => self.internal_server,
         }
     }
 
