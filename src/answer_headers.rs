@@ -29,6 +29,13 @@ pub struct AnswerFacts<'a> {
     pub key_spend: Option<f64>,
 }
 
+/// Whether an answer's `x-envoy-attempt-count` is worth reading (a host call): Envoy may have
+/// retried on the deployment (the request allowed `envoy_retries`) and the answer reports
+/// retries (`x-litellm-attempted-retries`, when LiteLLM's headers are on).
+pub fn reads_attempt_count(config: &Config, envoy_retries: u32) -> bool {
+    envoy_retries > 0 && config.litellm_response_headers
+}
+
 /// How a request came to its answering attempt, as the shell counted it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AttemptHistory {

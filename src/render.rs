@@ -154,7 +154,8 @@ pub fn with_route_defaults(gateway_json: &Value, config: &Config) -> Value {
         if let Value::Object(general) = general {
             general.insert(
                 "envoy_route_defaults".into(),
-                json!({"timeout_seconds": d.timeout_ms as f64 / 1000.0, "retry_on": d.retry_on,
+                json!({"timeout_seconds": d.timeout_ms as f64 / 1000.0,
+                       "retry_on": crate::retry::ENVOY_RETRY_ON,
                        "num_retries": d.num_retries}),
             );
         }
@@ -199,7 +200,7 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
     let timeout = match &defaults {
         Some(d) => {
             if let Value::Object(p) = &mut retry_policy {
-                p.insert("retry_on".into(), json!(d.retry_on));
+                p.insert("retry_on".into(), json!(crate::retry::ENVOY_RETRY_ON));
                 p.insert("num_retries".into(), json!(d.num_retries));
             }
             format!("{}.{:03}s", d.timeout_ms / 1000, d.timeout_ms % 1000)

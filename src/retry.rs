@@ -40,12 +40,12 @@ impl StatusRetries {
 /// What the Envoy route already sets for every routed request (`render` writes the route and
 /// says so in `general_settings.envoy_route_defaults`): a header that would repeat it is one
 /// host call saved. The route's `retry_on` is always `ENVOY_RETRY_ON`, the least any request
-/// retries on: Envoy ORs a request's `x-envoy-retry-on` into the route's (measured), so a
-/// header can widen the route's retry conditions but never narrow them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// retries on (so it is not kept here): Envoy ORs a request's `x-envoy-retry-on` into the
+/// route's (measured), so a header can widen the route's retry conditions but never narrow
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteDefaults {
     pub timeout_ms: u64,
-    pub retry_on: String,
     pub num_retries: u32,
 }
 
@@ -74,7 +74,6 @@ pub fn route_defaults_for(config: &Config) -> Option<RouteDefaults> {
     )?;
     Some(RouteDefaults {
         timeout_ms,
-        retry_on: ENVOY_RETRY_ON.to_string(),
         num_retries,
     })
 }
@@ -117,7 +116,7 @@ pub fn upstream_knobs<'a>(
     }
     UpstreamKnobs {
         timeout_ms,
-        retry_on: (wanted.retry_on != route.retry_on).then_some(wanted.retry_on),
+        retry_on: (wanted.retry_on != ENVOY_RETRY_ON).then_some(wanted.retry_on),
         statuses: wanted.statuses,
         max_retries: (retries != route.num_retries).then_some(retries),
     }

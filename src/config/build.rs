@@ -219,7 +219,6 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         }
         Some(crate::retry::RouteDefaults {
             timeout_ms: (r.timeout_seconds * 1000.0).round() as u64,
-            retry_on: r.retry_on.clone(),
             num_retries: r.num_retries,
         })
     });

@@ -1,6 +1,7 @@
 //! The shell of LiteLLM's fan-out (`crate::fan_out`): each model's request goes out as a
 //! callout at once; each answer is translated, settled and kept (a failed deployment hands
-//! over to the next, as for a single request); the client gets the list once all are back.
+//! over to the next, as for a single request); the client gets the list once all are back,
+//! or the first success with `fastest_response`.
 
 use super::{
     abi, call_answer, call_body, call_status, header, Attempt, Http, Metrics, State, Timing,
@@ -93,7 +94,7 @@ impl Http {
 
 impl FanOut {
     /// The callout `token` answered: keep its translated answer (or hand over to the next
-    /// deployment); the reply to send once every model has answered.
+    /// deployment); the reply, once the core says one can be given (`complete`).
     pub(super) fn answered(
         &mut self,
         metrics: &Metrics,
@@ -156,9 +157,9 @@ impl FanOut {
     }
 
     /// The request ended (the client went away, or the fastest model answered) with models
-    /// still being asked: their answers will never be read, so settle them here — the router's reservation and the key's
-    /// charge (its in-flight count, its tokens as far as known) — as a single request's
-    /// `on_log` settles an attempt in flight.
+    /// still being asked: their answers will never be read, so settle them here — the
+    /// router's reservation and the key's charge (its in-flight count, its tokens as far as
+    /// known) — as a single request's `on_log` settles an attempt in flight.
     pub(super) fn abandon(&mut self, metrics: &Metrics, config: &Config, host: &mut WasmHost) {
         for arm in &mut self.arms {
             if let Arm::Calling {

@@ -1179,7 +1179,8 @@ impl HttpContext for Http {
         // Each header read is a host call: one read of the whole map when more than
         // `:status` is wanted (a translator reading the content type; Envoy's attempt count
         // where it may have retried and the answer reports it).
-        let wants_attempts = routed.max_retries > 0 && config.litellm_response_headers;
+        let wants_attempts =
+            crate::answer_headers::reads_attempt_count(&config, routed.max_retries);
         let wants_type = routed.current.response.reads_content_type();
         let (status, content_type) = if wants_attempts || wants_type {
             let map = abi::header_map(MapType::HttpResponseHeaders);
