@@ -26,6 +26,13 @@ def config(port, **litellm_settings):
     }
 
 
+def served_too(cfg, port, name, model):
+    """`cfg` with one more group, `name`, served by the mock as `openai/<model>`."""
+    cfg["model_list"].append({"model_name": name, "litellm_params": {
+        "model": f"openai/{model}", "api_base": f"http://127.0.0.1:{port}"}})
+    return cfg
+
+
 def mint(gw, **body):
     r = requests.post(f"{gw.url}/key/generate", json=body, headers={"Authorization": f"Bearer {MASTER}"})
     assert r.status_code == 200, r.text
@@ -187,8 +194,7 @@ def test_a_group_of_one_deployment_is_retried_on_it_honouring_retry_after(gatewa
 def test_max_parallel_requests_holds_across_workers(gateway_factory, mock_a):
     from concurrent.futures import ThreadPoolExecutor
     cfg = config(mock_a[0])
-    cfg["model_list"].append({"model_name": "slow", "litellm_params": {
-        "model": "openai/slow", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    served_too(cfg, mock_a[0], "slow", "slow")
     gw = gateway_factory(cfg, [mock_a[0]])
     mock_a[1].take()
     key = mint(gw, max_parallel_requests=2)["key"]
@@ -208,8 +214,7 @@ def test_max_parallel_requests_holds_across_workers(gateway_factory, mock_a):
 
 def test_a_fallback_with_its_own_messages_is_sent_them(gateway_factory, mock_a):
     cfg = config(mock_a[0])
-    cfg["model_list"].append({"model_name": "broken", "litellm_params": {
-        "model": "openai/fail-500", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    served_too(cfg, mock_a[0], "broken", "fail-500")
     gw = gateway_factory(cfg, [mock_a[0]])
     mock_a[1].take()
     own = [{"role": "user", "content": "the fallback's own prompt"}]
@@ -258,8 +263,7 @@ def test_litellm_test_switches_when_the_operator_turns_them_on(gateway_factory, 
 
 def test_keys_may_name_model_patterns_and_names_a_wildcard_serves(gateway_factory, mock_a):
     cfg = config(mock_a[0])
-    cfg["model_list"].append({"model_name": "*", "litellm_params": {
-        "model": "openai/*", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    served_too(cfg, mock_a[0], "*", "*")
     gw = gateway_factory(cfg, [mock_a[0]])
     trusted = {"allow_client_mock_response": True}
     mocked = {"mock_response": "ok"}
@@ -281,8 +285,7 @@ def test_keys_may_name_model_patterns_and_names_a_wildcard_serves(gateway_factor
 def test_a_comma_in_model_fans_out_and_answers_the_list(gateway_factory, mock_a):
     # A wildcard group is present: a comma still means LiteLLM's fan-out, not a name for `*`.
     cfg = config(mock_a[0])
-    cfg["model_list"].append({"model_name": "*", "litellm_params": {
-        "model": "openai/*", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    served_too(cfg, mock_a[0], "*", "*")
     gw = gateway_factory(cfg, [mock_a[0]])
     mock_a[1].take()
     body = {"model": "chat, other", "messages": MSGS}
@@ -368,8 +371,7 @@ def test_a_fan_out_fails_over_within_a_model_and_lists_a_model_that_failed(gatew
 
 def test_a_fan_out_the_client_leaves_releases_what_its_models_held(gateway_factory, mock_a):
     cfg = config(mock_a[0])
-    cfg["model_list"].append({"model_name": "slow", "litellm_params": {
-        "model": "openai/slow", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    served_too(cfg, mock_a[0], "slow", "slow")
     gw = gateway_factory(cfg, [mock_a[0]])
     key = mint(gw, max_parallel_requests=1)["key"]
     auth = {"Authorization": f"Bearer {key}"}
@@ -385,8 +387,7 @@ def test_a_fan_out_the_client_leaves_releases_what_its_models_held(gateway_facto
 
 def test_fastest_response_answers_with_the_first_model_to_succeed(gateway_factory, mock_a):
     cfg = config(mock_a[0])
-    cfg["model_list"].append({"model_name": "slow", "litellm_params": {
-        "model": "openai/slow", "api_base": f"http://127.0.0.1:{mock_a[0]}"}})
+    served_too(cfg, mock_a[0], "slow", "slow")
     gw = gateway_factory(cfg, [mock_a[0]])
     mock_a[1].take()
     key = mint(gw, max_parallel_requests=2)["key"]
