@@ -32,6 +32,7 @@ pub mod retry;
 pub mod router;
 pub mod scope;
 pub mod select;
+pub mod session;
 pub mod shared_store;
 pub mod sse;
 pub mod state;

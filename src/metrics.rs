@@ -137,6 +137,137 @@ impl Labels {
     }
 }
 
+/// One of the gateway's stats, as the core names it. Each shell maps it onto its host's
+/// metrics: the wasm shell onto Envoy stats named `Stat::name` (labels parsed back out by
+/// `stats_tags`), the native shell onto labelled metrics (`Stat::labelled`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stat<'a> {
+    Requests {
+        deployment: usize,
+        key: &'a str,
+        status: u16,
+    },
+    PromptTokens {
+        deployment: usize,
+        key: &'a str,
+    },
+    CompletionTokens {
+        deployment: usize,
+        key: &'a str,
+    },
+    /// Histograms, in milliseconds.
+    Duration {
+        deployment: usize,
+    },
+    TimeToFirstToken {
+        deployment: usize,
+    },
+    /// A gauge: requests on their way to or from the deployment.
+    InFlight {
+        deployment: usize,
+    },
+    Cooldowns {
+        deployment: usize,
+    },
+    Failovers {
+        deployment: usize,
+    },
+    Fallbacks {
+        deployment: usize,
+    },
+    /// A timer-refreshed gauge of a deployment (`Labels::gauge`).
+    DeploymentGauge {
+        deployment: usize,
+        name: &'static str,
+    },
+    /// A counter named in full (errors, refusals, cache hits, key spend).
+    Named(&'a str),
+    /// A gauge named in full (a key's budget used).
+    NamedGauge(&'a str),
+}
+
+/// How a stat's values combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Stat<'_> {
+    pub fn kind(&self) -> StatKind {
+        match self {
+            Stat::Duration { .. } | Stat::TimeToFirstToken { .. } => StatKind::Histogram,
+            Stat::InFlight { .. } | Stat::DeploymentGauge { .. } | Stat::NamedGauge(_) => {
+                StatKind::Gauge
+            }
+            _ => StatKind::Counter,
+        }
+    }
+
+    /// Its Envoy stat name (`llm_gateway.group.….name`).
+    pub fn name(&self, config: &crate::config::Config) -> String {
+        let l = |deployment: usize, key: &str| Labels::of(config, deployment, key);
+        match *self {
+            Stat::Requests {
+                deployment,
+                key,
+                status,
+            } => l(deployment, key).requests(status),
+            Stat::PromptTokens { deployment, key } => l(deployment, key).prompt_tokens(),
+            Stat::CompletionTokens { deployment, key } => l(deployment, key).completion_tokens(),
+            Stat::Duration { deployment } => l(deployment, "").duration(),
+            Stat::TimeToFirstToken { deployment } => l(deployment, "").time_to_first_token(),
+            Stat::InFlight { deployment } => l(deployment, "").in_flight(),
+            Stat::Cooldowns { deployment } => l(deployment, "").cooldowns(),
+            Stat::Failovers { deployment } => l(deployment, "").failovers(),
+            Stat::Fallbacks { deployment } => l(deployment, "").fallbacks(),
+            Stat::DeploymentGauge { deployment, name } => l(deployment, "").gauge(name),
+            Stat::Named(name) | Stat::NamedGauge(name) => name.to_string(),
+        }
+    }
+}
+
+/// The labels `stats_tags` reads out of a stat name, by segment name (see the shipped Envoy
+/// configs): the tag each becomes in Prometheus.
+const TAGS: [(&str, &str); 7] = [
+    ("group", "model_group"),
+    ("deployment", "deployment"),
+    ("key", "key_alias"),
+    ("status", "status_class"),
+    ("origin", "origin"),
+    ("type", "error_type"),
+    ("reason", "reason"),
+];
+
+/// A stat name split as `stats_tags` splits it: the name with every `label.value.` segment
+/// taken out (`llm_gateway.requests`, `llm_gateway.keys.refusals`) and the labels, in order.
+/// Names that are not the gateway's come back whole, without labels.
+pub fn split_labels(name: &str) -> (String, Vec<(&'static str, &str)>) {
+    let Some(rest) = name.strip_prefix("llm_gateway.") else {
+        return (name.to_string(), Vec::new());
+    };
+    let mut family = String::from("llm_gateway");
+    let mut labels = Vec::new();
+    let mut parts = rest.split('.');
+    while let Some(part) = parts.next() {
+        let tag = TAGS.iter().find(|(segment, _)| *segment == part);
+        // A label segment has a value and is not the name's last part.
+        let mut ahead = parts.clone();
+        match (tag, ahead.next(), ahead.next()) {
+            (Some((_, tag)), Some(value), Some(_)) => {
+                labels.push((*tag, value));
+                parts.next();
+            }
+            _ => {
+                family.push('.');
+                family.push_str(part);
+            }
+        }
+    }
+    (family, labels)
+}
+
 /// Answers served from the response cache, by model group.
 pub fn cache_hits(group_label: &str) -> String {
     format!("llm_gateway.group.{group_label}.cache_hits")
@@ -260,6 +391,49 @@ mod tests {
         assert_eq!(
             key_refusals("team_a", "budget"),
             "llm_gateway.keys.key.team_a.reason.budget.refusals"
+        );
+    }
+
+    #[test]
+    fn labels_split_as_stats_tags_split_them() {
+        assert_eq!(
+            split_labels("llm_gateway.group.chat.deployment.chat_0.key.none.status.5xx.requests"),
+            (
+                "llm_gateway.requests".to_string(),
+                vec![
+                    ("model_group", "chat"),
+                    ("deployment", "chat_0"),
+                    ("key_alias", "none"),
+                    ("status_class", "5xx")
+                ]
+            )
+        );
+        assert_eq!(
+            split_labels("llm_gateway.keys.key.team_a.reason.budget.refusals"),
+            (
+                "llm_gateway.keys.refusals".to_string(),
+                vec![("key_alias", "team_a"), ("reason", "budget")]
+            )
+        );
+        assert_eq!(
+            split_labels(&errors("chat", "upstream", "rate_limit_error")),
+            (
+                "llm_gateway.errors".to_string(),
+                vec![
+                    ("model_group", "chat"),
+                    ("origin", "upstream"),
+                    ("error_type", "rate_limit_error")
+                ]
+            )
+        );
+        // A deployment named like a label segment stays a value.
+        assert_eq!(
+            split_labels("llm_gateway.group.key.deployment.status.cooldowns").1,
+            vec![("model_group", "key"), ("deployment", "status")]
+        );
+        assert_eq!(
+            split_labels("other.name"),
+            ("other.name".to_string(), vec![])
         );
     }
 

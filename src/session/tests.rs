@@ -1,0 +1,449 @@
+//! The session driven as Envoy drives it, through a recording `FakeStream` and `FakeHost`.
+
+use super::*;
+use crate::config::parse;
+use crate::host::FakeHost;
+use crate::metrics::StatKind;
+use std::collections::{BTreeMap, HashMap};
+
+const CONFIG: &str = r#"{
+  "model_list": [
+    {"model_name": "chat", "litellm_params": {"model": "hosted_vllm/a", "api_base": "http://127.0.0.1:9001/v1"}},
+    {"model_name": "chat", "litellm_params": {"model": "openai/b", "api_base": "http://127.0.0.1:9002", "api_key": "up-key"}}
+  ],
+  "router_settings": {"routing_strategy": "simple-shuffle"},
+  "general_settings": {"master_key": "sk-master"}
+}"#;
+
+fn config() -> Config {
+    parse(CONFIG.as_bytes(), &|_| None, 1000).unwrap().0
+}
+
+type Pairs = Vec<(String, String)>;
+
+/// What a shell would have done to Envoy, recorded.
+#[derive(Default)]
+struct FakeStream<'c> {
+    request_headers: BTreeMap<String, Option<String>>,
+    request_body: Vec<u8>,
+    response_headers: HashMap<String, String>,
+    response_body: Vec<u8>,
+    reply: Option<(u16, Pairs, Vec<u8>)>,
+    calls: Vec<(String, Pairs, Option<Vec<u8>>)>,
+    record: Option<Vec<u8>>,
+    counters: HashMap<String, i64>,
+    gauges: HashMap<String, u64>,
+    histograms: HashMap<String, Vec<u64>>,
+    config: Option<&'c Config>,
+}
+
+impl<'c> FakeStream<'c> {
+    fn new(config: &'c Config) -> Self {
+        FakeStream {
+            config: Some(config),
+            ..Default::default()
+        }
+    }
+
+    fn name(&self, stat: Stat<'_>) -> String {
+        match stat {
+            Stat::Named(name) | Stat::NamedGauge(name) => name.to_string(),
+            _ => stat.name(
+                self.config
+                    .expect("deployment stats need the configuration"),
+            ),
+        }
+    }
+
+    fn counter(&self, suffix: &str) -> i64 {
+        self.counters
+            .iter()
+            .filter(|(k, _)| k.ends_with(suffix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+impl Stats for FakeStream<'_> {
+    fn add(&mut self, stat: Stat<'_>, by: i64) {
+        let name = self.name(stat);
+        match stat.kind() {
+            StatKind::Gauge => {
+                let g = self.gauges.entry(name).or_default();
+                *g = g.saturating_add_signed(by);
+            }
+            _ => *self.counters.entry(name).or_default() += by,
+        }
+    }
+    fn set(&mut self, stat: Stat<'_>, value: u64) {
+        let name = self.name(stat);
+        self.gauges.insert(name, value);
+    }
+    fn record(&mut self, stat: Stat<'_>, value: u64) {
+        let name = self.name(stat);
+        self.histograms.entry(name).or_default().push(value);
+    }
+    fn define(&mut self, stat: Stat<'_>) {
+        let name = self.name(stat);
+        self.counters.entry(name).or_default();
+    }
+}
+
+impl Stream for FakeStream<'_> {
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.request_headers
+            .insert(name.to_string(), value.map(str::to_string));
+    }
+    fn request_body(&mut self, size: usize) -> Option<Vec<u8>> {
+        assert_eq!(size, self.request_body.len());
+        Some(self.request_body.clone())
+    }
+    fn replace_request_body(&mut self, size: usize, body: &[u8]) -> bool {
+        assert_eq!(size, self.request_body.len());
+        self.request_body = body.to_vec();
+        true
+    }
+    fn response_headers(&mut self, names: &[&str], out: &mut [Option<String>]) {
+        for (name, slot) in names.iter().zip(out.iter_mut()) {
+            *slot = self.response_headers.get(*name).cloned();
+        }
+    }
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self
+                .response_headers
+                .insert(name.to_string(), v.to_string()),
+            None => self.response_headers.remove(name),
+        };
+    }
+    fn response_body(&mut self, size: usize) -> Option<Vec<u8>> {
+        assert_eq!(size, self.response_body.len());
+        Some(self.response_body.clone())
+    }
+    fn replace_response_body(&mut self, _size: usize, body: &[u8]) -> bool {
+        self.response_body = body.to_vec();
+        true
+    }
+    fn send_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
+        assert!(self.reply.is_none(), "one reply per request");
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.reply = Some((status, headers, body.to_vec()));
+        true
+    }
+    fn call(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        _timeout_ms: u64,
+    ) -> Option<u32> {
+        if cluster == "missing" {
+            return None;
+        }
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.calls
+            .push((cluster.to_string(), headers, body.map(<[u8]>::to_vec)));
+        Some(self.calls.len() as u32)
+    }
+    fn set_access_record(&mut self, record: &[u8]) {
+        assert!(self.record.is_none(), "one access-log record per request");
+        self.record = Some(record.to_vec());
+    }
+    fn response_code_details(&mut self) -> Option<Vec<u8>> {
+        Some(b"via_upstream".to_vec())
+    }
+    fn log(&mut self, _level: LogLevel, _message: &str) {}
+}
+
+const CHAT: &[u8] = br#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#;
+const ANSWER: &[u8] = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+
+/// A chat request up to its forwarding: the session and the stream it edited.
+fn send_chat<'c>(
+    config: &'c Config,
+    host: &mut FakeHost,
+    body: &[u8],
+) -> (Session, FakeStream<'c>, Flow) {
+    let mut session = Session::new();
+    let mut stream = FakeStream::new(config);
+    let headers: [(&str, &[u8]); 5] = [
+        (":method", b"POST"),
+        (":path", b"/v1/chat/completions"),
+        ("authorization", b"Bearer sk-master"),
+        ("content-type", b"application/json"),
+        ("x-envoy-max-retries", b"9"),
+    ];
+    let head =
+        session.on_request_headers(Some(config), host, &mut stream, headers.into_iter(), false);
+    assert_eq!(head, Flow::Pause, "the body is read before routing");
+    stream.request_body = body.to_vec();
+    let flow = session.on_request_body(Some(config), host, &mut stream, body.len(), true);
+    (session, stream, flow)
+}
+
+#[test]
+fn a_request_is_pointed_at_a_deployment_and_its_answer_recorded() {
+    let config = config();
+    let mut host = FakeHost::new(7);
+    let (mut session, mut stream, flow) = send_chat(&config, &mut host, CHAT);
+    assert_eq!(flow, Flow::Continue);
+    let h = &stream.request_headers;
+    assert_eq!(
+        h["authorization"], None,
+        "the client's key never goes upstream"
+    );
+    assert_eq!(
+        h["x-envoy-max-retries"].is_some(),
+        h.contains_key("x-envoy-retry-on")
+    );
+    let cluster = h["x-llm-cluster"].clone().unwrap();
+    let deployment = config
+        .deployments
+        .iter()
+        .position(|d| d.cluster == cluster)
+        .unwrap();
+    assert_eq!(
+        stream.gauges.values().sum::<u64>(),
+        1,
+        "one request in flight"
+    );
+
+    stream.response_headers = [(":status", "200"), ("content-type", "application/json")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let head = session.on_response_headers(Some(&config), &mut host, &mut stream, false);
+    // The answer is held whole: its cost goes in its headers.
+    assert_eq!(head, Flow::Pause);
+    stream.response_body = ANSWER.to_vec();
+    host.now_ms += 40;
+    session.on_response_body(Some(&config), &mut host, &mut stream, ANSWER.len(), true);
+    session.on_log(Some(&config), &mut host, &mut stream);
+
+    assert_eq!(stream.counter(".status.2xx.requests"), 1);
+    assert_eq!(stream.counter(".prompt_tokens"), 3);
+    assert_eq!(stream.counter(".completion_tokens"), 2);
+    assert_eq!(
+        stream.gauges.values().sum::<u64>(),
+        0,
+        "in flight back to 0"
+    );
+    let duration = stream.name(Stat::Duration { deployment });
+    assert_eq!(stream.histograms[&duration], vec![40]);
+    let record: serde_json::Value = serde_json::from_slice(&stream.record.unwrap()).unwrap();
+    assert_eq!(record["prompt_tokens"], 3);
+    assert_eq!(record["key_alias"], "master");
+    assert!(stream.reply.is_none());
+}
+
+#[test]
+fn a_failed_deployment_hands_over_through_a_callout() {
+    let config = config();
+    let mut host = FakeHost::new(3);
+    let (mut session, mut stream, _) = send_chat(&config, &mut host, CHAT);
+    let first = stream.request_headers["x-llm-cluster"].clone().unwrap();
+    stream
+        .response_headers
+        .insert(":status".into(), "503".into());
+    let head = session.on_response_headers(Some(&config), &mut host, &mut stream, false);
+    assert_eq!(head, Flow::Pause, "the failed answer is held");
+    let (cluster, headers, body) = stream.calls.pop().unwrap();
+    assert_ne!(cluster, first, "the other deployment");
+    assert!(headers.iter().any(|(k, v)| k == ":method" && v == "POST"));
+    assert!(body.is_some_and(|b| !b.is_empty()));
+    assert_eq!(stream.counter(".failovers"), 1);
+    // The failed body waits while the callout runs.
+    stream.response_body = b"busy".to_vec();
+    assert_eq!(
+        session.on_response_body(Some(&config), &mut host, &mut stream, 4, true),
+        Flow::Pause
+    );
+    let answer = CalloutAnswer {
+        status: Some(200),
+        content_type: Some("application/json"),
+        body: ANSWER.to_vec(),
+    };
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, answer);
+    let (status, headers, body) = stream.reply.clone().unwrap();
+    assert_eq!(status, 200);
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "x-litellm-attempted-fallbacks"
+            || k == "x-litellm-model-id" && !v.is_empty()));
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "ok");
+    session.on_log(Some(&config), &mut host, &mut stream);
+    assert_eq!(stream.counter(".status.2xx.requests"), 1, "recorded once");
+    assert_eq!(stream.counter(".status.5xx.requests"), 0);
+    assert_eq!(
+        stream.gauges.values().sum::<u64>(),
+        0,
+        "{:?}",
+        stream.gauges
+    );
+}
+
+#[test]
+fn a_callout_envoy_cannot_send_is_passed_over() {
+    let mut config = config();
+    for d in &mut config.deployments {
+        d.cluster = "missing".into();
+    }
+    let mut host = FakeHost::new(3);
+    let (mut session, mut stream, _) = send_chat(&config, &mut host, CHAT);
+    stream
+        .response_headers
+        .insert(":status".into(), "503".into());
+    session.on_response_headers(Some(&config), &mut host, &mut stream, false);
+    assert!(
+        stream.calls.is_empty(),
+        "nothing to wait for: the upstream's 503 goes out"
+    );
+    stream.response_body = b"{}".to_vec();
+    let body = session.on_response_body(Some(&config), &mut host, &mut stream, 2, true);
+    assert_eq!(body, Flow::Continue);
+    session.on_log(Some(&config), &mut host, &mut stream);
+    assert_eq!(stream.counter(".status.5xx.requests"), 1);
+}
+
+#[test]
+fn refusals_are_answered_locally_and_counted() {
+    let config = config();
+    let mut host = FakeHost::new(1);
+    let mut session = Session::new();
+    let mut stream = FakeStream::new(&config);
+    let headers: [(&str, &[u8]); 2] = [(":method", b"POST"), (":path", b"/v1/chat/completions")];
+    let flow = session.on_request_headers(
+        Some(&config),
+        &mut host,
+        &mut stream,
+        headers.into_iter(),
+        false,
+    );
+    assert_eq!(flow, Flow::Pause);
+    let (status, headers, body) = stream.reply.clone().unwrap();
+    assert_eq!(status, 401);
+    assert!(headers.contains(&("content-type".into(), "application/json".into())));
+    assert!(String::from_utf8_lossy(&body).contains("\"error\""));
+    assert_eq!(
+        stream.counter(".origin.gateway.type.authentication_error.errors"),
+        1
+    );
+    // The response events see the gateway's own reply and leave it alone.
+    let after = session.on_response_headers(Some(&config), &mut host, &mut stream, false);
+    assert_eq!(after, Flow::Continue);
+    session.on_log(Some(&config), &mut host, &mut stream);
+    assert!(stream.record.is_none());
+}
+
+#[test]
+fn without_a_configuration_every_request_gets_a_503() {
+    let mut host = FakeHost::new(1);
+    let mut session = Session::new();
+    let mut stream = FakeStream::default();
+    let headers: [(&str, &[u8]); 1] = [(":method", b"GET")];
+    session.on_request_headers(None, &mut host, &mut stream, headers.into_iter(), true);
+    assert_eq!(stream.reply.unwrap().0, 503);
+}
+
+#[test]
+fn health_probes_every_deployment_and_answers_once_all_are_back() {
+    let config = config();
+    let mut host = FakeHost::new(1);
+    let mut session = Session::new();
+    let mut stream = FakeStream::new(&config);
+    let headers: [(&str, &[u8]); 3] = [
+        (":method", b"GET"),
+        (":path", b"/health"),
+        ("authorization", b"Bearer sk-master"),
+    ];
+    let flow = session.on_request_headers(
+        Some(&config),
+        &mut host,
+        &mut stream,
+        headers.into_iter(),
+        true,
+    );
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(stream.calls.len(), 2);
+    let ok = CalloutAnswer {
+        status: Some(200),
+        content_type: None,
+        body: Vec::new(),
+    };
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, ok);
+    assert!(stream.reply.is_none(), "one probe still out");
+    let failed = CalloutAnswer {
+        status: None,
+        content_type: None,
+        body: Vec::new(),
+    };
+    session.on_callout(Some(&config), &mut host, &mut stream, 2, failed);
+    let (_, _, body) = stream.reply.unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report["healthy_count"], 1);
+    assert_eq!(report["unhealthy_count"], 1);
+}
+
+#[test]
+fn a_fan_out_answers_every_model_in_order() {
+    let config = config();
+    let mut host = FakeHost::new(5);
+    let body = br#"{"model":"chat, nope","messages":[{"role":"user","content":"hi"}]}"#;
+    let (mut session, mut stream, flow) = send_chat(&config, &mut host, body);
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(
+        stream.calls.len(),
+        1,
+        "the unknown model is answered at once"
+    );
+    let answer = CalloutAnswer {
+        status: Some(200),
+        content_type: Some("application/json"),
+        body: ANSWER.to_vec(),
+    };
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, answer);
+    let (status, _, body) = stream.reply.clone().unwrap();
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list[0]["choices"][0]["message"]["content"], "ok");
+    assert!(list[1]["error"].is_object());
+    session.on_log(Some(&config), &mut host, &mut stream);
+    assert_eq!(stream.counter(".status.2xx.requests"), 1);
+}
+
+#[test]
+fn the_ticker_defines_rare_counters_and_sets_limits_once() {
+    let config = parse(
+        br#"{"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m",
+            "api_base": "http://127.0.0.1:1", "rpm": 60}}]}"#,
+        &|_| None,
+        0,
+    )
+    .unwrap()
+    .0;
+    let mut host = FakeHost::new(1);
+    crate::router::precreate(&config, &mut host);
+    let mut stream = FakeStream::new(&config);
+    let mut ticker = Ticker::new(&config, &mut stream);
+    assert_eq!(
+        stream.counters.len(),
+        3,
+        "cooldowns, failovers, fallbacks at 0"
+    );
+    ticker.tick(&config, &mut host, &mut stream);
+    let limit = stream.name(Stat::DeploymentGauge {
+        deployment: 0,
+        name: "rpm_limit",
+    });
+    assert_eq!(stream.gauges[&limit], 60);
+    stream.gauges.clear();
+    ticker.tick(&config, &mut host, &mut stream);
+    assert!(stream.gauges.is_empty(), "nothing changed: nothing set");
+}
