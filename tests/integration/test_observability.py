@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +69,9 @@ def gateway_config(port):
             # Refuses every request (a client error: no cooldown), so its errors keep coming.
             {"model_name": "strict", "litellm_params": {"model": "openai/fail-400", "api_base": base},
              "model_info": {"id": "strict-1"}},
+            # Answers after 3 s: a request held in flight while the panels are read.
+            {"model_name": "slow", "litellm_params": {"model": "openai/slow", "api_base": base},
+             "model_info": {"id": "slow-1"}},
         ],
         "router_settings": {"num_retries": 1, "allowed_fails": 1, "cooldown_time": 300,
                             "fallbacks": [{"down": ["chat"]}]},
@@ -154,14 +158,25 @@ def test_every_panel_and_alert_shows_the_traffic_sent(gateway_factory, mock_a):
         wait_until(scraped_up_to_now, 30, "the second traffic scraped")
         time.sleep(2)                            # the tick-driven gauges, and a rule evaluation
 
+        # Every request so far has ended: none is in flight (a failover that answered once
+        # left its request counted here for good).
+        assert all(float(s["value"][1]) == 0 for s in query(prom, "llm_gateway_in_flight"))
+        # One is held in flight while the panels are read: the in-flight panel shows it.
+        slow = threading.Thread(target=chat, args=(MASTER, "slow"))
+        slow.start()
+        wait_until(lambda: query(prom, 'llm_gateway_in_flight{model_group="slow"} == 1'), 10,
+                   "the slow request seen in flight")
+
         # A panel must show the traffic: some series, and not all of them zero (a rate over
         # series that never grew is zero, which is not data).
         empty = []
-        for p in dashboard()["panels"]:
-            for t in p["targets"]:
-                series = query(prom, t["expr"])
-                if not any(float(s["value"][1]) > 0 for s in series):
-                    empty.append(f'{p["title"]}: {t["expr"]} -> {series}')
+        # The in-flight panel first, while the slow request (3 s) is still out.
+        targets = [(p, t) for p in dashboard()["panels"] for t in p["targets"]]
+        for p, t in sorted(targets, key=lambda pt: "in_flight" not in pt[1]["expr"]):
+            series = query(prom, t["expr"])
+            if not any(float(s["value"][1]) > 0 for s in series):
+                empty.append(f'{p["title"]}: {t["expr"]} -> {series}')
+        slow.join()
         assert not empty, "panels with no data:\n" + "\n".join(empty)
 
         def values(expr):
