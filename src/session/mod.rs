@@ -47,7 +47,8 @@ pub enum LogLevel {
 
 /// The gateway's stats, as a shell's host keeps them.
 pub trait Stats {
-    /// Raise a counter (or, for a gauge, move it by `by`).
+    /// Raise a counter (or, for a gauge, move it by `by`). `by == 0` still makes the stat
+    /// exist: a key's token counters appear at 0 with its first answer.
     fn add(&mut self, stat: Stat<'_>, by: i64);
     /// Set a gauge.
     fn set(&mut self, stat: Stat<'_>, value: u64);
