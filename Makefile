@@ -5,9 +5,12 @@ SHELL := /bin/bash
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
 WASM      := target/wasm32-wasip1/release/llm_gateway.wasm
+NATIVE    := target/release/libllm_gateway.so
+# `make run RUNTIME=native` runs the demo on the dynamic module instead of the .wasm.
+RUNTIME   ?= wasm
 TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 
-.PHONY: oci cli help build toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak bench prometheus
+.PHONY: oci cli help build build-native toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak bench prometheus
 
 FUZZ_TARGETS := config sse request response keys
 # Seconds per fuzz target: short in `make test`, long in `make fuzz`.
@@ -18,8 +21,9 @@ help:
 	@echo "make run    build, fetch Envoy, start the demo (Envoy + gateway, a real Triton, an OpenAI-compatible upstream); PROMETHEUS=1 adds a Prometheus"
 	@echo "make test   lint, unit tests, Envoy config validation, integration tests on the real Envoy and Triton"
 	@echo "make build  build $(WASM)"
+	@echo "make build-native  build $(NATIVE), the same gateway as an Envoy dynamic module (make run RUNTIME=native)"
 	@echo "make fuzz   run every fuzz target for FUZZ_SECONDS ($(FUZZ_SECONDS)) each (nightly, cargo-fuzz)"
-	@echo "make bench  micro-benchmarks; plain Envoy vs the gateway under wrk, and instructions per request under callgrind (BENCH_LITELLM=1 adds LiteLLM)"
+	@echo "make bench  micro-benchmarks; plain Envoy vs the gateway (wasm and native) under wrk, and instructions per request under callgrind (BENCH_LITELLM=1 adds LiteLLM)"
 	@echo "make soak   SOAK_SECONDS ($${SOAK_SECONDS:-600}) of mixed load; errors, VM restarts, memory"
 
 toolchain:
@@ -29,6 +33,12 @@ toolchain:
 build: toolchain
 	cargo build --release --target wasm32-wasip1 --lib
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
+
+# The native shell: unwinding (not the release profile's abort), so that a panic in a hook is
+# caught at the FFI boundary instead of aborting Envoy.
+build-native:
+	cargo build --release --lib --features native --config 'profile.release.panic="unwind"'
+	@echo "built $(NATIVE): $$(stat -c %s $(NATIVE)) bytes"
 
 $(VENV)/.installed: tests/requirements.txt
 	[ -x $(VENV)/bin/pip ] || python3 -m venv $(VENV)
@@ -45,11 +55,12 @@ lint: toolchain
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 --lib -- -D warnings
+	cargo clippy --lib --features native -- -D warnings
 
 unit:
 	cargo test
 
-validate: build
+validate: build build-native
 	scripts/validate-configs.sh
 
 cli:
@@ -90,7 +101,7 @@ fuzz: fuzz-tool
 
 # Micro-benchmarks of the hot pure functions, then plain Envoy against the gateway under wrk
 # and under callgrind (instructions per request, with a floor filter to compare against).
-bench: build venv
+bench: build build-native venv
 	@command -v wrk >/dev/null 2>&1 || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "make bench needs wrk (Debian: apt-get install wrk)"; exit 1; }; }
 	@command -v valgrind >/dev/null 2>&1 || apt-get install -y -qq valgrind >/dev/null 2>&1 || echo "no valgrind: the instruction counts will be skipped"
 	@# Benches need unwinding; the release profile aborts on panic (for the .wasm), and the
@@ -109,15 +120,16 @@ test: lint unit validate integration fuzz-smoke
 # `make run` starts the demo; `make run CONFIG=path/to/litellm-config.yaml` renders an Envoy
 # config for that LiteLLM config (`llm-gateway render`) and runs it on :4000.
 run: build venv
+	@case "$(RUNTIME)" in wasm) ;; native) $(MAKE) -s build-native ;; *) echo "RUNTIME is wasm or native"; exit 1 ;; esac
 ifdef CONFIG
 	@$(MAKE) -s cli
 	@mkdir -p .run
-	target/release/llm-gateway render $(CONFIG) -o .run/envoy.yaml
+	target/release/llm-gateway render $(CONFIG) --runtime $(RUNTIME) -o .run/envoy.yaml
 	@echo "gateway on http://127.0.0.1:4000 (admin 127.0.0.1:9901); Ctrl-C stops it"
-	$$(scripts/envoy-path.sh) -c .run/envoy.yaml --concurrency 2 -l warning
+	ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(CURDIR)/target/release $$(scripts/envoy-path.sh) -c .run/envoy.yaml --concurrency 2 -l warning
 else
 	@if [ "$(PROMETHEUS)" = 1 ]; then $(MAKE) -s prometheus; fi
-	ENVOY_BIN=$$(scripts/envoy-path.sh) PROMETHEUS=$(PROMETHEUS) $(PY) scripts/demo.py
+	ENVOY_BIN=$$(scripts/envoy-path.sh) PROMETHEUS=$(PROMETHEUS) GATEWAY_RUNTIME=$(RUNTIME) $(PY) scripts/demo.py
 endif
 
 clean:

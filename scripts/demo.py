@@ -1,5 +1,6 @@
 """`make run`: the demo. Starts an OpenAI-compatible upstream (:8001), a real Triton with small
-Python models (:8000), and Envoy with the gateway (envoy/envoy.yaml, :4000); with
+Python models (:8000), and Envoy with the gateway (envoy/envoy.yaml, :4000; with
+GATEWAY_RUNTIME=native, envoy/envoy.native.yaml and the dynamic module); with
 PROMETHEUS=1 also a Prometheus (:9090) scraping it with examples/observability's config and
 alert rules. Ctrl-C stops all."""
 
@@ -104,8 +105,12 @@ def main():
         print("starting Triton (about 10 s to load its three models)...", flush=True)
         wait(lambda: all(requests.get(f"http://127.0.0.1:8000/v2/models/{m}/ready", timeout=1).ok
                          for m in ("echo", "echo_stream", "embed")), 180, "Triton", procs)
+        # RUNTIME=native: the same demo on the dynamic module (envoy/envoy.native.yaml).
+        native = os.environ.get("GATEWAY_RUNTIME") == "native"
+        config = "envoy/envoy.native.yaml" if native else "envoy/envoy.yaml"
+        env = {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(ROOT / "target" / "release")}
         procs.append(("envoy", subprocess.Popen(
-            [envoy, "-c", "envoy/envoy.yaml", "--concurrency", "2", "-l", "warning"], cwd=ROOT)))
+            [envoy, "-c", config, "--concurrency", "2", "-l", "warning"], cwd=ROOT, env=env)))
         wait(lambda: requests.get("http://127.0.0.1:9901/ready", timeout=1).ok, 30, "Envoy", procs)
         if WITH_PROMETHEUS:
             data = ROOT / ".run" / "prometheus"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `envoy --mode validate` on every Envoy config the project ships (envoy/ and examples/),
-# with the real .wasm: the filter's on_configure runs, so a bad gateway config fails here.
+# with the real .wasm (or, for envoy.native.yaml, the real dynamic module from
+# target/release): the filter's configure runs, so a bad gateway config fails here.
 # Configs written for containers name the wasm by its in-container path; a temporary copy
 # points them at the local build instead.
 set -euo pipefail
@@ -14,7 +15,7 @@ while IFS= read -r f; do
   grep -q "static_resources" "$f" || continue
   count=$((count + 1))
   sed "s#/etc/llm-gateway/llm_gateway.wasm#$wasm#" "$f" > "$tmp/config.yaml"
-  if "$envoy" --mode validate -c "$tmp/config.yaml" -l error > "$tmp/log" 2>&1; then
+  if ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$root/target/release" "$envoy" --mode validate -c "$tmp/config.yaml" -l error > "$tmp/log" 2>&1; then
     echo "valid: $f"
   else
     echo "INVALID: $f"; cat "$tmp/log"; status=1

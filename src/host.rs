@@ -40,6 +40,16 @@ where
     Err(None)
 }
 
+/// Fresh entropy for a shell, mixed with `salt`: std keys each `RandomState` from the
+/// platform's randomness once per thread (WASI `random_get` in a wasm VM, the OS natively) and
+/// advances it per call, so no two draws repeat.
+pub fn entropy(salt: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(salt);
+    h.finish()
+}
+
 /// SplitMix64: tiny, fast, statistically fine for load spreading (not for secrets).
 #[derive(Debug, Clone)]
 pub struct SplitMix64(u64);

@@ -1,7 +1,8 @@
 //! llm-gateway: an OpenAI-compatible LLM gateway that runs inside Envoy as a proxy-wasm filter.
 //!
-//! Everything but `filter` is a pure core with no proxy-wasm import, tested natively.
-//! `filter` maps Envoy callbacks to core calls and core decisions to host calls.
+//! Everything but `filter` (the proxy-wasm shell) and `native` (the dynamic-module shell) is a
+//! pure core with no host import, tested natively. The shells map Envoy's callbacks to
+//! `session` events and its decisions to host calls.
 
 pub mod access;
 pub mod answer_headers;
@@ -43,3 +44,8 @@ pub mod translate;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
+
+/// The native shell (an Envoy dynamic module): only with the `native` feature, whose build
+/// (`make build-native`) links against the callbacks Envoy exports.
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+mod native;

@@ -294,6 +294,62 @@ pub fn key_budget_used(key_label: &str) -> String {
     format!("llm_gateway.keys.key.{key_label}.budget_used_permille")
 }
 
+/// The timer-refreshed gauges of a deployment (`Stat::DeploymentGauge` names).
+pub const DEPLOYMENT_GAUGES: [&str; 5] =
+    ["cooling", "rpm_used", "tpm_used", "rpm_limit", "tpm_limit"];
+
+/// One family of the gateway's stats as a host with labelled metrics sees it: the name
+/// `split_labels` leaves, its label names in order, and how its values combine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: String,
+    pub labels: Vec<&'static str>,
+    pub kind: StatKind,
+}
+
+/// Every family the core's stat names fall into, built from the same constructors and split
+/// the same way: what the native module must define before any request (Envoy freezes metric
+/// creation once the filter config is made). A stat outside these is a bug the tests catch.
+pub fn families() -> Vec<Family> {
+    let l = Labels {
+        group: "g".into(),
+        deployment: "d".into(),
+        key: "k".into(),
+    };
+    let mut named = vec![
+        (l.requests(200), StatKind::Counter),
+        (l.prompt_tokens(), StatKind::Counter),
+        (l.completion_tokens(), StatKind::Counter),
+        (l.duration(), StatKind::Histogram),
+        (l.time_to_first_token(), StatKind::Histogram),
+        (l.in_flight(), StatKind::Gauge),
+        (l.cooldowns(), StatKind::Counter),
+        (l.failovers(), StatKind::Counter),
+        (l.fallbacks(), StatKind::Counter),
+        (cache_hits("g"), StatKind::Counter),
+        (errors("g", "gateway", "t"), StatKind::Counter),
+        (key_refusals("k", "budget"), StatKind::Counter),
+        (key_budget_used("k"), StatKind::Gauge),
+        (key_spend("k"), StatKind::Counter),
+    ];
+    named.extend(
+        DEPLOYMENT_GAUGES
+            .iter()
+            .map(|name| (l.gauge(name), StatKind::Gauge)),
+    );
+    named
+        .into_iter()
+        .map(|(name, kind)| {
+            let (family, labels) = split_labels(&name);
+            Family {
+                name: family,
+                labels: labels.into_iter().map(|(tag, _)| tag).collect(),
+                kind,
+            }
+        })
+        .collect()
+}
+
 /// What a key spent, in millionths of a USD (counters are integers), by key alias.
 pub fn key_spend(key_label: &str) -> String {
     format!("llm_gateway.keys.key.{key_label}.spend_micro_usd")
@@ -435,6 +491,65 @@ mod tests {
             split_labels("other.name"),
             ("other.name".to_string(), vec![])
         );
+    }
+
+    #[test]
+    fn every_stat_falls_into_a_defined_family_of_its_kind() {
+        let (config, _) = crate::config::parse(
+            br#"{"model_list": [{"model_name": "chat", "litellm_params": {
+                "model": "openai/m", "api_base": "http://127.0.0.1:1"}}]}"#,
+            &|_| None,
+            0,
+        )
+        .unwrap();
+        let families = families();
+        let mut stats = vec![
+            Stat::Requests {
+                deployment: 0,
+                key: "team",
+                status: 429,
+            },
+            Stat::PromptTokens {
+                deployment: 0,
+                key: "",
+            },
+            Stat::CompletionTokens {
+                deployment: 0,
+                key: "",
+            },
+            Stat::Duration { deployment: 0 },
+            Stat::TimeToFirstToken { deployment: 0 },
+            Stat::InFlight { deployment: 0 },
+            Stat::Cooldowns { deployment: 0 },
+            Stat::Failovers { deployment: 0 },
+            Stat::Fallbacks { deployment: 0 },
+        ];
+        stats.extend(DEPLOYMENT_GAUGES.iter().map(|name| Stat::DeploymentGauge {
+            deployment: 0,
+            name,
+        }));
+        let named = [
+            cache_hits("chat"),
+            errors("", "gateway", "auth_error"),
+            key_refusals("team", "parallel"),
+            key_spend("team"),
+        ];
+        stats.extend(named.iter().map(|n| Stat::Named(n)));
+        let gauge = key_budget_used("team");
+        stats.push(Stat::NamedGauge(&gauge));
+        for stat in stats {
+            let name = stat.name(&config);
+            let (family, labels) = split_labels(&name);
+            let found = families.iter().find(|f| f.name == family);
+            let found = found.unwrap_or_else(|| panic!("{family} is not defined"));
+            assert_eq!(found.kind, stat.kind(), "{family}");
+            let names: Vec<&str> = labels.iter().map(|(tag, _)| *tag).collect();
+            assert_eq!(found.labels, names, "{family}");
+        }
+        let mut names: Vec<&str> = families.iter().map(|f| f.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), families.len(), "each family once");
     }
 
     #[test]

@@ -13,6 +13,50 @@ pub struct RenderOptions {
     pub wasm_path: String,
     /// ECDS: the filter's config comes from this file and reloads when it changes.
     pub reloadable: Option<String>,
+    pub runtime: Runtime,
+}
+
+/// Which build of the gateway Envoy loads: the same core, the same JSON config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// The `.wasm` in Envoy's V8 (Istio, Envoy Gateway, any Envoy).
+    #[default]
+    Wasm,
+    /// `libllm_gateway.so`, an Envoy dynamic module found by name `llm_gateway` on
+    /// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH` (Envoy 1.40's ABI).
+    Native,
+}
+
+impl Runtime {
+    pub fn parse(name: &str) -> Option<Runtime> {
+        match name {
+            "wasm" => Some(Runtime::Wasm),
+            "native" => Some(Runtime::Native),
+            _ => None,
+        }
+    }
+
+    /// The filter-state key the access-log record is read from.
+    pub fn access_record_key(self) -> &'static str {
+        match self {
+            Runtime::Wasm => "wasm.llm_gateway",
+            Runtime::Native => "llm_gateway",
+        }
+    }
+
+    fn type_url(self) -> &'static str {
+        match self {
+            Runtime::Wasm => "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            Runtime::Native => "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        }
+    }
+
+    fn filter_name(self) -> &'static str {
+        match self {
+            Runtime::Wasm => "envoy.filters.http.wasm",
+            Runtime::Native => "envoy.filters.http.dynamic_modules",
+        }
+    }
 }
 
 /// Environment variables the config reads (`os.environ/NAME`), passed from Envoy's own.
@@ -142,6 +186,28 @@ fn plugin_config(gateway_json: &Value, wasm_path: &str) -> Value {
     })
 }
 
+/// The dynamic module's filter config: the module by name (`do_not_close`: a config reload
+/// keeps the module, and with it the shared records in its memory), the same JSON as the
+/// wasm plugin's, as a StringValue the module reads raw. The environment is Envoy's own.
+fn module_config(gateway_json: &Value) -> Value {
+    json!({
+        "@type": Runtime::Native.type_url(),
+        "dynamic_module_config": {"name": "llm_gateway", "do_not_close": true},
+        "filter_name": "llm_gateway",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                          "value": serde_json::to_string(gateway_json).unwrap_or_default()},
+    })
+}
+
+/// The filter's typed config for the chosen runtime.
+fn filter_typed_config(gateway_json: &Value, opts: &RenderOptions) -> Value {
+    match opts.runtime {
+        Runtime::Wasm => json!({"@type": Runtime::Wasm.type_url(),
+                                "config": plugin_config(gateway_json, &opts.wasm_path)}),
+        Runtime::Native => module_config(gateway_json),
+    }
+}
+
 /// `gateway_json` telling the filter what the rendered route sets
 /// (`general_settings.envoy_route_defaults`, from `retry::route_defaults_for`), so that it
 /// sends a timeout or retry header only for requests that differ.
@@ -174,20 +240,28 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
                 .or_insert_with(|| cluster(&d.cluster, &url));
         }
     }
-    let plugin = plugin_config(gateway_json, &opts.wasm_path);
-    let wasm_filter = match &opts.reloadable {
+    let name = opts.runtime.filter_name();
+    let gateway_filter = match &opts.reloadable {
         // The filter's config is an extension config discovered from a file: editing the file
         // (atomically, by rename) reconfigures every worker without a restart.
-        Some(path) => json!({"name": "envoy.filters.http.wasm", "config_discovery": {
+        Some(path) => json!({"name": name, "config_discovery": {
             "config_source": {"path_config_source": {"path": path, "watched_directory": {
                 "path": std::path::Path::new(path).parent().map(|p| p.display().to_string()).unwrap_or_else(|| ".".into())}},
                 "resource_api_version": "V3"},
-            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]}}),
-        None => json!({"name": "envoy.filters.http.wasm", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": plugin}}),
+            "type_urls": [opts.runtime.type_url()]}}),
+        None => json!({"name": name, "typed_config": filter_typed_config(gateway_json, opts)}),
     };
-    let log_format = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %DURATION%ms \
-                      upstream=%UPSTREAM_HOST% llm=%FILTER_STATE(wasm.llm_gateway:PLAIN)%\n";
+    let log_format = format!(
+        "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %DURATION%ms \
+         upstream=%UPSTREAM_HOST% llm=%FILTER_STATE({}:PLAIN)%\n",
+        opts.runtime.access_record_key()
+    );
+    // The wasm build's stats are flat names whose segments these tags turn into labels; the
+    // native module's metrics carry their labels themselves.
+    let stats_config = match opts.runtime {
+        Runtime::Wasm => json!({"stats_tags": stats_tags()}),
+        Runtime::Native => json!({}),
+    };
     // Retries the filter asks for (x-envoy-retry-on, for a group of one deployment) wait
     // what an upstream's `retry-after` says, as LiteLLM does, up to a minute; 429 is the
     // status `retriable-status-codes` means (5xx has its own retry-on word).
@@ -212,7 +286,7 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
     json!({
         "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": opts.admin_port}}},
-        "stats_config": {"stats_tags": stats_tags()},
+        "stats_config": stats_config,
         "static_resources": {
             "listeners": [{
                 "name": "llm_gateway",
@@ -239,7 +313,7 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
                                 {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string":
                                     r#"{"error":{"message":"no such endpoint","type":"invalid_request_error","param":null,"code":"not_found"}}"#}},
                                  "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]}]}]},
-                        "http_filters": [wasm_filter, {"name": "envoy.filters.http.router", "typed_config": {
+                        "http_filters": [gateway_filter, {"name": "envoy.filters.http.router", "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
                     }}]}],
             }],
@@ -249,13 +323,12 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
 }
 
 /// The ECDS resource file for `--reloadable`: the filter's config as a discovery response.
-pub fn ecds_resource(gateway_json: &Value, wasm_path: &str) -> Value {
+pub fn ecds_resource(gateway_json: &Value, opts: &RenderOptions) -> Value {
     json!({
         "resources": [{
             "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-            "name": "envoy.filters.http.wasm",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                             "config": plugin_config(gateway_json, wasm_path)}
+            "name": opts.runtime.filter_name(),
+            "typed_config": filter_typed_config(gateway_json, opts)
         }]
     })
 }
@@ -278,6 +351,7 @@ mod tests {
             admin_port: 9901,
             wasm_path: "/x.wasm".into(),
             reloadable: None,
+            runtime: Runtime::Wasm,
         };
         let out = envoy_bootstrap(&gateway, &config, &opts);
         let clusters = out["static_resources"]["clusters"].as_array().unwrap();
@@ -315,7 +389,7 @@ mod tests {
         );
         // The CLI hands both forms the gateway JSON with the route's defaults in it.
         let told = with_route_defaults(&gateway, &config);
-        let ecds = ecds_resource(&told, "/x.wasm");
+        let ecds = ecds_resource(&told, &opts);
         assert_eq!(
             ecds["resources"][0]["typed_config"]["config"], *plugin,
             "one plugin config for both forms"
@@ -343,6 +417,66 @@ mod tests {
     }
 
     #[test]
+    fn the_native_runtime_loads_the_module_by_name_with_the_same_json() {
+        let gateway = json!({"model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/x", "api_base": "http://10.0.0.1:8000/v1"}}]});
+        let (config, _) = parse(gateway.to_string().as_bytes(), &|_| None, 0).unwrap();
+        let wasm = RenderOptions {
+            port: 4000,
+            admin_port: 9901,
+            wasm_path: "/x.wasm".into(),
+            reloadable: None,
+            runtime: Runtime::Wasm,
+        };
+        let native = RenderOptions {
+            runtime: Runtime::Native,
+            ..wasm.clone()
+        };
+        let hcm = |out: &Value| {
+            out["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"]
+                .clone()
+        };
+        let (w, n) = (
+            hcm(&envoy_bootstrap(&gateway, &config, &wasm)),
+            hcm(&envoy_bootstrap(&gateway, &config, &native)),
+        );
+        let filter = &n["http_filters"][0];
+        assert_eq!(filter["name"], "envoy.filters.http.dynamic_modules");
+        let typed = &filter["typed_config"];
+        assert_eq!(typed["dynamic_module_config"]["name"], "llm_gateway");
+        assert_eq!(typed["filter_name"], "llm_gateway");
+        assert_eq!(
+            typed["filter_config"]["value"],
+            w["http_filters"][0]["typed_config"]["config"]["configuration"]["value"],
+            "the same gateway JSON"
+        );
+        assert_eq!(w["route_config"], n["route_config"], "the same route");
+        let format = |h: &Value| {
+            h["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert!(format(&n).contains("%FILTER_STATE(llm_gateway:PLAIN)%"));
+        assert!(format(&w).contains("%FILTER_STATE(wasm.llm_gateway:PLAIN)%"));
+        let reloadable = RenderOptions {
+            reloadable: Some("/etc/gw/ecds.yaml".into()),
+            ..native.clone()
+        };
+        let ecds = ecds_resource(&gateway, &reloadable);
+        assert_eq!(
+            ecds["resources"][0]["typed_config"]["filter_name"],
+            "llm_gateway"
+        );
+        let discovered = hcm(&envoy_bootstrap(&gateway, &config, &reloadable));
+        assert_eq!(
+            discovered["http_filters"][0]["config_discovery"]["type_urls"][0],
+            Runtime::Native.type_url()
+        );
+    }
+
+    #[test]
     fn every_table_provider_renders_its_cluster() {
         for row in crate::config::providers::OPENAI_COMPATIBLE {
             let base = row
@@ -360,6 +494,7 @@ mod tests {
                 admin_port: 9901,
                 wasm_path: "/x.wasm".into(),
                 reloadable: None,
+                runtime: Runtime::Wasm,
             };
             let out = envoy_bootstrap(&gateway, &config, &opts);
             let cluster = &out["static_resources"]["clusters"][0];

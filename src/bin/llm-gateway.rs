@@ -1,13 +1,13 @@
-//! `llm-gateway render CONFIG [-o FILE] [--port 4000] [--admin-port 9901] [--wasm PATH] [--reloadable FILE]`
+//! `llm-gateway render CONFIG [-o FILE] [--port 4000] [--admin-port 9901] [--wasm PATH] [--runtime wasm|native] [--reloadable FILE]`
 //! writes a complete Envoy config for a LiteLLM `config.yaml` (or JSON);
 //! `llm-gateway check CONFIG` validates it with the filter's own messages.
 
 use llm_gateway::config::{self, yaml};
-use llm_gateway::render::{ecds_resource, envoy_bootstrap, RenderOptions};
+use llm_gateway::render::{ecds_resource, envoy_bootstrap, RenderOptions, Runtime};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  llm-gateway render CONFIG [-o FILE] [--port 4000] [--admin-port 9901] [--wasm PATH] [--reloadable ECDS_FILE] [--drop-unsupported]
+  llm-gateway render CONFIG [-o FILE] [--port 4000] [--admin-port 9901] [--wasm PATH] [--runtime wasm|native] [--reloadable ECDS_FILE] [--drop-unsupported]
   llm-gateway check CONFIG";
 
 const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/llm_gateway.wasm";
@@ -120,6 +120,7 @@ fn render_flags(flags: &[String]) -> Result<RenderFlags, String> {
             admin_port: 9901,
             wasm_path: DEFAULT_WASM.to_string(),
             reloadable: None,
+            runtime: Runtime::Wasm,
         },
         out: None,
         drop_unsupported: false,
@@ -137,6 +138,11 @@ fn render_flags(flags: &[String]) -> Result<RenderFlags, String> {
             }
             "--wasm" => r.opts.wasm_path = value()?,
             "--reloadable" => r.opts.reloadable = Some(value()?),
+            "--runtime" => {
+                let name = value()?;
+                r.opts.runtime = Runtime::parse(&name)
+                    .ok_or(format!("--runtime is wasm or native, not {name}"))?
+            }
             "--drop-unsupported" => r.drop_unsupported = true,
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
@@ -183,7 +189,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let value = llm_gateway::render::with_route_defaults(&value, &config);
     if let Some(ecds) = &opts.reloadable {
         // JSON is YAML: Envoy's YAML loader reads it, and no YAML writer is needed.
-        let resource = serde_json::to_string_pretty(&ecds_resource(&value, &opts.wasm_path))
+        let resource = serde_json::to_string_pretty(&ecds_resource(&value, &opts))
             .map_err(|e| e.to_string())?;
         write_atomically(ecds, &resource)?;
         eprintln!("wrote {ecds}: edit the gateway config there (atomic rename) to reload it live");

@@ -40,10 +40,7 @@ fn now_unix_ms() -> u64 {
 }
 
 fn entropy() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(now_unix_ms());
-    h.finish()
+    crate::host::entropy(now_unix_ms())
 }
 
 fn flow(flow: Flow) -> Action {

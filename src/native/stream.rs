@@ -1,0 +1,285 @@
+//! The session's `Stream` over one HTTP stream's ABI callbacks. Each method is one or two
+//! callbacks; reads copy out of Envoy's buffers at once (their views end with the hook).
+//!
+//! A local reply is the one call that re-enters the module synchronously (Envoy runs the
+//! response path, our own response hooks included, inside `send_response`), so `send_reply`
+//! only records the reply: the shell sends it once the session's event has returned and no
+//! borrow of the filter's state is held.
+
+use super::abi::{self, EnvoyBuffer, FilterEnvoy, ModuleBuffer, ModuleHeader};
+use super::stats::NativeStats;
+use crate::session::{self, Stats};
+
+/// A local reply the session decided on, sent by the shell after the event.
+pub(super) struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+pub(super) struct NativeStream<'a> {
+    pub(super) filter: FilterEnvoy,
+    pub(super) stats: NativeStats<'a>,
+    pub(super) reply: Option<Reply>,
+    /// A request header changed: the route (chosen on `x-llm-cluster`) must be chosen again.
+    pub(super) route_changed: bool,
+}
+
+/// The chunks of one body buffer, concatenated onto `out`.
+fn append_chunks(filter: FilterEnvoy, body_type: u32, out: &mut Vec<u8>) {
+    // SAFETY: `filter` is the pointer Envoy handed the running hook.
+    let count =
+        unsafe { abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, body_type) };
+    if count == 0 {
+        return;
+    }
+    let mut chunks = vec![EnvoyBuffer::NULL; count];
+    // SAFETY: `chunks` has room for the `count` buffers Envoy reported.
+    let ok = unsafe {
+        abi::envoy_dynamic_module_callback_http_get_body_chunks(
+            filter,
+            body_type,
+            chunks.as_mut_ptr(),
+        )
+    };
+    if !ok {
+        return;
+    }
+    for chunk in chunks {
+        // SAFETY: Envoy's chunk views, valid until this hook returns; copied at once.
+        out.extend_from_slice(unsafe { chunk.bytes() });
+    }
+}
+
+/// The size of a body held so far plus the chunk of this event.
+pub(super) fn body_size(filter: FilterEnvoy, buffered: u32, received: u32) -> usize {
+    // SAFETY: `filter` is the running hook's pointer.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_get_body_size(filter, buffered)
+            + abi::envoy_dynamic_module_callback_http_get_body_size(filter, received)
+    }
+}
+
+/// The whole body so far: what Envoy buffered for us, then this event's chunk.
+fn read_body(filter: FilterEnvoy, buffered: u32, received: u32, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size);
+    append_chunks(filter, buffered, &mut out);
+    append_chunks(filter, received, &mut out);
+    out
+}
+
+/// Replace the whole body: drain both buffers, then the new bytes as this event's chunk
+/// (Envoy appends it to the buffered part, now empty, when the stream continues).
+fn replace_body(filter: FilterEnvoy, buffered: u32, received: u32, body: &[u8]) -> bool {
+    // SAFETY: the running hook's pointer; `body` outlives the call (Envoy copies it).
+    unsafe {
+        let held = abi::envoy_dynamic_module_callback_http_get_body_size(filter, buffered);
+        let chunk = abi::envoy_dynamic_module_callback_http_get_body_size(filter, received);
+        if held > 0 {
+            abi::envoy_dynamic_module_callback_http_drain_body(filter, buffered, held);
+        }
+        if chunk > 0 {
+            abi::envoy_dynamic_module_callback_http_drain_body(filter, received, chunk);
+        }
+        abi::envoy_dynamic_module_callback_http_append_body(
+            filter,
+            received,
+            ModuleBuffer::of(body),
+        ) || abi::envoy_dynamic_module_callback_http_append_body(
+            filter,
+            buffered,
+            ModuleBuffer::of(body),
+        )
+    }
+}
+
+fn set_header(filter: FilterEnvoy, map: u32, name: &str, value: Option<&str>) {
+    let value = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
+    // SAFETY: the running hook's pointer; both buffers outlive the call (Envoy copies them).
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_set_header(
+            filter,
+            map,
+            ModuleBuffer::of(name.as_bytes()),
+            value,
+        );
+    }
+}
+
+/// The first value of a header, copied, if it is text.
+pub(super) fn header(filter: FilterEnvoy, map: u32, name: &str) -> Option<String> {
+    let mut value = EnvoyBuffer::NULL;
+    // SAFETY: the running hook's pointer; `value` is a valid out pointer; a null size pointer
+    // is allowed (abi.h: optional).
+    let found = unsafe {
+        abi::envoy_dynamic_module_callback_http_get_header(
+            filter,
+            map,
+            ModuleBuffer::of(name.as_bytes()),
+            &mut value,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    if !found || value.ptr.is_null() {
+        return None;
+    }
+    // SAFETY: Envoy's view, copied before anything else runs.
+    std::str::from_utf8(unsafe { value.bytes() })
+        .ok()
+        .map(str::to_string)
+}
+
+/// Every header of a map, copied into owned pairs (the session edits the map while it reads).
+pub(super) fn headers(filter: FilterEnvoy, map: u32) -> Vec<(String, Vec<u8>)> {
+    // SAFETY: the running hook's pointer.
+    let count = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, map) };
+    if count == 0 {
+        return Vec::new();
+    }
+    let mut raw = vec![abi::EnvoyHeader::NULL; count];
+    // SAFETY: `raw` has room for the `count` headers Envoy reported.
+    let ok = unsafe {
+        abi::envoy_dynamic_module_callback_http_get_headers(filter, map, raw.as_mut_ptr())
+    };
+    if !ok {
+        return Vec::new();
+    }
+    raw.into_iter()
+        .filter_map(|h| {
+            // SAFETY: Envoy's views, copied at once.
+            let (k, v) = unsafe { h.pair() };
+            Some((std::str::from_utf8(k).ok()?.to_string(), v.to_vec()))
+        })
+        .collect()
+}
+
+impl Stats for NativeStream<'_> {
+    fn add(&mut self, stat: crate::metrics::Stat<'_>, by: i64) {
+        self.stats.add(stat, by)
+    }
+    fn set(&mut self, stat: crate::metrics::Stat<'_>, value: u64) {
+        self.stats.set(stat, value)
+    }
+    fn record(&mut self, stat: crate::metrics::Stat<'_>, value: u64) {
+        self.stats.record(stat, value)
+    }
+    fn define(&mut self, stat: crate::metrics::Stat<'_>) {
+        self.stats.define(stat)
+    }
+}
+
+impl session::Stream for NativeStream<'_> {
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        set_header(self.filter, abi::REQUEST_HEADERS, name, value);
+        self.route_changed = true;
+    }
+    fn request_body(&mut self, size: usize) -> Option<Vec<u8>> {
+        Some(read_body(
+            self.filter,
+            abi::BUFFERED_REQUEST_BODY,
+            abi::RECEIVED_REQUEST_BODY,
+            size,
+        ))
+    }
+    fn replace_request_body(&mut self, _size: usize, body: &[u8]) -> bool {
+        replace_body(
+            self.filter,
+            abi::BUFFERED_REQUEST_BODY,
+            abi::RECEIVED_REQUEST_BODY,
+            body,
+        )
+    }
+    fn response_headers(&mut self, names: &[&str], out: &mut [Option<String>]) {
+        for (name, slot) in names.iter().zip(out.iter_mut()) {
+            *slot = header(self.filter, abi::RESPONSE_HEADERS, name);
+        }
+    }
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        set_header(self.filter, abi::RESPONSE_HEADERS, name, value);
+    }
+    fn response_body(&mut self, size: usize) -> Option<Vec<u8>> {
+        Some(read_body(
+            self.filter,
+            abi::BUFFERED_RESPONSE_BODY,
+            abi::RECEIVED_RESPONSE_BODY,
+            size,
+        ))
+    }
+    fn replace_response_body(&mut self, _size: usize, body: &[u8]) -> bool {
+        replace_body(
+            self.filter,
+            abi::BUFFERED_RESPONSE_BODY,
+            abi::RECEIVED_RESPONSE_BODY,
+            body,
+        )
+    }
+    fn send_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
+        self.reply = Some(Reply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+        });
+        true
+    }
+    fn call(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> Option<u32> {
+        let mut pairs: Vec<ModuleHeader> = headers
+            .iter()
+            .map(|(k, v)| ModuleHeader::of(k, v))
+            .collect();
+        let mut id = 0u64;
+        // SAFETY: the running hook's pointer; headers, cluster and body outlive the call
+        // (Envoy copies them into the callout's request).
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_http_callout(
+                self.filter,
+                &mut id,
+                ModuleBuffer::of(cluster.as_bytes()),
+                pairs.as_mut_ptr(),
+                pairs.len(),
+                ModuleBuffer::of(body.unwrap_or_default()),
+                timeout_ms,
+            )
+        };
+        if result != abi::CALLOUT_INIT_SUCCESS {
+            return None;
+        }
+        u32::try_from(id).ok()
+    }
+    /// Filter state `llm_gateway` (`%FILTER_STATE(llm_gateway:PLAIN)%`).
+    fn set_access_record(&mut self, record: &[u8]) {
+        // SAFETY: the running hook's pointer; both buffers outlive the call.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                self.filter,
+                ModuleBuffer::of(b"llm_gateway"),
+                ModuleBuffer::of(record),
+            );
+        }
+    }
+    fn response_code_details(&mut self) -> Option<Vec<u8>> {
+        let mut value = EnvoyBuffer::NULL;
+        // SAFETY: the running hook's pointer; `value` is a valid out pointer.
+        let found = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(
+                self.filter,
+                abi::ATTRIBUTE_RESPONSE_CODE_DETAILS,
+                &mut value,
+            )
+        };
+        // SAFETY: Envoy's view, copied at once.
+        found.then(|| unsafe { value.bytes() }.to_vec())
+    }
+    fn log(&mut self, level: session::LogLevel, message: &str) {
+        super::log(level, message);
+    }
+}
