@@ -77,8 +77,10 @@ prometheus:
 	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1; } \
 	  || { echo "needs Prometheus: apt-get install prometheus"; exit 1; }
 
-integration: build cli venv prometheus
-	ENVOY_BIN=$$(scripts/envoy-path.sh) $(PY) -m pytest -q -p no:cacheprovider tests/integration
+# The whole suite against each runtime: the .wasm, then the native module.
+integration: build build-native cli venv prometheus
+	ENVOY_BIN=$$(scripts/envoy-path.sh) GATEWAY_RUNTIME=wasm $(PY) -m pytest -q -p no:cacheprovider tests/integration
+	ENVOY_BIN=$$(scripts/envoy-path.sh) GATEWAY_RUNTIME=native $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 # cargo-fuzz needs nightly (installed by rustup on demand) and is installed once from crates.io.
 fuzz-tool:

@@ -24,7 +24,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from harness import envoy_bin, envoy_config, free_port, wait_until  # noqa: E402
+from harness import envoy_bin, envoy_config, envoy_env, free_port, wait_until  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "6"))
@@ -113,10 +113,13 @@ def gateway_json(upstream_port, extra_deployments=0):
          "tpm_limit": 1000000000000}]}}
 
 
-def gateway_config(port, admin, upstream_port, extra=0, litellm_headers=True):
+NATIVE_SO = ROOT / "target" / "release" / "libllm_gateway.so"
+
+
+def gateway_config(port, admin, upstream_port, extra=0, litellm_headers=True, runtime="wasm"):
     gw = gateway_json(upstream_port, extra)
     gw["general_settings"]["litellm_response_headers"] = litellm_headers
-    cfg = envoy_config(gw, [upstream_port], port, admin)
+    cfg = envoy_config(gw, [upstream_port], port, admin, runtime=runtime)
     cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"].pop("access_log", None)
     return cfg
 
@@ -131,7 +134,7 @@ class Envoy:
         start = time.monotonic()
         self.proc = subprocess.Popen([envoy_bin(), "-c", str(path), "--concurrency", str(concurrency), "-l", os.environ.get("BENCH_LOG_LEVEL", "error"),
                                       "--base-id", str(self.admin), "--disable-hot-restart"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=envoy_env())
         wait_until(lambda: requests.get(f"http://127.0.0.1:{self.admin}/ready", timeout=1).ok, 30, name)
         self.startup_ms = (time.monotonic() - start) * 1000
 
@@ -190,10 +193,13 @@ def median(values):
     return v[len(v) // 2]
 
 
-def run_scenario(name, plain, gateway, plain_path, plain_body, gw_path, gw_body):
-    rows = {"plain": [], "gateway": []}
+def run_scenario(name, proxies, plain_path, plain_body, gw_path, gw_body):
+    """Alternating rounds over `proxies` ({"plain": Envoy, "gateway": Envoy, ...}): every
+    proxy but plain takes the gateway's request."""
+    rows = {label: [] for label in proxies}
     for _ in range(ROUNDS):
-        for label, envoy, path, body in (("plain", plain, plain_path, plain_body), ("gateway", gateway, gw_path, gw_body)):
+        for label, envoy in proxies.items():
+            path, body = (plain_path, plain_body) if label == "plain" else (gw_path, gw_body)
             url = f"http://127.0.0.1:{envoy.port}{path}"
             sat = wrk(url, body, 16, False, envoy.cpu_seconds)
             mod = wrk(url, body, 4, True)
@@ -201,9 +207,10 @@ def run_scenario(name, plain, gateway, plain_path, plain_body, gw_path, gw_body)
     summary = {}
     for label, runs in rows.items():
         summary[label] = {k: median([r[k] for r in runs]) for k in runs[0]}
-    p, g = summary["plain"], summary["gateway"]
-    summary["ratio_rps"] = g["rps"] / p["rps"]
-    summary["added_cpu_us"] = g["cpu_us_per_req"] - p["cpu_us_per_req"]
+    p = summary["plain"]
+    summary["ratios"] = {label: {"rps": summary[label]["rps"] / p["rps"],
+                                 "added_cpu_us": summary[label]["cpu_us_per_req"] - p["cpu_us_per_req"]}
+                         for label in proxies if label != "plain"}
     return name, summary
 
 
@@ -307,6 +314,8 @@ def instruction_rows(up_port):
             ("floor", lambda p, a: floor_config(p, a, up_port), plain_paths)]
     if NATIVE_FLOOR.exists():
         jobs.append(("native floor", lambda p, a: native_floor_config(p, a, up_port), plain_paths))
+    if NATIVE_SO.exists():
+        jobs.append(("native", lambda p, a: gateway_config(p, a, up_port, runtime="native"), gateway_paths))
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(2) as pool:
         futures = {label: pool.submit(count_instructions, label, make(free_port(), free_port()), paths)
@@ -328,6 +337,11 @@ def main():
         plain.port = pp
         gateway = Envoy("gateway", gateway_config(gp, ga, up_port), 1)
         gateway.port = gp
+        proxies = {"plain": plain, "gateway": gateway}
+        if NATIVE_SO.exists():
+            npt, nad = free_port(), free_port()
+            proxies["native"] = Envoy("native", gateway_config(npt, nad, up_port, runtime="native"), 1)
+            proxies["native"].port = npt
         try:
             scenarios = [
                 ("openai-compatible chat (1 KB)", "/v1/chat/completions", chat_body("m"), "/v1/chat/completions", chat_body("chat")),
@@ -336,19 +350,21 @@ def main():
                  "/v1/chat/completions", chat_body("gen", stream=True)),
             ]
             for name, ppath, pbody, gpath, gbody in scenarios:
-                n, s = run_scenario(name, plain, gateway, ppath, pbody, gpath, gbody)
+                n, s = run_scenario(name, proxies, ppath, pbody, gpath, gbody)
                 results["scenarios"][n] = s
                 print(f"done: {n}", flush=True)
         finally:
-            plain.stop()
-            gateway.stop()
+            for envoy in proxies.values():
+                envoy.stop()
         # Memory and startup at --concurrency 2.
         mem = {}
         for label, make in (("plain", lambda p, a: plain_config(p, a, up_port)),
                             ("gateway", lambda p, a: gateway_config(p, a, up_port)),
                             ("gateway, 1,000 deployments", lambda p, a: gateway_config(p, a, up_port, 1000)),
                             *((("native floor", lambda p, a: native_floor_config(p, a, up_port)),)
-                              if NATIVE_FLOOR.exists() else ())):
+                              if NATIVE_FLOOR.exists() else ()),
+                            *((("native", lambda p, a: gateway_config(p, a, up_port, runtime="native")),)
+                              if NATIVE_SO.exists() else ())):
             port = free_port()
             e = Envoy(label.split(",")[0].replace(" ", "-") + ("-1000" if "1,000" in label else ""), make(port, free_port()), 2)
             e.port = port
@@ -357,7 +373,7 @@ def main():
             if "1,000" in label:
                 body = chat_body("g7")
                 mem[label]["rps"] = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", body, 16, False)["rps"]
-            elif label == "gateway":
+            elif label in ("gateway", "native"):
                 mem[label]["rps"] = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", chat_body("chat"), 16, False)["rps"]
             e.stop()
         results["memory"] = mem
@@ -423,14 +439,15 @@ def report(r):
           f"{r['rounds']} alternating rounds of {r['seconds']} s (medians)\n")
     print(f"{'scenario':40} {'proxy':8} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'paced p50':>9} {'paced p99':>9} {'CPU µs/req':>10}")
     for name, s in r["scenarios"].items():
-        for label in ("plain", "gateway"):
+        for label in [k for k in s if k != "ratios"]:
             x = s[label]
             print(f"{name:40} {label:8} {x['rps']:9.0f} {x['p50_ms']:7.2f} {x['p99_ms']:7.2f} "
                   f"{x['mod_p50_ms']:9.2f} {x['mod_p99_ms']:9.2f} {x['cpu_us_per_req']:10.1f}")
-        extra = f"added CPU {s['added_cpu_us']:.1f} µs/request"
-        if "stream" in name:
-            extra += f" ({s['added_cpu_us'] / STREAM_EVENTS:.2f} µs per event)"
-        print(f"{'':40} {'ratio':8} {s['ratio_rps']:9.2f}x   {extra}")
+        for label, ratio in s["ratios"].items():
+            extra = f"added CPU {ratio['added_cpu_us']:.1f} µs/request"
+            if "stream" in name:
+                extra += f" ({ratio['added_cpu_us'] / STREAM_EVENTS:.2f} µs per event)"
+            print(f"{'':40} {label[:8]:8} {ratio['rps']:9.2f}x   {extra}")
     print(f"\n{'Envoy at --concurrency 2':40} {'RSS MB':>8} {'ready ms':>9} {'req/s':>9}")
     for label, m in r["memory"].items():
         print(f"{label:40} {m['rss_mb']:8.1f} {m['startup_ms']:9.0f} {m.get('rps', 0):9.0f}")
@@ -439,15 +456,17 @@ def report(r):
         print(f"\nInstructions per request under callgrind (deterministic; {COUNTED} sequential requests each, "
               f"the whole Envoy process)")
         native = ins.get("native floor", {})
+        module = ins.get("native", {})
         print(f"{'scenario':18} {'plain':>9} {'floor':>9} {'gateway':>9} {'floor +':>9} {'gateway +':>10}"
-              + (f" {'native floor +':>15}" if native else ""))
+              + (f" {'native floor +':>15}" if native else "") + (f" {'native gw +':>12}" if module else ""))
         rows = [(s, g) for s, g in ins["gateway"].items()] + [(s, g) for s, g in ins.get("lean", {}).items()]
         for scenario, g in rows:
             # The plain and floor Envoys take no key: a keyed scenario compares with their unkeyed one.
             base = scenario.split(",")[0]
             p, f = ins["plain"][base], ins["floor"][base]
             n = f" {native[base] - p:15.0f}" if base in native else ""
-            print(f"{scenario:18} {p:9.0f} {f:9.0f} {g:9.0f} {f - p:9.0f} {g - p:10.0f}{n}")
+            m = f" {module[scenario] - p:12.0f}" if scenario in module else ""
+            print(f"{scenario:18} {p:9.0f} {f:9.0f} {g:9.0f} {f - p:9.0f} {g - p:10.0f}{n}{m}")
     if "litellm_error" in r:
         print(f"\nLiteLLM: not measured ({r['litellm_error']})")
     if "litellm" in r:

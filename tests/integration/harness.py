@@ -1,7 +1,9 @@
-"""Start the real Envoy with the real .wasm (and a real Triton) on free loopback ports.
+"""Start the real Envoy with the real gateway (and a real Triton) on free loopback ports.
 
-The Envoy config is the shipped `envoy/envoy.yaml` with its ports, clusters and gateway JSON
-replaced, so tests exercise the wiring users run.
+The Envoy config is the shipped `envoy/envoy.yaml` (the .wasm) or, with
+`GATEWAY_RUNTIME=native`, `envoy/envoy.native.yaml` (the dynamic module,
+target/release/libllm_gateway.so), with its ports, clusters and gateway JSON replaced, so
+tests exercise the wiring users run. `make integration` runs the suite once per runtime.
 """
 
 import copy
@@ -20,7 +22,52 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "llm_gateway.wasm"
+NATIVE_DIR = ROOT / "target" / "release"
 HERE = Path(__file__).resolve().parent
+# Which build of the gateway the suite runs against: "wasm" or "native".
+RUNTIME = os.environ.get("GATEWAY_RUNTIME", "wasm")
+NATIVE = RUNTIME == "native"
+
+
+def gateway_filter(hcm):
+    """The gateway's filter in an HCM config, whichever the runtime."""
+    return hcm["http_filters"][0]
+
+
+def gateway_json_holder(hcm):
+    """(dict, key) holding the gateway JSON string in the filter's config."""
+    typed = gateway_filter(hcm)["typed_config"]
+    if typed["@type"].endswith("DynamicModuleFilter"):
+        return typed["filter_config"], "value"
+    return typed["config"]["configuration"], "value"
+
+
+def stat_prefix():
+    """Where the gateway's stats live in /stats: the wasm build's flat names, or the module's."""
+    return "dynamicmodulescustom.llm_gateway" if NATIVE else "wasmcustom.llm_gateway"
+
+
+# `llm-gateway render` flags for the runtime under test.
+RUNTIME_ARGS = ["--runtime", RUNTIME]
+
+NATIVE_PROMETHEUS_PREFIX = "envoy_dynamicmodulescustom_"
+
+
+def prometheus_lines(text):
+    """Envoy's /stats/prometheus lines with the gateway's series under one name whatever the
+    runtime: the module's `envoy_dynamicmodulescustom_llm_gateway_*` read as the wasm build's
+    `llm_gateway_*` (examples/observability/prometheus.yml relabels them the same way)."""
+    return [line[len(NATIVE_PROMETHEUS_PREFIX):] if line.startswith(NATIVE_PROMETHEUS_PREFIX + "llm_gateway_")
+            else line for line in text.splitlines()]
+
+
+def envoy_env(env=None):
+    """Envoy's environment: the module's search path and, for the native build, the variables
+    a test gives the gateway (the wasm build gets them as its VM's environment)."""
+    out = {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(NATIVE_DIR)}
+    if NATIVE and env:
+        out.update(env)
+    return out
 
 
 def envoy_bin():
@@ -63,25 +110,30 @@ def _cluster(name, port):
     }
 
 
-def envoy_config(gateway_config, upstream_ports, listen_port, admin_port, env=None, stats_flush_ms=None):
-    """The shipped envoy.yaml with our ports, one cluster per upstream port, and this gateway JSON."""
-    base = yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())
+def envoy_config(gateway_config, upstream_ports, listen_port, admin_port, env=None, stats_flush_ms=None, runtime=None):
+    """The shipped envoy.yaml (envoy.native.yaml for the native runtime) with our ports, one
+    cluster per upstream port, and this gateway JSON."""
+    native = (runtime or RUNTIME) == "native"
+    shipped_config = "envoy.native.yaml" if native else "envoy.yaml"
+    base = yaml.safe_load((ROOT / "envoy" / shipped_config).read_text())
     cfg = copy.deepcopy(base)
     cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
     listener = cfg["static_resources"]["listeners"][0]
     listener["address"]["socket_address"]["port_value"] = listen_port
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    wasm = hcm["http_filters"][0]["typed_config"]["config"]
-    wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    if not native:
+        wasm = gateway_filter(hcm)["typed_config"]["config"]
+        wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
+        if env:
+            wasm["vm_config"]["environment_variables"] = {"key_values": env}
+    holder, key = gateway_json_holder(hcm)
     # The shipped route sets a timeout and retries, and says so to the filter in the shipped
     # gateway JSON; every test's JSON is told the same (as `render` does), unless it says
     # otherwise itself.
     gateway_config = copy.deepcopy(gateway_config)
-    shipped = json.loads(wasm["configuration"]["value"])["general_settings"]["envoy_route_defaults"]
+    shipped = json.loads(holder[key])["general_settings"]["envoy_route_defaults"]
     gateway_config.setdefault("general_settings", {}).setdefault("envoy_route_defaults", shipped)
-    wasm["configuration"]["value"] = json.dumps(gateway_config)
-    if env:
-        wasm["vm_config"]["environment_variables"] = {"key_values": env}
+    holder[key] = json.dumps(gateway_config)
     if stats_flush_ms:
         cfg["stats_flush_interval"] = f"{stats_flush_ms / 1000}s"
     cfg["static_resources"]["clusters"] = [_cluster(f"127.0.0.1:{p}", p) for p in sorted(set(upstream_ports))]
@@ -118,7 +170,7 @@ class Gateway:
             # Access-log lines reach the file within 50 ms (Envoy's default is every 10 s).
             [envoy_bin(), "-c", self.config_path, "--concurrency", str(concurrency), "-l", "warning",
              "--base-id", str(self.port), "--disable-hot-restart", "--file-flush-interval-msec", "50"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=envoy_env(env))
 
     def _ready(self):
         if self.proc.poll() is not None:

@@ -9,15 +9,16 @@ import sys
 import pytest
 import yaml
 
-from harness import ROOT, Gateway
+from harness import NATIVE, ROOT, Gateway, gateway_json_holder
 
 
 @pytest.fixture(scope="module")
 def demo_gateway(triton, mock_a):
     # The demo's own gateway config, its upstreams moved to this test's ports.
-    envoy_yaml = yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())
+    envoy_yaml = yaml.safe_load((ROOT / "envoy" / ("envoy.native.yaml" if NATIVE else "envoy.yaml")).read_text())
     hcm = envoy_yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    text = hcm["http_filters"][0]["typed_config"]["config"]["configuration"]["value"]
+    holder, key = gateway_json_holder(hcm)
+    text = holder[key]
     text = text.replace("127.0.0.1:8000", f"127.0.0.1:{triton.port}").replace("127.0.0.1:8001", f"127.0.0.1:{mock_a[0]}")
     gw = Gateway(json.loads(text), [triton.port, mock_a[0]])
     yield gw

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from conftest import stream_events
-from harness import ROOT, envoy_bin, envoy_config, free_port
+from harness import ROOT, envoy_bin, envoy_config, envoy_env, free_port
 
 MASTER = "sk-test-master"
 AUTH = {"Authorization": f"Bearer {MASTER}"}
@@ -229,6 +229,7 @@ def test_bad_config_is_refused_naming_the_path(tmp_path):
     bad = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m", "api_base": "ftp://x"}}]}
     path = tmp_path / "envoy.yaml"
     path.write_text(json.dumps(envoy_config(bad, [1], free_port(), free_port())))
-    r = subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, cwd=ROOT,
+                       env=envoy_env())
     assert r.returncode != 0
     assert "model_list[0].litellm_params.api_base" in r.stdout + r.stderr

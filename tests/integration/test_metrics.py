@@ -8,13 +8,14 @@ import pytest
 import requests
 
 from conftest import stream_events
+from harness import prometheus_lines
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 def prometheus(gw):
     out = {}
-    for line in requests.get(f"{gw.admin}/stats/prometheus", timeout=5).text.splitlines():
+    for line in prometheus_lines(requests.get(f"{gw.admin}/stats/prometheus", timeout=5).text):
         if line.startswith("llm_gateway_"):
             name, _, value = line.rpartition(" ")
             out[name] = float(value)

@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from harness import free_port, wait_until
+from harness import free_port, prometheus_lines, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 OBS = ROOT / "examples" / "observability"
@@ -138,7 +138,7 @@ def test_every_panel_and_alert_shows_the_traffic_sent(gateway_factory, mock_a):
 
         def envoy_total():
             text = requests.get(f"{gw.admin}/stats/prometheus", timeout=5).text
-            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in prometheus_lines(text)
                        if line.startswith(("llm_gateway_requests{", "llm_gateway_errors{")))
 
         def scraped_up_to_now():

@@ -15,19 +15,26 @@ from harness import ROOT
 def gateway_json(envoy_yaml):
     cfg = yaml.safe_load((ROOT / envoy_yaml).read_text())
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    wasm = hcm["http_filters"][0]
-    assert wasm["name"] == "envoy.filters.http.wasm"
+    gateway = hcm["http_filters"][0]
     assert hcm["http_filters"][-1]["name"] == "envoy.filters.http.router"
-    plugin = wasm["typed_config"]["config"]
-    assert plugin["root_id"] == "llm_gateway" and plugin["vm_config"]["vm_id"] == "llm_gateway"
-    assert plugin["allow_on_headers_stop_iteration"] is True
-    assert plugin["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
-    assert plugin["configuration"]["@type"] == "type.googleapis.com/google.protobuf.StringValue"
+    if gateway["name"] == "envoy.filters.http.dynamic_modules":
+        # The native module: loaded by name from ENVOY_DYNAMIC_MODULES_SEARCH_PATH, the JSON raw.
+        typed = gateway["typed_config"]
+        assert typed["dynamic_module_config"]["name"] == "llm_gateway" and typed["filter_name"] == "llm_gateway"
+        carrier = typed["filter_config"]
+    else:
+        assert gateway["name"] == "envoy.filters.http.wasm"
+        plugin = gateway["typed_config"]["config"]
+        assert plugin["root_id"] == "llm_gateway" and plugin["vm_config"]["vm_id"] == "llm_gateway"
+        assert plugin["allow_on_headers_stop_iteration"] is True
+        assert plugin["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
+        carrier = plugin["configuration"]
+    assert carrier["@type"] == "type.googleapis.com/google.protobuf.StringValue"
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert routes[0]["route"]["cluster_header"] == "x-llm-cluster"
     # A route with a timeout or retries says so to the filter (envoy_route_defaults), the values
     # the same; one without either has no timeout and no retries of its own.
-    said = json.loads(plugin["configuration"]["value"]).get("general_settings", {}).get("envoy_route_defaults")
+    said = json.loads(carrier["value"]).get("general_settings", {}).get("envoy_route_defaults")
     policy = routes[0]["route"].get("retry_policy", {})
     if said:
         assert routes[0]["route"]["timeout"] == f"{said['timeout_seconds']}s"
@@ -36,10 +43,20 @@ def gateway_json(envoy_yaml):
         assert routes[0]["route"]["timeout"] == "0s" and "retry_on" not in policy
     assert "x-llm-cluster" in routes[0]["request_headers_to_remove"]
     clusters = {c["name"] for c in cfg["static_resources"]["clusters"]}
-    return json.loads(plugin["configuration"]["value"]), clusters, cfg
+    return json.loads(carrier["value"]), clusters, cfg
 
 
-@pytest.mark.parametrize("envoy_yaml", ["envoy/envoy.yaml", "envoy/envoy.compose.yaml"])
+def test_the_native_demo_is_the_wasm_demo_on_the_other_runtime():
+    wasm_json, wasm_clusters, wasm_cfg = gateway_json("envoy/envoy.yaml")
+    native_json, native_clusters, native_cfg = gateway_json("envoy/envoy.native.yaml")
+    assert native_json == wasm_json and native_clusters == wasm_clusters
+    hcm = [c["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+           for c in (wasm_cfg, native_cfg)]
+    assert hcm[0]["route_config"] == hcm[1]["route_config"]
+    assert "FILTER_STATE(llm_gateway:PLAIN)" in json.dumps(hcm[1]["access_log"])
+
+
+@pytest.mark.parametrize("envoy_yaml", ["envoy/envoy.yaml", "envoy/envoy.native.yaml", "envoy/envoy.compose.yaml"])
 def test_every_deployment_has_its_cluster(envoy_yaml):
     gateway, clusters, cfg = gateway_json(envoy_yaml)
     assert cfg["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"

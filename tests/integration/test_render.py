@@ -9,7 +9,7 @@ import time
 import requests
 import yaml
 
-from harness import ROOT, WASM, envoy_bin, free_port, wait_until
+from harness import ROOT, RUNTIME_ARGS, WASM, envoy_bin, envoy_env, free_port, prometheus_lines, wait_until
 
 CLI = ROOT / "target" / "release" / "llm-gateway"
 
@@ -29,7 +29,8 @@ def litellm_yaml(mock_port, extra_model=None):
 def start(config_path, admin_port):
     log = open(str(config_path) + ".log", "w")
     proc = subprocess.Popen([envoy_bin(), "-c", str(config_path), "--concurrency", "2", "-l", "warning",
-                             "--base-id", str(admin_port), "--disable-hot-restart"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                             "--base-id", str(admin_port), "--disable-hot-restart"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env=envoy_env())
     wait_until(lambda: proc.poll() is None and requests.get(f"http://127.0.0.1:{admin_port}/ready", timeout=1).ok, 20, "envoy")
     return proc
 
@@ -47,10 +48,10 @@ def test_check_names_the_path_and_render_runs(tmp_path, mock_a):
 
     port, admin = free_port(), free_port()
     out = tmp_path / "envoy.yaml"
-    r = subprocess.run([CLI, "render", cfg, "-o", out, "--port", str(port), "--admin-port", str(admin), "--wasm", WASM],
+    r = subprocess.run([CLI, "render", cfg, "-o", out, "--port", str(port), "--admin-port", str(admin), "--wasm", WASM, *RUNTIME_ARGS],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert subprocess.run([envoy_bin(), "--mode", "validate", "-c", out], capture_output=True).returncode == 0
+    assert subprocess.run([envoy_bin(), "--mode", "validate", "-c", out], env=envoy_env(), capture_output=True).returncode == 0
     proc = start(out, admin)
     try:
         mock_a[1].take()
@@ -60,7 +61,7 @@ def test_check_names_the_path_and_render_runs(tmp_path, mock_a):
         assert r.status_code == 200, r.text
         (seen,) = mock_a[1].take()
         assert seen["headers"]["authorization"] == "Bearer from-the-config"
-        prom = requests.get(f"http://127.0.0.1:{admin}/stats/prometheus").text
+        prom = "\n".join(prometheus_lines(requests.get(f"http://127.0.0.1:{admin}/stats/prometheus").text))
         assert 'llm_gateway_requests{model_group="gpt-3_5-turbo"' in prom
     finally:
         proc.terminate()
@@ -73,7 +74,7 @@ def test_live_reload_under_load(tmp_path, mock_a):
     port, admin = free_port(), free_port()
     out, ecds = tmp_path / "envoy.yaml", tmp_path / "gateway-ecds.yaml"
     render = [CLI, "render", cfg, "-o", out, "--port", str(port), "--admin-port", str(admin), "--wasm", WASM,
-              "--reloadable", ecds]
+              "--reloadable", ecds, *RUNTIME_ARGS]
     assert subprocess.run(render, capture_output=True).returncode == 0
     proc = start(out, admin)
     stop, statuses = threading.Event(), []
