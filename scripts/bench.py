@@ -259,7 +259,7 @@ def count_instructions(label, config, requests_by_scenario):
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--smc-check=all",
                              "--vex-iropt-register-updates=allregs-at-mem-access", "--trace-children=yes",
                              envoy_bin(), "-c", str(path), "--concurrency", "1", "-l", "error", "--base-id", str(admin),
-                             "--disable-hot-restart"], stdout=log, stderr=subprocess.STDOUT)
+                             "--disable-hot-restart"], stdout=log, stderr=subprocess.STDOUT, env=envoy_env())
     counts = {}
     try:
         wait_until(lambda: requests.get(f"http://127.0.0.1:{admin}/ready", timeout=5).ok, 300, f"{label} under callgrind")

@@ -139,7 +139,7 @@ impl Labels {
 
 /// One of the gateway's stats, as the core names it. Each shell maps it onto its host's
 /// metrics: the wasm shell onto Envoy stats named `Stat::name` (labels parsed back out by
-/// `stats_tags`), the native shell onto labelled metrics (`Stat::labelled`).
+/// `stats_tags`), the native shell onto labelled metrics (`split_labels` of that name).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Stat<'a> {
     Requests {
@@ -297,6 +297,10 @@ pub fn key_budget_used(key_label: &str) -> String {
 /// The timer-refreshed gauges of a deployment (`Stat::DeploymentGauge` names).
 pub const DEPLOYMENT_GAUGES: [&str; 5] =
     ["cooling", "rpm_used", "tpm_used", "rpm_limit", "tpm_limit"];
+
+/// The most labels any family has (`requests`: model_group, deployment, key_alias,
+/// status_class): a shell may keep a family's label values in a fixed array of this size.
+pub const MAX_LABELS: usize = 4;
 
 /// One family of the gateway's stats as a host with labelled metrics sees it: the name
 /// `split_labels` leaves, its label names in order, and how its values combine.
@@ -546,6 +550,7 @@ mod tests {
             let names: Vec<&str> = labels.iter().map(|(tag, _)| *tag).collect();
             assert_eq!(found.labels, names, "{family}");
         }
+        assert!(families.iter().all(|f| f.labels.len() <= MAX_LABELS));
         let mut names: Vec<&str> = families.iter().map(|f| f.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();

@@ -220,24 +220,12 @@ impl Module {
     }
 }
 
-/// The environment a config's `os.environ/NAME` reads: the config's own
-/// `environment_variables` first (as LiteLLM sets them), then Envoy's process environment.
-fn env_lookup(gateway_json: &[u8]) -> impl Fn(&str) -> Option<String> {
-    let declared = serde_json::from_slice::<serde_json::Value>(gateway_json)
-        .map(|v| config::env::declared(&v))
-        .unwrap_or_default();
-    move |name: &str| {
-        declared
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(name).ok())
-    }
-}
-
 fn configure(config_envoy: ConfigEnvoy, bytes: &[u8]) -> Option<Module> {
     let now_ms = now_unix_ms();
-    let (config, diagnostics) = config::check(bytes, &env_lookup(bytes), now_ms / 1000);
+    // `os.environ/NAME`: the config's own `environment_variables` first (the core's rule),
+    // then Envoy's process environment — the module has no VM environment of its own.
+    let (config, diagnostics) =
+        config::check(bytes, &|name| std::env::var(name).ok(), now_ms / 1000);
     for w in &diagnostics.warnings {
         log(session::LogLevel::Warn, &format!("config: {w}"));
     }
@@ -528,8 +516,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         filter_module,
         |session, config, host, stream| {
             let headers = stream::headers(filter_envoy, abi::REQUEST_HEADERS);
-            let pairs = headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
-            session.on_request_headers(Some(config), host, stream, pairs, end_of_stream)
+            session.on_request_headers(Some(config), host, stream, headers.pairs(), end_of_stream)
         },
     )
 }

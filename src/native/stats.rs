@@ -3,23 +3,82 @@
 //! creation after it), each `Stat` split by `metrics::split_labels` into its family and
 //! label values, so Prometheus sees `model_group`, `deployment`, `key_alias`, … without the
 //! `stats_tags` the wasm build needs.
+//!
+//! Naming and splitting a stat allocates; each worker does it once per stat and keeps the
+//! result (`Resolved`) in a thread-local cache keyed by the stat's shape, so a request's stats
+//! cost a lookup and one callback each.
 
 use super::abi::{self, ConfigEnvoy, FilterEnvoy, ModuleBuffer};
 use crate::config::Config;
 use crate::metrics::{self, Stat, StatKind};
 use crate::session::Stats;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use metrics::MAX_LABELS;
 
 /// The families Envoy accepted, by family name: (metric id, kind, number of labels).
 #[derive(Default)]
 pub(super) struct Families {
     by_name: HashMap<String, (usize, StatKind, usize)>,
+    /// Which configuration these ids belong to: a worker's cache of another one is dropped.
+    generation: u64,
 }
+
+/// A stat as one configuration's metrics know it.
+struct Resolved {
+    id: usize,
+    kind: StatKind,
+    values: Vec<String>,
+}
+
+/// A stat's shape: its variant, deployment, status class or gauge name; with the text it
+/// carries (a key alias, a full name) it picks one stat.
+type Shape = (u8, usize, &'static str);
+
+fn shape<'a>(stat: &Stat<'a>) -> (Shape, &'a str) {
+    match *stat {
+        Stat::Requests {
+            deployment,
+            key,
+            status,
+        } => ((0, deployment, metrics::status_class(status)), key),
+        Stat::PromptTokens { deployment, key } => ((1, deployment, ""), key),
+        Stat::CompletionTokens { deployment, key } => ((2, deployment, ""), key),
+        Stat::Duration { deployment } => ((3, deployment, ""), ""),
+        Stat::TimeToFirstToken { deployment } => ((4, deployment, ""), ""),
+        Stat::InFlight { deployment } => ((5, deployment, ""), ""),
+        Stat::Cooldowns { deployment } => ((6, deployment, ""), ""),
+        Stat::Failovers { deployment } => ((7, deployment, ""), ""),
+        Stat::Fallbacks { deployment } => ((8, deployment, ""), ""),
+        Stat::DeploymentGauge { deployment, name } => ((9, deployment, name), ""),
+        Stat::Named(name) => ((10, 0, ""), name),
+        Stat::NamedGauge(name) => ((11, 0, ""), name),
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    generation: u64,
+    /// `None`: the stat has no defined family (never expected; kept so it is not retried).
+    by_shape: HashMap<Shape, HashMap<String, Option<Resolved>>>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+/// Configurations defined so far, numbering each one's `Families`.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 impl Families {
     /// Define every family on `config_envoy`; those Envoy refuses are named in the result.
     pub(super) fn define(config_envoy: ConfigEnvoy) -> (Families, Vec<String>) {
-        let mut families = Families::default();
+        let mut families = Families {
+            by_name: HashMap::new(),
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+        };
         let mut refused = Vec::new();
         for family in metrics::families() {
             let mut labels: Vec<ModuleBuffer> = family
@@ -84,22 +143,53 @@ pub(super) struct NativeStats<'a> {
 }
 
 impl NativeStats<'_> {
-    fn apply(&self, stat: Stat<'_>, op: Op, value: u64) {
+    /// The stat's family and label values, named and split once per worker.
+    fn resolve(&self, stat: &Stat<'_>) -> Option<Resolved> {
         let name = stat.name(self.config);
         let (family, labels) = metrics::split_labels(&name);
-        let Some(&(id, kind, label_count)) = self.families.by_name.get(&family) else {
-            return;
-        };
-        if labels.len() != label_count {
-            return;
+        let &(id, kind, label_count) = self.families.by_name.get(&family)?;
+        if labels.len() != label_count || labels.len() > MAX_LABELS {
+            return None;
         }
-        let mut values: Vec<ModuleBuffer> = labels
-            .iter()
-            .map(|(_, v)| ModuleBuffer::of(v.as_bytes()))
-            .collect();
-        let (ptr, len) = (values.as_mut_ptr(), values.len());
-        // SAFETY: pointers Envoy handed the current hook; label buffers outlive each call,
-        // and their number is the family's (checked above).
+        Some(Resolved {
+            id,
+            kind,
+            values: labels.iter().map(|(_, v)| v.to_string()).collect(),
+        })
+    }
+
+    fn apply(&self, stat: Stat<'_>, op: Op, value: u64) {
+        let (shape, text) = shape(&stat);
+        CACHE.with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return;
+            };
+            if cache.generation != self.families.generation {
+                cache.by_shape.clear();
+                cache.generation = self.families.generation;
+            }
+            let texts = cache.by_shape.entry(shape).or_default();
+            if !texts.contains_key(text) {
+                texts.insert(text.to_string(), self.resolve(&stat));
+            }
+            if let Some(Some(resolved)) = texts.get(text) {
+                // Envoy reads the label texts during the call; they stay borrowed from the
+                // cache until it returns.
+                self.call(resolved, op, value);
+            }
+        });
+    }
+
+    fn call(&self, resolved: &Resolved, op: Op, value: u64) {
+        let mut buffers = [ModuleBuffer::NULL; MAX_LABELS];
+        for (slot, v) in buffers.iter_mut().zip(&resolved.values) {
+            *slot = ModuleBuffer::of(v.as_bytes());
+        }
+        let (id, kind, len) = (resolved.id, resolved.kind, resolved.values.len());
+        let ptr = buffers.as_mut_ptr();
+        // SAFETY: pointers Envoy handed the current hook; the label buffers point into
+        // `resolved`, borrowed for the whole call; their number is the family's (checked in
+        // `resolve`, at most MAX_LABELS).
         unsafe {
             match (self.target, kind, op) {
                 (Target::Filter(f), StatKind::Counter, Op::Increment) => {

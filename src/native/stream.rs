@@ -130,12 +130,32 @@ pub(super) fn header(filter: FilterEnvoy, map: u32, name: &str) -> Option<String
         .map(str::to_string)
 }
 
-/// Every header of a map, copied into owned pairs (the session edits the map while it reads).
-pub(super) fn headers(filter: FilterEnvoy, map: u32) -> Vec<(String, Vec<u8>)> {
+/// Every header of a map, copied out of Envoy's memory (the session removes headers while it
+/// reads them, and a setter ends Envoy's views): one buffer for all the bytes.
+pub(super) struct HeaderCopy {
+    bytes: Vec<u8>,
+    /// (name start, name end, value end) per header; each value starts where its name ends.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl HeaderCopy {
+    pub(super) fn pairs(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.spans.iter().filter_map(|&(start, name_end, end)| {
+            let name = std::str::from_utf8(self.bytes.get(start..name_end)?).ok()?;
+            Some((name, self.bytes.get(name_end..end)?))
+        })
+    }
+}
+
+pub(super) fn headers(filter: FilterEnvoy, map: u32) -> HeaderCopy {
+    let mut copy = HeaderCopy {
+        bytes: Vec::new(),
+        spans: Vec::new(),
+    };
     // SAFETY: the running hook's pointer.
     let count = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, map) };
     if count == 0 {
-        return Vec::new();
+        return copy;
     }
     let mut raw = vec![abi::EnvoyHeader::NULL; count];
     // SAFETY: `raw` has room for the `count` headers Envoy reported.
@@ -143,15 +163,21 @@ pub(super) fn headers(filter: FilterEnvoy, map: u32) -> Vec<(String, Vec<u8>)> {
         abi::envoy_dynamic_module_callback_http_get_headers(filter, map, raw.as_mut_ptr())
     };
     if !ok {
-        return Vec::new();
+        return copy;
     }
-    raw.into_iter()
-        .filter_map(|h| {
-            // SAFETY: Envoy's views, copied at once.
-            let (k, v) = unsafe { h.pair() };
-            Some((std::str::from_utf8(k).ok()?.to_string(), v.to_vec()))
-        })
-        .collect()
+    copy.bytes
+        .reserve(raw.iter().map(|h| h.key_length + h.value_length).sum());
+    copy.spans.reserve(count);
+    for h in raw {
+        // SAFETY: Envoy's views, copied at once.
+        let (k, v) = unsafe { h.pair() };
+        let start = copy.bytes.len();
+        copy.bytes.extend_from_slice(k);
+        let name_end = copy.bytes.len();
+        copy.bytes.extend_from_slice(v);
+        copy.spans.push((start, name_end, copy.bytes.len()));
+    }
+    copy
 }
 
 impl Stats for NativeStream<'_> {
