@@ -10,7 +10,7 @@ NATIVE    := target/release/libllm_gateway.so
 RUNTIME   ?= wasm
 TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 
-.PHONY: oci cli help build build-native toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak bench prometheus
+.PHONY: oci cli help build build-native toolchain venv envoy lint unit validate integration test run clean fuzz fuzz-smoke fuzz-tool soak bench prometheus redis
 
 FUZZ_TARGETS := config sse request response keys
 # Seconds per fuzz target: short in `make test`, long in `make fuzz`.
@@ -77,8 +77,15 @@ prometheus:
 	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1; } \
 	  || { echo "needs Prometheus: apt-get install prometheus"; exit 1; }
 
+# Redis (Debian's package) for the fleet-wide limit tests' rate-limit service double.
+redis:
+	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 \
+	  || apt-get install -y -qq redis-server >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq redis-server >/dev/null 2>&1; } \
+	  || { echo "needs Redis: apt-get install redis-server"; exit 1; }
+
 # The whole suite against each runtime: the .wasm, then the native module.
-integration: build build-native cli venv prometheus
+integration: build build-native cli venv prometheus redis
 	ENVOY_BIN=$$(scripts/envoy-path.sh) GATEWAY_RUNTIME=wasm $(PY) -m pytest -q -p no:cacheprovider tests/integration
 	ENVOY_BIN=$$(scripts/envoy-path.sh) GATEWAY_RUNTIME=native $(PY) -m pytest -q -p no:cacheprovider tests/integration
 

@@ -289,6 +289,17 @@ pub fn key_refusals(key_label: &str, reason: &str) -> String {
     format!("llm_gateway.keys.key.{key_label}.reason.{reason}.refusals")
 }
 
+/// Calls to the rate-limit service that got no usable answer, by reason: `unreachable`
+/// (refused, reset, over its timeout), `error` (a gRPC or HTTP error), `malformed`.
+pub fn rate_limit_service_failures(reason: &str) -> String {
+    format!("llm_gateway.rate_limit_service.reason.{reason}.failures")
+}
+
+/// `OVER_LIMIT` answers for a deployment: the fleet had spent its rpm this minute.
+pub fn fleet_over_limit(config: &crate::config::Config, deployment: usize) -> String {
+    Labels::of(config, deployment, "").gauge("fleet_over_limit")
+}
+
 /// The share of a key's budget spent (this period), in thousandths, by key alias.
 pub fn key_budget_used(key_label: &str) -> String {
     format!("llm_gateway.keys.key.{key_label}.budget_used_permille")
@@ -335,6 +346,8 @@ pub fn families() -> Vec<Family> {
         (key_refusals("k", "budget"), StatKind::Counter),
         (key_budget_used("k"), StatKind::Gauge),
         (key_spend("k"), StatKind::Counter),
+        (rate_limit_service_failures("r"), StatKind::Counter),
+        (l.gauge("fleet_over_limit"), StatKind::Counter),
     ];
     named.extend(
         DEPLOYMENT_GAUGES

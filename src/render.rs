@@ -144,7 +144,7 @@ pub fn stats_tags() -> Value {
         {"tag_name": "status_class", "regex": format!(r"{prefix}group\.[^.]+\.deployment\.[^.]+\.key\.[^.]+\.(status\.([^.]+)\.)")},
         {"tag_name": "origin", "regex": format!(r"{prefix}group\.[^.]+\.(origin\.([^.]+)\.)")},
         {"tag_name": "error_type", "regex": format!(r"{prefix}group\.[^.]+\.origin\.[^.]+\.(type\.([^.]+)\.)")},
-        {"tag_name": "reason", "regex": format!(r"{prefix}keys\.key\.[^.]+\.(reason\.([^.]+)\.)")},
+        {"tag_name": "reason", "regex": format!(r"{prefix}(?:keys\.key\.[^.]+\.|rate_limit_service\.)(reason\.([^.]+)\.)")},
     ])
 }
 
@@ -230,6 +230,31 @@ pub fn with_route_defaults(gateway_json: &Value, config: &Config) -> Value {
 }
 
 /// The Envoy bootstrap for a validated config (`gateway_json` is what the filter will read).
+/// The rate-limit service's cluster: gRPC, so HTTP/2 (plaintext, as the services serve it
+/// by default).
+fn rate_limit_cluster(service: &crate::fleet::Service) -> Value {
+    let url = Url {
+        https: false,
+        host: service.host.clone(),
+        port: service.port,
+        explicit_port: true,
+        path: String::new(),
+        query: String::new(),
+    };
+    let mut c = cluster(&service.cluster, &url);
+    if let Value::Object(map) = &mut c {
+        map.insert(
+            "typed_extension_protocol_options".into(),
+            json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }}),
+        );
+        map.insert("connect_timeout".into(), json!("1s"));
+    }
+    c
+}
+
 pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptions) -> Value {
     let gateway_json = &with_route_defaults(gateway_json, config);
     let mut clusters: BTreeMap<String, Value> = BTreeMap::new();
@@ -239,6 +264,11 @@ pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptio
                 .entry(d.cluster.clone())
                 .or_insert_with(|| cluster(&d.cluster, &url));
         }
+    }
+    if let Some(service) = &config.rate_limit {
+        clusters
+            .entry(service.cluster.clone())
+            .or_insert_with(|| rate_limit_cluster(service));
     }
     let name = opts.runtime.filter_name();
     let gateway_filter = match &opts.reloadable {

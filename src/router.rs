@@ -172,7 +172,12 @@ pub fn pick(
                     let usable: Vec<(usize, DeploymentState)> = states
                         .into_iter()
                         .filter(|(i, s)| match config.deployment(*i) {
-                            Some(d) => match s.check(now, d.rpm, d.tpm, estimated_tokens) {
+                            Some(d) => match s.check(
+                                now,
+                                crate::fleet::local_rpm(config, host, d),
+                                d.tpm,
+                                estimated_tokens,
+                            ) {
                                 Ok(()) => true,
                                 Err(u) => {
                                     refusals.push(u);
@@ -237,8 +242,9 @@ fn reserve(
 ) -> Result<Reservation, Unusable> {
     let (tracked, in_flight) = tracking(config.router.strategy, d);
     if tracked {
+        let rpm = crate::fleet::local_rpm(config, host, d);
         update(host, &d.state_key, &|s| {
-            s.reserve(now, d.rpm, d.tpm, tokens, in_flight)
+            s.reserve(now, rpm, d.tpm, tokens, in_flight)
         })?;
     } else if config.router.policy.cools_down() {
         let until = cooling_until(host, d, now);
@@ -408,6 +414,36 @@ pub fn settle(
         mark_cooldown(host, d, settled, now);
     }
     began.get()
+}
+
+/// The fleet's rate-limit service answered `OVER_LIMIT` for the deployment: this Envoy
+/// counts it full for the rest of the minute (no more calls for it until then).
+pub fn mark_full(config: &Config, host: &mut dyn Host, deployment: usize) {
+    let Some(d) = config.deployment(deployment) else {
+        return;
+    };
+    let Some(rpm) = d.rpm else {
+        return;
+    };
+    let now = host.now_unix_ms();
+    // Losing every race leaves the record as it was: the next request asks again.
+    let _ = update(host, &d.state_key, &|s| Ok(s.filled(now, rpm)));
+}
+
+/// A reservation whose request was never sent (the fleet refused it, or the service's
+/// failure mode re-routes it): take its request and tokens back.
+pub fn release(config: &Config, host: &mut dyn Host, r: &Reservation) {
+    let Some(d) = config.deployment(r.deployment) else {
+        return;
+    };
+    if !r.tracked {
+        return;
+    }
+    let now = host.now_unix_ms();
+    let (minute, tokens, in_flight) = (r.minute, r.reserved_tokens, r.in_flight);
+    let _ = update(host, &d.state_key, &|s| {
+        Ok(s.released(now, minute, tokens, in_flight))
+    });
 }
 
 /// What a deployment's gauges show now: whether it is cooling down, and this minute's

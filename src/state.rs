@@ -275,6 +275,33 @@ impl DeploymentState {
         s
     }
 
+    /// The fleet's rate-limit service said the deployment has no room this minute: count it
+    /// full here too, so this Envoy stops asking until the minute ends.
+    pub fn filled(self, now_ms: u64, rpm: u64) -> DeploymentState {
+        let mut s = self.rolled(now_ms);
+        s.requests = s.requests.max(rpm);
+        s
+    }
+
+    /// Take back a reservation whose request was never sent (still in its minute).
+    pub fn released(
+        self,
+        now_ms: u64,
+        reserved_minute: u64,
+        tokens: u64,
+        in_flight: bool,
+    ) -> DeploymentState {
+        let mut s = self.rolled(now_ms);
+        if s.minute == reserved_minute {
+            s.requests = s.requests.saturating_sub(1);
+            s.tokens = s.tokens.saturating_sub(tokens);
+        }
+        if in_flight {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+        s
+    }
+
     /// A failed health probe cools the deployment down at once.
     pub fn cool_down(mut self, now_ms: u64, policy: &Policy) -> DeploymentState {
         self.cooldown_until_ms = now_ms + policy.cooldown_ms;
@@ -294,6 +321,26 @@ mod tests {
             cooldown_ms: 5_000,
             allowed_fails_by_kind: AllowedFailsByKind::default(),
         }
+    }
+
+    #[test]
+    fn a_full_fleet_fills_the_minute_and_a_release_takes_a_request_back() {
+        let s = DeploymentState::default()
+            .reserve(T0, Some(30), None, 5, true)
+            .unwrap();
+        let back = s.released(T0, minute_of(T0), 5, true);
+        assert_eq!((back.requests, back.tokens, back.in_flight), (0, 0, 0));
+        // Released in the next minute: that minute's counts are not touched.
+        let later = s.released(T0 + 60_000, minute_of(T0), 5, true);
+        assert_eq!((later.requests, later.in_flight), (0, 0));
+        let full = s.filled(T0, 30);
+        assert!(matches!(
+            full.check(T0, Some(30), None, 0),
+            Err(Unusable::RateLimited {
+                retry_after_secs: 20
+            })
+        ));
+        assert_eq!(full.check(T0 + 20_000, Some(30), None, 0), Ok(()));
     }
 
     #[test]

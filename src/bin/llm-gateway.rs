@@ -7,7 +7,7 @@ use llm_gateway::render::{ecds_resource, envoy_bootstrap, RenderOptions, Runtime
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  llm-gateway render CONFIG [-o FILE] [--port 4000] [--admin-port 9901] [--wasm PATH] [--runtime wasm|native] [--reloadable ECDS_FILE] [--drop-unsupported]
+  llm-gateway render CONFIG [-o FILE] [--port 4000] [--admin-port 9901] [--wasm PATH] [--runtime wasm|native] [--reloadable ECDS_FILE] [--drop-unsupported] [--ratelimit-config FILE] [--limitador-limits FILE]
   llm-gateway check CONFIG";
 
 const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/llm_gateway.wasm";
@@ -111,6 +111,9 @@ struct RenderFlags {
     opts: RenderOptions,
     out: Option<String>,
     drop_unsupported: bool,
+    /// Where to write the rate-limit service's configuration (envoyproxy/ratelimit, Limitador).
+    ratelimit_config: Option<String>,
+    limitador_limits: Option<String>,
 }
 
 fn render_flags(flags: &[String]) -> Result<RenderFlags, String> {
@@ -124,6 +127,8 @@ fn render_flags(flags: &[String]) -> Result<RenderFlags, String> {
         },
         out: None,
         drop_unsupported: false,
+        ratelimit_config: None,
+        limitador_limits: None,
     };
     let mut it = flags.iter();
     while let Some(flag) = it.next() {
@@ -144,6 +149,8 @@ fn render_flags(flags: &[String]) -> Result<RenderFlags, String> {
                     .ok_or(format!("--runtime is wasm or native, not {name}"))?
             }
             "--drop-unsupported" => r.drop_unsupported = true,
+            "--ratelimit-config" => r.ratelimit_config = Some(value()?),
+            "--limitador-limits" => r.limitador_limits = Some(value()?),
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
     }
@@ -165,7 +172,14 @@ fn run(args: &[String]) -> Result<(), String> {
         return Err(String::new());
     };
     let value = loaded.value;
-    let Some(RenderFlags { opts, out, .. }) = render else {
+    let Some(RenderFlags {
+        opts,
+        out,
+        ratelimit_config,
+        limitador_limits,
+        ..
+    }) = render
+    else {
         let mut hosts: Vec<&str> = config
             .deployments
             .iter()
@@ -187,6 +201,19 @@ fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     };
     let value = llm_gateway::render::with_route_defaults(&value, &config);
+    use llm_gateway::fleet::service_config;
+    let service_files = [
+        (ratelimit_config, service_config::envoy_ratelimit(&config)),
+        (limitador_limits, service_config::limitador(&config)),
+    ];
+    for (path, text) in service_files {
+        let Some(path) = path else { continue };
+        let text = text.ok_or(format!(
+            "{config_path} has no general_settings.rate_limit_service: no limits to write to {path}"
+        ))?;
+        write_atomically(&path, &text)?;
+        eprintln!("wrote {path}");
+    }
     if let Some(ecds) = &opts.reloadable {
         // JSON is YAML: Envoy's YAML loader reads it, and no YAML writer is needed.
         let resource = serde_json::to_string_pretty(&ecds_resource(&value, &opts))

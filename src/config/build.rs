@@ -239,6 +239,11 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         d.error(format!("litellm_settings.{section}"), message);
         Default::default()
     });
+    let rate_limit = super::fleet_settings::rate_limit_service(
+        general.rate_limit_service.as_ref(),
+        &deployments,
+        d,
+    );
     let cache = match cache_settings(&litellm_settings) {
         Ok(c) => c,
         Err(e) => {
@@ -276,6 +281,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         litellm_response_headers: general.litellm_response_headers.unwrap_or(true),
         litellm_test_switches: general.litellm_test_switches.unwrap_or(false),
         route_defaults,
+        rate_limit,
         access_groups,
         key_policy,
         drop_params: litellm_settings.drop_params.unwrap_or(false),

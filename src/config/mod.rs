@@ -8,6 +8,7 @@ mod build;
 mod cache_settings;
 mod deployments;
 pub mod env;
+mod fleet_settings;
 mod key_settings;
 mod load;
 pub mod policy;
@@ -221,6 +222,8 @@ pub struct Config {
     pub litellm_test_switches: bool,
     /// `general_settings.envoy_route_defaults`: the timeout and retries the route sets.
     pub route_defaults: Option<crate::retry::RouteDefaults>,
+    /// `general_settings.rate_limit_service`: limits that hold across many Envoys.
+    pub rate_limit: Option<crate::fleet::Service>,
     /// LiteLLM's access groups (`model_info.access_groups`): name → the groups in it.
     pub access_groups: HashMap<String, Vec<usize>>,
     /// `litellm_settings.default_key_generate_params` / `upperbound_key_generate_params`.

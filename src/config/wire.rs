@@ -234,6 +234,23 @@ pub struct WireGeneralSettings {
     /// What the Envoy route already sets (written by `render`): the filter sends a timeout or
     /// retry header only where a request differs.
     pub envoy_route_defaults: Option<WireRouteDefaults>,
+    /// Envoy's global rate-limit service, for limits that hold across many Envoys.
+    pub rate_limit_service: Option<WireRateLimitService>,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WireRateLimitService {
+    /// `host:port` of the service (gRPC, plaintext HTTP/2).
+    pub address: String,
+    pub domain: Option<String>,
+    pub timeout_ms: Option<u64>,
+    /// `local` (default), `allow` or `deny`.
+    pub failure_mode: Option<String>,
+    /// How many Envoys share the limits (`local` mode's divisor); default 1.
+    pub instances: Option<u64>,
+    /// The Envoy cluster name, when not `host:port`.
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, PartialEq)]

@@ -265,6 +265,11 @@ impl session::Stream for WasmStream<'_> {
         let timeout = Duration::from_millis(timeout_ms);
         hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, vec![], timeout).ok()
     }
+    fn resume_request(&mut self) {
+        if hostcalls::resume_http_request().is_err() {
+            log(LogLevel::Error, "could not resume the request");
+        }
+    }
     /// Filter state `wasm.llm_gateway`.
     fn set_access_record(&mut self, record: &[u8]) {
         abi::set_property(b"llm_gateway", record);

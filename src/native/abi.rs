@@ -218,6 +218,9 @@ extern "C" {
 
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoy);
 
+    /// Let a request the filter stopped go on (from a later hook, such as a callout's).
+    pub fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: FilterEnvoy);
+
     pub fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
         filter: FilterEnvoy,
         key: ModuleBuffer,

@@ -301,6 +301,7 @@ impl Filter {
             },
             reply: None,
             route_changed: false,
+            resume: false,
         };
         let flow = {
             // A hook re-entered while the session runs (never expected: replies are deferred)
@@ -315,6 +316,12 @@ impl Filter {
         if stream.route_changed {
             // SAFETY: the running hook's pointer.
             unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(filter_envoy) };
+        }
+        if stream.resume && stream.reply.is_none() {
+            // SAFETY: the running hook's pointer; no borrow of the filter is held.
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_continue_decoding(filter_envoy)
+            };
         }
         if let Some(reply) = stream.reply.take() {
             send(filter_envoy, &reply);

@@ -23,6 +23,8 @@ pub(super) struct NativeStream<'a> {
     pub(super) reply: Option<Reply>,
     /// A request header changed: the route (chosen on `x-llm-cluster`) must be chosen again.
     pub(super) route_changed: bool,
+    /// The session let a held request go on: continued once the hook's edits are done.
+    pub(super) resume: bool,
 }
 
 /// The chunks of one body buffer, concatenated onto `out`.
@@ -280,6 +282,9 @@ impl session::Stream for NativeStream<'_> {
             return None;
         }
         u32::try_from(id).ok()
+    }
+    fn resume_request(&mut self) {
+        self.resume = true;
     }
     /// Filter state `llm_gateway` (`%FILTER_STATE(llm_gateway:PLAIN)%`).
     fn set_access_record(&mut self, record: &[u8]) {

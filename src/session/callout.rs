@@ -64,6 +64,12 @@ impl Session {
         let Some(config) = config else {
             return;
         };
+        if let Some(flow) = self.on_admission_answer(config, host, stream, token, &answer) {
+            if flow == Flow::Continue {
+                stream.resume_request();
+            }
+            return;
+        }
         if let State::FanOut(fan) = &mut self.state {
             if let Some(reply) = fan.answered(config, host, stream, token, answer) {
                 // The fastest model answered: the others' answers will never be read.

@@ -8,6 +8,7 @@
 //! headers say, how an attempt is settled, all of it is here and tested natively
 //! (`tests.rs`, through `FakeStream` and `FakeHost`).
 
+mod admit;
 mod callout;
 mod fan_out;
 mod response;
@@ -85,6 +86,8 @@ pub trait Stream: Stats {
         body: Option<&[u8]>,
         timeout_ms: u64,
     ) -> Option<u32>;
+    /// Let a request held by `Flow::Pause` go on upstream (after a callout decided it).
+    fn resume_request(&mut self);
     /// The request's access-log record (filter state read by Envoy's access loggers).
     fn set_access_record(&mut self, record: &[u8]);
     /// Envoy's `response.code_details` (why an upstream answer ended).
@@ -122,6 +125,8 @@ enum State {
         pending: Vec<(u32, usize)>,
         results: Vec<(usize, Result<u16, String>)>,
     },
+    /// Waiting for the fleet's rate-limit service to admit the request.
+    Admitting(Box<admit::Admitting>),
     /// LiteLLM's fan-out: a callout per model, answered once all are back.
     FanOut(Box<fan_out::FanOut>),
     /// We answered locally; the response events see our own reply and leave it alone.
@@ -323,6 +328,15 @@ impl Session {
         let pending = pending.clone();
         let body = stream.request_body(body_size).unwrap_or_default();
         match gateway::on_request_body(config, host, &pending, &body) {
+            BodyAction::Forward(forward) if config.rate_limit.is_some() => {
+                let replan = admit::Replan {
+                    pending,
+                    body,
+                    body_size,
+                    asks: 0,
+                };
+                self.admit(config, host, stream, forward, replan)
+            }
             BodyAction::Forward(forward) => self.forward(config, stream, *forward, Some(body_size)),
             BodyAction::Reply(reply) => self.reply(stream, reply),
             BodyAction::FanOut(plan) => self.fan_out(config, host, stream, plan),

@@ -209,6 +209,11 @@ impl Session {
             fan.abandon(config, host, stream);
             return;
         }
+        if let State::Admitting(admitting) = &self.state {
+            // The client left while the rate-limit service was asked: nothing was sent.
+            admitting.abandon(config, host);
+            return;
+        }
         let State::Routed(routed) = &mut self.state else {
             return;
         };

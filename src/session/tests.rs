@@ -35,6 +35,7 @@ struct FakeStream<'c> {
     gauges: HashMap<String, u64>,
     histograms: HashMap<String, Vec<u64>>,
     config: Option<&'c Config>,
+    resumed: u32,
 }
 
 impl<'c> FakeStream<'c> {
@@ -150,6 +151,9 @@ impl Stream for FakeStream<'_> {
         self.calls
             .push((cluster.to_string(), headers, body.map(<[u8]>::to_vec)));
         Some(self.calls.len() as u32)
+    }
+    fn resume_request(&mut self) {
+        self.resumed += 1;
     }
     fn set_access_record(&mut self, record: &[u8]) {
         assert!(self.record.is_none(), "one access-log record per request");
@@ -446,4 +450,126 @@ fn the_ticker_defines_rare_counters_and_sets_limits_once() {
     stream.gauges.clear();
     ticker.tick(&config, &mut host, &mut stream);
     assert!(stream.gauges.is_empty(), "nothing changed: nothing set");
+}
+
+/// Two deployments with rpm 2 each behind a fleet's rate-limit service.
+fn fleet_config(mode: &str) -> Config {
+    let json = format!(
+        r#"{{"model_list": [
+          {{"model_name": "chat", "litellm_params": {{"model": "openai/a", "api_base": "http://10.0.0.1:8000", "rpm": 2}}, "model_info": {{"id": "a"}}}},
+          {{"model_name": "chat", "litellm_params": {{"model": "openai/b", "api_base": "http://10.0.0.2:8000", "rpm": 2}}, "model_info": {{"id": "b"}}}}],
+         "general_settings": {{"master_key": "sk-master", "rate_limit_service": {{"address": "10.0.0.9:8081", "failure_mode": "{mode}", "instances": 2}}}}}}"#
+    );
+    crate::config::parse(json.as_bytes(), &|_| None, 0)
+        .unwrap()
+        .0
+}
+
+fn rls_answer(code: u8) -> CalloutAnswer<'static> {
+    CalloutAnswer {
+        status: Some(200),
+        content_type: Some("application/grpc"),
+        body: vec![0, 0, 0, 0, 2, 0x08, code],
+    }
+}
+
+/// The deployment id the last call to the service asked about.
+fn asked_about(stream: &FakeStream<'_>) -> String {
+    let (cluster, headers, body) = stream.calls.last().unwrap();
+    assert_eq!(cluster, "10.0.0.9:8081");
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == ":path" && v.ends_with("/ShouldRateLimit")));
+    let body = body.as_deref().unwrap();
+    String::from_utf8_lossy(&body[body.len() - 1..]).into_owned()
+}
+
+#[test]
+fn the_fleet_admits_before_sending_and_a_full_deployment_spills_to_its_sibling() {
+    let config = fleet_config("local");
+    let mut host = FakeHost::new(5);
+    let (mut session, mut stream, flow) = send_chat(&config, &mut host, CHAT);
+    assert_eq!(flow, Flow::Pause, "held for the service's answer");
+    assert!(!stream.request_headers.contains_key("x-llm-cluster"));
+    let first = asked_about(&stream);
+    // OVER_LIMIT: the other deployment is asked, then admitted and the request resumed.
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(2));
+    let second = asked_about(&stream);
+    assert_ne!(first, second);
+    assert_eq!(stream.resumed, 0);
+    session.on_callout(Some(&config), &mut host, &mut stream, 2, rls_answer(1));
+    assert_eq!(stream.resumed, 1);
+    let cluster = stream.request_headers["x-llm-cluster"].clone().unwrap();
+    assert_eq!(
+        cluster,
+        format!("10.0.0.{}:8000", if second == "a" { 1 } else { 2 })
+    );
+    assert_eq!(stream.counter(".fleet_over_limit"), 1);
+    session.on_log(Some(&config), &mut host, &mut stream);
+
+    // The full one is now skipped without a call; once both are full: 429, no call.
+    let (_, stream, _) = send_chat(&config, &mut host, CHAT);
+    assert_eq!(asked_about(&stream), second);
+    let (mut session, mut stream, _) = send_chat(&config, &mut host, CHAT);
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(2));
+    let (status, headers, _) = stream.reply.clone().unwrap();
+    assert_eq!(status, 429);
+    assert!(headers.iter().any(|(k, _)| k == "retry-after"));
+    let (_, stream, _) = send_chat(&config, &mut host, CHAT);
+    assert!(stream.calls.is_empty());
+    assert_eq!(stream.reply.as_ref().unwrap().0, 429);
+}
+
+#[test]
+fn a_service_that_does_not_answer_applies_the_failure_mode() {
+    // local: routed again at once, held to rpm / instances = 1 per deployment here.
+    let config = fleet_config("local");
+    let mut host = FakeHost::new(5);
+    let (mut session, mut stream, _) = send_chat(&config, &mut host, CHAT);
+    let unanswered = CalloutAnswer {
+        status: None,
+        content_type: None,
+        body: Vec::new(),
+    };
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, unanswered);
+    assert_eq!(stream.resumed, 1);
+    assert_eq!(stream.calls.len(), 1, "no second call while it is down");
+    assert!(stream.request_headers.contains_key("x-llm-cluster"));
+    assert_eq!(stream.counter("reason.unreachable.failures"), 1);
+    let statuses: Vec<Option<u16>> = (0..3)
+        .map(|_| {
+            let (_, stream, flow) = send_chat(&config, &mut host, CHAT);
+            assert!(stream.calls.is_empty());
+            (flow == Flow::Pause).then(|| stream.reply.as_ref().unwrap().0)
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![None, Some(429), Some(429)],
+        "1 + 1 of 2 × rpm 2 / 2"
+    );
+
+    // deny: 503, and the key's and deployment's counts are given back.
+    let config = fleet_config("deny");
+    let mut host = FakeHost::new(5);
+    let (mut session, mut stream, _) = send_chat(&config, &mut host, CHAT);
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(0));
+    let (status, _, body) = stream.reply.clone().unwrap();
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("rate_limit_service_unavailable"));
+    assert_eq!(stream.counter("reason.error.failures"), 1);
+    assert_eq!(stream.resumed, 0);
+}
+
+#[test]
+fn a_client_that_leaves_while_the_service_is_asked_gives_its_slot_back() {
+    let config = fleet_config("local");
+    let mut host = FakeHost::new(5);
+    // More requests than the 2 × rpm 2 slots: each left gives its slot back.
+    for _ in 0..6 {
+        let (mut session, mut stream, flow) = send_chat(&config, &mut host, CHAT);
+        assert_eq!(flow, Flow::Pause);
+        assert_eq!(stream.calls.len(), 1, "asked, never refused locally");
+        session.on_log(Some(&config), &mut host, &mut stream);
+    }
 }

@@ -110,7 +110,8 @@ def _cluster(name, port):
     }
 
 
-def envoy_config(gateway_config, upstream_ports, listen_port, admin_port, env=None, stats_flush_ms=None, runtime=None):
+def envoy_config(gateway_config, upstream_ports, listen_port, admin_port, env=None, stats_flush_ms=None, runtime=None,
+                 extra_clusters=()):
     """The shipped envoy.yaml (envoy.native.yaml for the native runtime) with our ports, one
     cluster per upstream port, and this gateway JSON."""
     native = (runtime or RUNTIME) == "native"
@@ -137,11 +138,13 @@ def envoy_config(gateway_config, upstream_ports, listen_port, admin_port, env=No
     if stats_flush_ms:
         cfg["stats_flush_interval"] = f"{stats_flush_ms / 1000}s"
     cfg["static_resources"]["clusters"] = [_cluster(f"127.0.0.1:{p}", p) for p in sorted(set(upstream_ports))]
+    cfg["static_resources"]["clusters"] += list(extra_clusters)
     return cfg
 
 
 class Gateway:
-    def __init__(self, gateway_config, upstream_ports, concurrency=2, env=None, stats_flush_ms=None):
+    def __init__(self, gateway_config, upstream_ports, concurrency=2, env=None, stats_flush_ms=None, extra_clusters=()):
+        self.extra_clusters = extra_clusters
         # A port found free can be taken by another process before Envoy binds it: start
         # again on fresh ports when that is why Envoy exited.
         for attempt in range(3):
@@ -163,7 +166,8 @@ class Gateway:
         self.dir = tempfile.mkdtemp(prefix="llm-gw-")
         self.config_path = os.path.join(self.dir, "envoy.yaml")
         with open(self.config_path, "w") as f:
-            json.dump(envoy_config(gateway_config, upstream_ports, self.port, self.admin_port, env, stats_flush_ms), f)
+            json.dump(envoy_config(gateway_config, upstream_ports, self.port, self.admin_port, env, stats_flush_ms,
+                                   extra_clusters=self.extra_clusters), f)
         self.log_path = os.path.join(self.dir, "envoy.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(

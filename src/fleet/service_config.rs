@@ -1,0 +1,134 @@
+//! The rate-limit service's own configuration, written from the gateway's: every descriptor
+//! the filter sends has its limit there, so the standard service enforces exactly the
+//! config's limits and nobody writes them twice by hand.
+//!
+//! Both files are YAML whose scalars are written as JSON strings and numbers (JSON's
+//! double-quoted strings are YAML's), so no YAML writer is needed.
+
+use super::DEPLOYMENT_RPM_KEY;
+use crate::config::Config;
+
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+/// The deployments the filter asks about, with their rpm, in config order.
+fn limited(config: &Config) -> impl Iterator<Item = (&str, u64)> {
+    config
+        .deployments
+        .iter()
+        .filter_map(|d| d.rpm.map(|rpm| (d.id.as_str(), rpm)))
+}
+
+/// An envoyproxy/ratelimit `config.yaml` (its `RUNTIME_ROOT/…/config/` directory): the
+/// domain, and one `deployment` descriptor per deployment with `rpm`, per minute.
+pub fn envoy_ratelimit(config: &Config) -> Option<String> {
+    let service = config.rate_limit.as_ref()?;
+    let mut out = format!(
+        "# Rendered by `llm-gateway render --ratelimit-config`: the limits of the gateway's config.\ndomain: {}\ndescriptors:\n",
+        quoted(&service.domain)
+    );
+    let mut any = false;
+    for (id, rpm) in limited(config) {
+        any = true;
+        out.push_str(&format!(
+            "  - key: {}\n    value: {}\n    rate_limit:\n      unit: minute\n      requests_per_unit: {rpm}\n",
+            quoted(DEPLOYMENT_RPM_KEY),
+            quoted(id)
+        ));
+    }
+    if !any {
+        out.push_str("  []\n");
+    }
+    Some(out)
+}
+
+/// A CEL string literal (single-quoted) for a Limitador condition.
+fn cel_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' | '\'' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A Limitador limits file (`limitador-server LIMITS_FILE`): one limit per deployment with
+/// `rpm`, in the namespace Limitador takes from the request's domain, per 60 s.
+pub fn limitador(config: &Config) -> Option<String> {
+    let service = config.rate_limit.as_ref()?;
+    let mut out = String::from(
+        "# Rendered by `llm-gateway render --limitador-limits`: the limits of the gateway's config.\n---\n",
+    );
+    let mut any = false;
+    for (id, rpm) in limited(config) {
+        any = true;
+        let condition = format!(
+            "descriptors[0][{}] == {}",
+            cel_string(DEPLOYMENT_RPM_KEY),
+            cel_string(id)
+        );
+        out.push_str(&format!(
+            "- namespace: {}\n  max_value: {rpm}\n  seconds: 60\n  conditions:\n    - {}\n  variables: []\n",
+            quoted(&service.domain),
+            quoted(&condition)
+        ));
+    }
+    if !any {
+        out.push_str("[]\n");
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let json = r#"{"model_list": [
+          {"model_name": "m", "litellm_params": {"model": "openai/a", "api_base": "http://127.0.0.1:9001", "rpm": 30}, "model_info": {"id": "it's \"a\""}},
+          {"model_name": "m", "litellm_params": {"model": "openai/b", "api_base": "http://127.0.0.1:9002", "rpm": 45}},
+          {"model_name": "m", "litellm_params": {"model": "openai/c", "api_base": "http://127.0.0.1:9003"}}],
+         "general_settings": {"rate_limit_service": {"address": "rls:8081", "domain": "fleet", "instances": 2}}}"#;
+        crate::config::parse(json.as_bytes(), &|_| None, 0)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn every_limited_deployment_is_a_descriptor_with_its_rpm() {
+        let out = envoy_ratelimit(&config()).unwrap();
+        assert!(out.contains("domain: \"fleet\"\n"));
+        assert!(out.contains(
+            "  - key: \"deployment\"\n    value: \"it's \\\"a\\\"\"\n    rate_limit:\n      unit: minute\n      requests_per_unit: 30\n"
+        ));
+        assert!(out.contains("    value: \"m/1\"\n    rate_limit:\n      unit: minute\n      requests_per_unit: 45\n"));
+        // The deployment without rpm is never asked about, so it has no descriptor.
+        assert_eq!(out.matches("- key:").count(), 2);
+    }
+
+    #[test]
+    fn limitador_gets_the_same_limits_as_cel_conditions() {
+        let out = limitador(&config()).unwrap();
+        assert_eq!(out.matches("- namespace: \"fleet\"").count(), 2);
+        assert!(out.contains(
+            "  max_value: 30\n  seconds: 60\n  conditions:\n    - \"descriptors[0]['deployment'] == 'it\\\\'s \\\"a\\\"'\"\n"
+        ));
+        assert!(out.contains("descriptors[0]['deployment'] == 'm/1'"));
+    }
+
+    #[test]
+    fn without_a_service_there_is_nothing_to_write() {
+        let json = br#"{"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/a", "api_base": "http://127.0.0.1:9001", "rpm": 30}}]}"#;
+        let c = crate::config::parse(json, &|_| None, 0).unwrap().0;
+        assert_eq!(envoy_ratelimit(&c), None);
+        assert_eq!(limitador(&c), None);
+    }
+}

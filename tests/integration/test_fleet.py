@@ -1,0 +1,196 @@
+"""Limits that hold across many Envoys: three gateways (each --concurrency 2) share one
+rate-limit service. The service is a test double (tests/ratelimit_double.py) that speaks the real
+RLS v3 protocol and counts in a real Redis (Debian's redis-server) as envoyproxy/ratelimit does;
+its limits are the file `llm-gateway render --ratelimit-config` writes, and the gateways' cluster
+for it is the one `render` writes."""
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+import mock_openai
+from harness import ROOT, free_port, prometheus_lines, wait_until
+
+CLI = ROOT / "target" / "release" / "llm-gateway"
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def deployment(group, ident, port, rpm):
+    return {"model_name": group, "model_info": {"id": ident},
+            "litellm_params": {"model": "openai/m", "api_base": f"http://127.0.0.1:{port}", "rpm": rpm}}
+
+
+class Process:
+    """A helper process on a loopback port, its output in a file."""
+
+    def __init__(self, args, log_path, ready):
+        self.args, self.log_path, self.ready = args, log_path, ready
+        self.start()
+
+    def start(self):
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        wait_until(self.ready, 20, self.args[0])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def output(self):
+        self.log.flush()
+        return open(self.log_path).read()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    if not shutil.which("redis-server"):
+        pytest.fail("needs redis-server (Debian: apt-get install redis-server; `make integration` installs it)")
+    tmp = tmp_path_factory.mktemp("fleet")
+    mocks = [mock_openai.start(name=n) for n in ("fleet-a", "fleet-b", "outage-c", "outage-d", "after-e")]
+    ports = [server.server_port for server, _ in mocks]
+    redis_port, rls_port = free_port(), free_port()
+    config = {
+        "model_list": [
+            deployment("fleet", "fleet-a", ports[0], 30),
+            deployment("fleet", "fleet-b", ports[1], 30),
+            deployment("outage", "outage-c", ports[2], 30),
+            deployment("outage", "outage-d", ports[3], 30),
+            deployment("after", "after-e", ports[4], 6),
+            # Room to spare: requests that reach the service while the others are full.
+            deployment("probe", "probe-f", ports[4], 100000),
+        ],
+        "general_settings": {"rate_limit_service": {
+            # A generous timeout: on two busy cores a call can take longer than the 20 ms
+            # default, and this test is about exact counts, not the slow-service path.
+            "address": f"127.0.0.1:{rls_port}", "instances": 3, "timeout_ms": 1000}},
+    }
+    config_path = tmp / "config.json"
+    config_path.write_text(json.dumps(config))
+    limits, limitador, rendered = tmp / "ratelimit.yaml", tmp / "limitador.yaml", tmp / "envoy.json"
+    subprocess.run([CLI, "render", config_path, "-o", rendered, "--ratelimit-config", limits,
+                    "--limitador-limits", limitador], check=True, capture_output=True)
+    clusters = json.loads(rendered.read_text().split("\n", 1)[1])["static_resources"]["clusters"]
+    rls_cluster = next(c for c in clusters if c["name"] == f"127.0.0.1:{rls_port}")
+
+    redis = Process(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no"], tmp / "redis.log",
+                    lambda: b"PONG" in subprocess.run(["redis-cli", "-p", str(redis_port), "ping"],
+                                                      capture_output=True).stdout)
+    rls = Process([sys.executable, str(ROOT / "tests" / "ratelimit_double.py"), "--port", str(rls_port),
+                   "--redis-port", str(redis_port), "--config", str(limits)], tmp / "rls.log",
+                  lambda: "ready" in open(tmp / "rls.log").read())
+    from harness import Gateway
+    gateways = []
+    try:
+        for _ in range(3):
+            gateways.append(Gateway(config, ports, concurrency=2, extra_clusters=[rls_cluster]))
+        yield {"gateways": gateways, "mocks": mocks, "rls": rls, "redis": redis, "limits": limits,
+               "limitador": limitador, "rls_cluster": rls_cluster}
+    finally:
+        for gw in gateways:
+            gw.stop()
+        rls.stop()
+        redis.stop()
+        for server, _ in mocks:
+            server.shutdown()
+
+
+def post(gw, model):
+    return requests.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": model},
+                         headers={"connection": "close"}, timeout=30)
+
+
+def spread(gateways, model, n, threads=6):
+    """n requests over the gateways in turn, `threads` at a time: the statuses."""
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda i: post(gateways[i % len(gateways)], model), range(n)))
+
+
+def fresh_minute(needed_s):
+    """Wait, if need be, so that `needed_s` seconds of this clock minute remain: the service's
+    windows and the gateways' are clock-aligned minutes."""
+    left = 60 - time.time() % 60
+    if left < needed_s:
+        time.sleep(left + 0.2)
+
+
+def test_rendered_service_config_lists_every_limit(fleet):
+    text = fleet["limits"].read_text()
+    for ident, rpm in [("fleet-a", 30), ("fleet-b", 30), ("outage-c", 30), ("after-e", 6), ("probe-f", 100000)]:
+        assert f'value: "{ident}"\n    rate_limit:\n      unit: minute\n      requests_per_unit: {rpm}\n' in text
+    assert "condition" not in text
+    assert "descriptors[0]['deployment'] == 'fleet-a'" in fleet["limitador"].read_text()
+    # The service's cluster speaks HTTP/2 (gRPC).
+    options = fleet["rls_cluster"]["typed_extension_protocol_options"]
+    assert "http2_protocol_options" in json.dumps(options)
+
+
+def test_each_deployment_gets_exactly_its_rpm_across_three_envoys(fleet):
+    gateways, mocks = fleet["gateways"], fleet["mocks"]
+    for _, recorder in mocks:
+        recorder.take()
+    fresh_minute(30)
+    answers = spread(gateways, "fleet", 120)
+    statuses = [r.status_code for r in answers]
+    assert len(mocks[0][1].take()) == 30
+    assert len(mocks[1][1].take()) == 30
+    assert statuses.count(200) == 60, statuses
+    assert statuses.count(429) == 60, statuses
+    refused = [r for r in answers if r.status_code == 429]
+    assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
+    assert all(r.json()["error"]["type"] for r in refused)
+    # Every descriptor the gateways sent had its limit in the rendered file.
+    assert "unknown descriptor" not in fleet["rls"].output()
+
+
+def test_service_down_falls_back_to_a_share_each_and_counts_exactly_once_back(fleet):
+    gateways, mocks, rls = fleet["gateways"], fleet["mocks"], fleet["rls"]
+    for _, recorder in mocks:
+        recorder.take()
+    fresh_minute(25)
+    # Up: 30 requests, 10 per gateway, all admitted by the service (60 fit).
+    assert [r.status_code for r in spread(gateways, "outage", 30)] == [200] * 30
+    rls.stop()
+    # Down, `local`: each gateway holds each deployment to 30 / 3 = 10 this minute, its own
+    # earlier requests included; nothing answers 5xx.
+    statuses = [r.status_code for r in spread(gateways, "outage", 60)]
+    assert not [s for s in statuses if s >= 500], statuses
+    c, d = len(mocks[2][1].take()), len(mocks[3][1].take())
+    assert c <= 30 and d <= 30, (c, d)
+    assert c + d == 30 + statuses.count(200)
+    for gw in gateways:
+        logs = gw.logs()
+        # Logged once per transition (per Envoy), never per request.
+        assert logs.count("does not answer") == 1, logs[-3000:]
+        failures = [line for line in prometheus_lines(requests.get(f"{gw.admin}/stats/prometheus", timeout=5).text)
+                    if line.startswith("llm_gateway_rate_limit_service_failures{")]
+        assert sum(float(line.rpartition(" ")[2]) for line in failures) >= 1, failures
+        assert all('reason="' in line for line in failures), failures
+    # Back: within a second or so each gateway asks again and counts exactly once more.
+    rls.start()
+    time.sleep(1.5)
+
+    def back():
+        for gw in gateways:
+            post(gw, "probe")
+        return all("answers again" in gw.logs() for gw in gateways)
+
+    wait_until(back, 15, "every gateway seeing the service again")
+    mocks[4][1].take()
+    fresh_minute(10)
+    statuses = [r.status_code for r in spread(gateways, "after", 12, threads=3)]
+    assert statuses.count(200) == 6, statuses
+    assert len(mocks[4][1].take()) == 6
