@@ -37,7 +37,7 @@ def gateway_json(envoy_yaml):
     said = json.loads(carrier["value"]).get("general_settings", {}).get("envoy_route_defaults")
     policy = routes[0]["route"].get("retry_policy", {})
     if said:
-        assert routes[0]["route"]["timeout"] == f"{said['timeout_seconds']}s"
+        assert float(routes[0]["route"]["timeout"].rstrip("s")) == said["timeout_seconds"]
         assert (policy["retry_on"], policy["num_retries"]) == (said["retry_on"], said["num_retries"])
     else:
         assert routes[0]["route"]["timeout"] == "0s" and "retry_on" not in policy
@@ -142,3 +142,30 @@ def test_oci_layout(tmp_path):
     layer = json.loads(manifest_bytes)["layers"][0]
     wasm = (out / "blobs" / "sha256" / layer["digest"].split(":")[1]).read_bytes()
     assert wasm.startswith(b"\0asm") and layer["mediaType"] == "application/vnd.module.wasm.content.layer.v1+wasm"
+
+
+def test_fleet_demo_is_rendered_from_its_config_and_wired_in_compose(tmp_path):
+    """The multi-gateway demo: its Envoy config and both rate-limit services' limits are what
+    `render` writes for examples/fleet/config.yaml today (no drift), and compose mounts them."""
+    fleet = ROOT / "examples" / "fleet"
+    out = {name: tmp_path / name for name in ("envoy.yaml", "ratelimit.yaml", "limitador.yaml")}
+    subprocess.run([ROOT / "target" / "release" / "llm-gateway", "render", "examples/fleet/config.yaml",
+                    "-o", out["envoy.yaml"], "--wasm", "/etc/llm-gateway/llm_gateway.wasm",
+                    "--ratelimit-config", out["ratelimit.yaml"], "--limitador-limits", out["limitador.yaml"]],
+                   check=True, capture_output=True, cwd=ROOT)
+    for name, path in out.items():
+        assert path.read_text() == (fleet / name).read_text(), f"examples/fleet/{name} is stale: render it again"
+    gateway, clusters, cfg = gateway_json("examples/fleet/envoy.yaml")
+    assert clusters == {"mock:8001", "ratelimit:8081"}
+    rls = next(c for c in cfg["static_resources"]["clusters"] if c["name"] == "ratelimit:8081")
+    assert "http2_protocol_options" in json.dumps(rls)
+    services = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())["services"]
+    for gw in ("gateway-1", "gateway-2"):
+        assert "./examples/fleet/envoy.yaml:/etc/envoy/envoy.yaml:ro" in services[gw]["volumes"]
+        assert "fleet" in services[gw]["profiles"]
+    assert "./examples/fleet/ratelimit.yaml:/data/ratelimit/config/config.yaml:ro" in services["ratelimit"]["volumes"]
+    assert services["ratelimit"]["environment"]["REDIS_URL"] == "redis:6379"
+    assert "./examples/fleet/limitador.yaml:/etc/limitador/limits.yaml:ro" in services["limitador"]["volumes"]
+    # Limitador answers under the name the gateways' config calls.
+    assert "ratelimit" in services["limitador"]["networks"]["default"]["aliases"]
+    assert gateway["general_settings"]["rate_limit_service"]["address"] == "ratelimit:8081"
