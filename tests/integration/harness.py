@@ -83,6 +83,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def stop_process(proc):
+    """Terminate a helper process, killing it if it does not exit within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_until(check, timeout, what):
     deadline = time.monotonic() + timeout
     last = None
@@ -196,13 +207,7 @@ class Gateway:
         return open(self.log_path).read()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

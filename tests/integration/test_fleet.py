@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +15,7 @@ import pytest
 import requests
 
 import mock_openai
-from harness import ROOT, free_port, prometheus_lines, wait_until
+from harness import ROOT, Gateway, free_port, prometheus_lines, stop_process, wait_until
 
 CLI = ROOT / "target" / "release" / "llm-gateway"
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
@@ -40,13 +39,7 @@ class Process:
         wait_until(self.ready, 20, self.args[0])
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
     def output(self):
@@ -92,7 +85,6 @@ def fleet(tmp_path_factory):
     rls = Process([sys.executable, str(ROOT / "tests" / "ratelimit_double.py"), "--port", str(rls_port),
                    "--redis-port", str(redis_port), "--config", str(limits)], tmp / "rls.log",
                   lambda: "ready" in open(tmp / "rls.log").read())
-    from harness import Gateway
     gateways = []
     try:
         for _ in range(3):
