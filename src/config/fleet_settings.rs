@@ -92,3 +92,67 @@ pub fn rate_limit_service(
         instances,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    fn errors_of(service: &str) -> Vec<(String, String)> {
+        let json = format!(
+            r#"{{"model_list": [{{"model_name": "m", "litellm_params": {{"model": "openai/a", "api_base": "http://127.0.0.1:9001", "rpm": 5}}}}],
+               "general_settings": {{"rate_limit_service": {service}}}}}"#
+        );
+        let (_, d) = crate::config::check(json.as_bytes(), &|_| None, 0);
+        d.errors
+            .iter()
+            .map(|e| (e.path.clone(), e.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn every_bad_field_is_named_by_its_path() {
+        let errors = errors_of(
+            r#"{"address": "rls", "domain": "", "timeout_ms": 0, "failure_mode": "open", "instances": 0, "cluster": "a b"}"#,
+        );
+        let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+        let base = "general_settings.rate_limit_service";
+        for field in [
+            "address",
+            "domain",
+            "timeout_ms",
+            "failure_mode",
+            "instances",
+            "cluster",
+        ] {
+            assert!(
+                paths.contains(&format!("{base}.{field}").as_str()),
+                "{field}: {errors:?}"
+            );
+        }
+        assert!(errors.iter().any(|(_, m)| m.contains("local, allow, deny")));
+        assert!(
+            !errors_of(r#"{"adress": "rls:8081"}"#).is_empty(),
+            "unknown keys refused"
+        );
+    }
+
+    #[test]
+    fn defaults_and_the_cluster_name() {
+        let json = br#"{"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/a", "api_base": "http://127.0.0.1:9001", "rpm": 5}}],
+               "general_settings": {"rate_limit_service": {"address": "ratelimit:8081"}}}"#;
+        let (config, d) = crate::config::check(json, &|_| None, 0);
+        let s = config.unwrap().rate_limit.unwrap();
+        assert_eq!(
+            (
+                s.cluster.as_str(),
+                s.domain.as_str(),
+                s.timeout_ms,
+                s.instances
+            ),
+            ("ratelimit:8081", "llm-gateway", 20, 1)
+        );
+        assert_eq!(s.failure_mode, crate::fleet::FailureMode::Local);
+        assert!(d
+            .warnings
+            .iter()
+            .any(|w| w.path.ends_with("rate_limit_service.instances")));
+    }
+}
