@@ -9,7 +9,7 @@ pipeline of `INCRBY <domain>_<key>_<value>_<window start> hits` + `EXPIRE … un
 compared after the increment, windows aligned to the clock. A descriptor's own `limit` override
 is honoured, as envoyproxy/ratelimit does. Redis errors answer gRPC UNAVAILABLE.
 
-    python tests/ratelimit_double.py --port P --redis-port R --config config.yaml
+    python tests/ratelimit_double.py --port P --redis-port R --config config.yaml [--delay-ms D]
 
 Prints `ready` once serving; every descriptor it has no limit for is logged (`unknown
 descriptor …`), so a test can check the rendered config is complete.
@@ -186,11 +186,15 @@ def find_limit(tree, entries):
 
 
 class Service:
-    def __init__(self, limits, redis):
+    def __init__(self, limits, redis, delay_ms=0):
         self.limits = limits
         self.redis = redis
+        self.delay_ms = delay_ms
 
     def should_rate_limit(self, request, context):
+        if self.delay_ms:
+            # A slow service, for the callers' timeout.
+            time.sleep(self.delay_ms / 1000)
         domain, descriptors, hits = parse_request(request)
         hits = hits or 1
         now = time.time()
@@ -231,8 +235,9 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--redis-port", type=int, required=True)
     p.add_argument("--config", required=True)
+    p.add_argument("--delay-ms", type=int, default=0)
     args = p.parse_args()
-    service = Service(load_limits(args.config), Redis(args.redis_port))
+    service = Service(load_limits(args.config), Redis(args.redis_port), args.delay_ms)
     handler = grpc.method_handlers_generic_handler(
         "envoy.service.ratelimit.v3.RateLimitService",
         {"ShouldRateLimit": grpc.unary_unary_rpc_method_handler(service.should_rate_limit)},

@@ -34,7 +34,8 @@ class Process:
         self.start()
 
     def start(self):
-        self.log = open(self.log_path, "a")
+        # A fresh log each start: readiness is read from it.
+        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_until(self.ready, 20, self.args[0])
 
@@ -186,3 +187,22 @@ def test_service_down_falls_back_to_a_share_each_and_counts_exactly_once_back(fl
     statuses = [r.status_code for r in spread(gateways, "after", 12, threads=3)]
     assert statuses.count(200) == 6, statuses
     assert len(mocks[4][1].take()) == 6
+
+
+def test_a_service_slower_than_its_timeout_counts_as_no_answer(fleet):
+    gateways, rls = fleet["gateways"], fleet["rls"]
+    plain_args = list(rls.args)
+    before = [gw.logs().count("does not answer") for gw in gateways]
+    rls.stop()
+    rls.args = plain_args + ["--delay-ms", "1500"]  # over the gateways' 1000 ms timeout
+    rls.start()
+    try:
+        # `local` mode: held no longer than the timeout, then admitted within each Envoy's share.
+        statuses = [post(gw, "probe").status_code for gw in gateways for _ in range(3)]
+        assert statuses == [200] * 9, statuses
+        for gw, n in zip(gateways, before):
+            assert gw.logs().count("does not answer") == n + 1
+    finally:
+        rls.stop()
+        rls.args = plain_args
+        rls.start()
