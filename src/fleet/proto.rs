@@ -124,9 +124,11 @@ pub fn parse_answer(body: &[u8]) -> Result<Answer, Unreadable> {
         return Err(Unreadable::Compressed);
     }
     let length = u32::from_be_bytes(length.try_into().map_err(|_| Unreadable::Malformed)?);
-    let message = body
-        .get(5..5 + length as usize)
-        .ok_or(Unreadable::NoMessage)?;
+    let end = usize::try_from(length)
+        .ok()
+        .and_then(|n| n.checked_add(5))
+        .ok_or(Unreadable::Malformed)?;
+    let message = body.get(5..end).ok_or(Unreadable::NoMessage)?;
     let mut answer = Answer {
         overall: Code::Unknown,
         statuses: Vec::new(),
