@@ -111,6 +111,14 @@ impl Labels {
         )
     }
 
+    /// `OVER_LIMIT` answers from the fleet's rate-limit service for this deployment.
+    pub fn fleet_over_limit(&self) -> String {
+        format!(
+            "llm_gateway.group.{}.deployment.{}.fleet_over_limit",
+            self.group, self.deployment
+        )
+    }
+
     /// Gauges refreshed on a timer from the deployment's shared record (see
     /// `router::deployment_gauges`): 1 while cooling, this minute's requests and tokens,
     /// and its configured limits.
@@ -297,7 +305,7 @@ pub fn rate_limit_service_failures(reason: &str) -> String {
 
 /// `OVER_LIMIT` answers for a deployment: the fleet had spent its rpm this minute.
 pub fn fleet_over_limit(config: &crate::config::Config, deployment: usize) -> String {
-    Labels::of(config, deployment, "").gauge("fleet_over_limit")
+    Labels::of(config, deployment, "").fleet_over_limit()
 }
 
 /// The share of a key's budget spent (this period), in thousandths, by key alias.
@@ -347,7 +355,7 @@ pub fn families() -> Vec<Family> {
         (key_budget_used("k"), StatKind::Gauge),
         (key_spend("k"), StatKind::Counter),
         (rate_limit_service_failures("r"), StatKind::Counter),
-        (l.gauge("fleet_over_limit"), StatKind::Counter),
+        (l.fleet_over_limit(), StatKind::Counter),
     ];
     named.extend(
         DEPLOYMENT_GAUGES
