@@ -143,6 +143,8 @@ pub fn pick(
         return Err(no_deployment("", &[]));
     };
     let strategy = config.router.strategy;
+    // Read once per pick, not per candidate (a shared read when a rate-limit service is set).
+    let rpm_share = crate::fleet::rpm_share(config, host);
     let mut refusals: Vec<Unusable> = Vec::new();
     for &order in &group.orders {
         let mut candidates: Vec<usize> = group
@@ -174,7 +176,7 @@ pub fn pick(
                         .filter(|(i, s)| match config.deployment(*i) {
                             Some(d) => match s.check(
                                 now,
-                                crate::fleet::local_rpm(config, host, d),
+                                crate::fleet::rpm_at_share(d, rpm_share),
                                 d.tpm,
                                 estimated_tokens,
                             ) {

@@ -84,6 +84,11 @@ pub fn rate_limit_service(
     }
     Some(Service {
         cluster: w.cluster.clone().unwrap_or_else(|| address.host_port()),
+        authority: address.host_port(),
+        frames: deployments
+            .iter()
+            .map(|x| crate::fleet::deployment_frame(&domain, x))
+            .collect(),
         host: address.host,
         port: address.port,
         domain,

@@ -70,53 +70,58 @@ pub struct Service {
     pub failure_mode: FailureMode,
     /// How many Envoys share the limits (`local` mode divides by it).
     pub instances: u64,
+    /// `host:port`, the calls' `:authority`.
+    pub authority: String,
+    /// Per deployment (config order), the request admitting one of its requests: the same
+    /// bytes every time, so written once here; `None` for a deployment without `rpm`.
+    pub frames: Vec<Option<Vec<u8>>>,
 }
 
-impl Service {
-    pub fn authority(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+/// What this Envoy divides deployments' `rpm` by now: `instances` in `local` mode while the
+/// service does not answer, else 1 (and no read at all without a service in `local` mode).
+pub fn rpm_share(config: &Config, host: &dyn Host) -> u64 {
+    match &config.rate_limit {
+        Some(s) if s.failure_mode == FailureMode::Local && Health::read(host).down => {
+            s.instances.max(1)
+        }
+        _ => 1,
     }
 }
 
-/// Whether a deployment's admission goes through the service.
-pub fn checks(config: &Config, d: &Deployment) -> bool {
-    config.rate_limit.is_some() && d.rpm.is_some()
+/// The rpm this Envoy's own record enforces for `d` at a given `rpm_share`.
+pub fn rpm_at_share(d: &Deployment, share: u64) -> Option<u64> {
+    d.rpm.map(|rpm| rpm / share.max(1))
 }
 
 /// The rpm this Envoy's own record enforces for `d` now: the configured one while the service
 /// answers (or without one), `rpm / instances` in `local` mode while it does not.
 pub fn local_rpm(config: &Config, host: &dyn Host, d: &Deployment) -> Option<u64> {
-    let rpm = d.rpm?;
-    match &config.rate_limit {
-        Some(s) if s.failure_mode == FailureMode::Local && Health::read(host).down => {
-            Some(rpm / s.instances.max(1))
-        }
-        _ => Some(rpm),
-    }
+    d.rpm?;
+    rpm_at_share(d, rpm_share(config, host))
 }
 
 /// Before a request is sent to a deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission {
+pub enum Admission<'c> {
     /// Send it: no fleet limit applies, or the service is down and the mode admits it.
     Go,
     /// Ask the service first: this gRPC frame, to `Service::cluster`.
-    Ask(Vec<u8>),
+    Ask(&'c [u8]),
     /// The service is down and the mode is `deny`.
     Refuse,
 }
 
 /// Whether the request for `deployment` must be admitted by the service first.
-pub fn admission(config: &Config, host: &mut dyn Host, deployment: usize) -> Admission {
-    let (Some(service), Some(d)) = (&config.rate_limit, config.deployment(deployment)) else {
+pub fn admission<'c>(config: &'c Config, host: &mut dyn Host, deployment: usize) -> Admission<'c> {
+    let Some(service) = &config.rate_limit else {
         return Admission::Go;
     };
-    if d.rpm.is_none() {
+    let Some(Some(frame)) = service.frames.get(deployment) else {
         return Admission::Go;
-    }
+    };
     let now = host.now_unix_ms();
     if Health::claim_call(host, now) {
-        return Admission::Ask(deployment_request(service, d));
+        return Admission::Ask(frame);
     }
     match service.failure_mode {
         // The router already held the request to `rpm / instances` (`local_rpm`).
@@ -125,16 +130,17 @@ pub fn admission(config: &Config, host: &mut dyn Host, deployment: usize) -> Adm
     }
 }
 
-/// One hit on the deployment's rpm descriptor.
-pub fn deployment_request(service: &Service, d: &Deployment) -> Vec<u8> {
-    proto::request_frame(
-        &service.domain,
+/// One hit on the deployment's rpm descriptor (`None` when it has no `rpm`).
+pub fn deployment_frame(domain: &str, d: &Deployment) -> Option<Vec<u8>> {
+    d.rpm?;
+    Some(proto::request_frame(
+        domain,
         &[proto::Descriptor {
             entries: vec![(DEPLOYMENT_RPM_KEY, d.id.as_str())],
             limit: None,
         }],
         None,
-    )
+    ))
 }
 
 /// The call's headers: gRPC over HTTP/2.

@@ -71,9 +71,8 @@ impl Session {
         let Some(service) = &config.rate_limit else {
             return self.forward(config, stream, *forward, Some(body_size));
         };
-        let authority = service.authority();
-        let headers = fleet::call_headers(&authority);
-        let token = stream.call(&service.cluster, &headers, Some(&frame), service.timeout_ms);
+        let headers = fleet::call_headers(&service.authority);
+        let token = stream.call(&service.cluster, &headers, Some(frame), service.timeout_ms);
         replan.asks += 1;
         let admitting = Admitting {
             token: token.unwrap_or(0),
