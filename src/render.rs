@@ -229,7 +229,6 @@ pub fn with_route_defaults(gateway_json: &Value, config: &Config) -> Value {
     out
 }
 
-/// The Envoy bootstrap for a validated config (`gateway_json` is what the filter will read).
 /// The rate-limit service's cluster: gRPC, so HTTP/2 (plaintext, as the services serve it
 /// by default).
 fn rate_limit_cluster(service: &crate::fleet::Service) -> Value {
@@ -255,6 +254,7 @@ fn rate_limit_cluster(service: &crate::fleet::Service) -> Value {
     c
 }
 
+/// The Envoy bootstrap for a validated config (`gateway_json` is what the filter will read).
 pub fn envoy_bootstrap(gateway_json: &Value, config: &Config, opts: &RenderOptions) -> Value {
     let gateway_json = &with_route_defaults(gateway_json, config);
     let mut clusters: BTreeMap<String, Value> = BTreeMap::new();
