@@ -66,11 +66,14 @@ pub fn spend_of(host: &dyn Host, grant: &KeyGrant) -> f64 {
     key_table::read(host, &grant.id).spend_in(period)
 }
 
-/// Check and reserve the key's limits for one request: budget first, then rpm/tpm.
+/// Check and reserve the key's limits for one request: budget first, then rpm/tpm. This
+/// Envoy holds the key to `rpm_limit / rpm_share` (`fleet::key_rpm_share`: more than 1 only
+/// while the fleet's service does not answer in `local` mode).
 pub fn charge(
     host: &mut dyn Host,
     principal: &Principal,
     estimated_tokens: u64,
+    rpm_share: u64,
 ) -> Result<Option<KeyCharge>, GatewayError> {
     let Principal::Key(grant) = principal else {
         return Ok(None);
@@ -108,7 +111,7 @@ pub fn charge(
                 .state
                 .reserve(
                     now,
-                    grant.rpm,
+                    grant.rpm.map(|rpm| rpm / rpm_share.max(1)),
                     grant.tpm,
                     estimated_tokens,
                     parallel.is_some(),
@@ -245,6 +248,20 @@ pub struct Settled {
     pub budget_used: Option<f64>,
 }
 
+/// The fleet's service says the key has used its `rpm_limit` this minute: this Envoy's
+/// record says so too, so the key's later requests here are refused without a call.
+pub fn fill_minute(host: &mut dyn Host, grant: &KeyGrant) {
+    let Some(rpm) = grant.rpm else {
+        return;
+    };
+    let now = host.now_unix_ms();
+    // Losing every race leaves the record as it was: the next request asks again.
+    let _ = key_table::update::<()>(host, &grant.id, &|mut c| {
+        c.state = c.state.filled(now, rpm);
+        Ok(c)
+    });
+}
+
 /// Give back a charge for a request nothing served.
 pub fn refund(host: &mut dyn Host, charge: &KeyCharge) {
     if !charge.tracked {
@@ -315,9 +332,9 @@ mod tests {
         let mut h = FakeHost::new(1);
         key_table::precreate(&mut h);
         let team = key(&c, "sk-team");
-        assert!(charge(&mut h, &team, 0).unwrap().is_some());
-        assert!(charge(&mut h, &team, 0).is_ok());
-        let e = charge(&mut h, &team, 0).unwrap_err();
+        assert!(charge(&mut h, &team, 0, 1).unwrap().is_some());
+        assert!(charge(&mut h, &team, 0, 1).is_ok());
+        let e = charge(&mut h, &team, 0, 1).unwrap_err();
         assert_eq!(e.status(), 429);
         assert!(e.retry_after.is_some());
 
@@ -332,11 +349,11 @@ mod tests {
             v["key"].as_str().unwrap().to_string()
         };
         let p = c.keys.authenticate(Some(&minted), h.now_ms / 1000).unwrap();
-        let ch = charge(&mut h, &p, 0).unwrap().unwrap();
+        let ch = charge(&mut h, &p, 0, 1).unwrap().unwrap();
         // 4 prompt + 3 completion tokens at 0.001/0.002: 0.010 USD, the whole budget.
         let usage = Usage::new(4, 3);
         settle(&mut h, &ch, Some(usage), c.deployments.first());
-        let e = charge(&mut h, &p, 0).unwrap_err();
+        let e = charge(&mut h, &p, 0, 1).unwrap_err();
         assert_eq!(e.status(), 400);
         assert_eq!(e.kind.error_type(), "budget_exceeded");
         assert_eq!(
@@ -356,9 +373,9 @@ mod tests {
         crate::router::precreate(&c, &mut h);
         let minted = json_key(generate(&c, &mut h, br#"{"max_parallel_requests":2}"#).unwrap());
         let p = c.keys.authenticate(Some(&minted), h.now_ms / 1000).unwrap();
-        let first = charge(&mut h, &p, 10).unwrap().unwrap();
-        let second = charge(&mut h, &p, 10).unwrap().unwrap();
-        let e = charge(&mut h, &p, 10).unwrap_err();
+        let first = charge(&mut h, &p, 10, 1).unwrap().unwrap();
+        let second = charge(&mut h, &p, 10, 1).unwrap().unwrap();
+        let e = charge(&mut h, &p, 10, 1).unwrap_err();
         assert_eq!(
             (e.status(), e.code.as_deref()),
             (429, Some("max_parallel_requests_exceeded"))
@@ -371,12 +388,12 @@ mod tests {
             c.deployments.first(),
         );
         refund(&mut h, &second);
-        let a = charge(&mut h, &p, 10).unwrap().unwrap();
-        let _b = charge(&mut h, &p, 10).unwrap().unwrap();
-        assert!(charge(&mut h, &p, 10).is_err());
+        let a = charge(&mut h, &p, 10, 1).unwrap().unwrap();
+        let _b = charge(&mut h, &p, 10, 1).unwrap().unwrap();
+        assert!(charge(&mut h, &p, 10, 1).is_err());
         // A count whose end was never seen goes stale once the key has been idle long enough.
         h.now_ms += STALE_IN_FLIGHT_MINUTES * 60_000;
-        assert!(charge(&mut h, &p, 10).is_ok());
+        assert!(charge(&mut h, &p, 10, 1).is_ok());
         settle(&mut h, &a, None, None);
     }
 
@@ -389,18 +406,18 @@ mod tests {
         let minted = json_key(generate(&c, &mut h, body).unwrap());
         let p = c.keys.authenticate(Some(&minted), h.now_ms / 1000).unwrap();
         let spend_all = |h: &mut FakeHost| {
-            let ch = charge(h, &p, 0).unwrap().unwrap();
+            let ch = charge(h, &p, 0, 1).unwrap().unwrap();
             settle(h, &ch, Some(Usage::new(4, 3)), c.deployments.first());
         };
         spend_all(&mut h);
         assert_eq!(
-            charge(&mut h, &p, 0).unwrap_err().kind,
+            charge(&mut h, &p, 0, 1).unwrap_err().kind,
             ErrorKind::BudgetExceeded
         );
         h.now_ms += 3_600_000;
         spend_all(&mut h);
         assert_eq!(
-            charge(&mut h, &p, 0).unwrap_err().kind,
+            charge(&mut h, &p, 0, 1).unwrap_err().kind,
             ErrorKind::BudgetExceeded
         );
         let Principal::Key(g) = &p else { panic!() };
@@ -438,7 +455,7 @@ mod tests {
             .keys
             .authenticate(v["key"].as_str(), h.now_ms / 1000)
             .unwrap();
-        let first = charge(&mut h, &p, 10).unwrap().unwrap();
+        let first = charge(&mut h, &p, 10, 1).unwrap().unwrap();
         settle(
             &mut h,
             &first,
@@ -446,7 +463,7 @@ mod tests {
             c.deployments.first(),
         );
         // The budget is spent: refused as such, and the refusal reserves nothing.
-        let e = charge(&mut h, &p, 10).unwrap_err();
+        let e = charge(&mut h, &p, 10, 1).unwrap_err();
         assert_eq!(e.kind, ErrorKind::BudgetExceeded);
         let counters = key_table::read(&h, &first.grant.id);
         assert_eq!(counters.state.requests, 1);
@@ -459,13 +476,13 @@ mod tests {
         let mut h = FakeHost::new(1);
         key_table::precreate(&mut h);
         let team = key(&c, "sk-team");
-        let ch = charge(&mut h, &team, 50).unwrap().unwrap();
+        let ch = charge(&mut h, &team, 50, 1).unwrap().unwrap();
         let charged = h.shared.clone();
         settle(&mut h, &ch, Some(Usage::new(4, 3)), c.deployments.get(1));
         assert_eq!(h.shared, charged, "rpm only, no price: nothing to settle");
         // Its rpm limit still holds: 2 per minute.
-        assert!(charge(&mut h, &team, 0).is_ok());
-        assert_eq!(charge(&mut h, &team, 0).unwrap_err().status(), 429);
+        assert!(charge(&mut h, &team, 0, 1).is_ok());
+        assert_eq!(charge(&mut h, &team, 0, 1).unwrap_err().status(), 429);
 
         let minted = {
             let reply = generate(&c, &mut h, br#"{"tpm_limit":100}"#).unwrap();
@@ -473,9 +490,9 @@ mod tests {
             v["key"].as_str().unwrap().to_string()
         };
         let p = c.keys.authenticate(Some(&minted), h.now_ms / 1000).unwrap();
-        let ch = charge(&mut h, &p, 90).unwrap().unwrap();
+        let ch = charge(&mut h, &p, 90, 1).unwrap().unwrap();
         // The estimate (90) is replaced by the real count (7): 93 tokens are left this minute.
         settle(&mut h, &ch, Some(Usage::new(4, 3)), c.deployments.get(1));
-        assert!(charge(&mut h, &p, 90).is_ok());
+        assert!(charge(&mut h, &p, 90, 1).is_ok());
     }
 }

@@ -483,7 +483,8 @@ fn inference(
     if skip >= groups.len() {
         return Err(crate::mock::fallback_failure(&request.model));
     }
-    let key_charge = match access::charge(host, principal, estimated_tokens) {
+    let rpm_share = crate::fleet::key_rpm_share(config, host, principal);
+    let key_charge = match access::charge(host, principal, estimated_tokens, rpm_share) {
         Ok(charge) => charge,
         Err(e) => {
             let reason = match (e.kind, e.code.as_deref()) {

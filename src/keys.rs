@@ -169,6 +169,14 @@ impl KeyRing {
         }
     }
 
+    /// The configured virtual keys' grants, by id (a stable order for what is rendered
+    /// from them).
+    pub fn static_grants(&self) -> Vec<&KeyGrant> {
+        let mut grants: Vec<&KeyGrant> = self.statics.values().map(|g| g.as_ref()).collect();
+        grants.sort_by(|a, b| a.id.cmp(&b.id));
+        grants
+    }
+
     /// Whether any key is required at all.
     pub fn is_open(&self) -> bool {
         self.master.is_none() && self.statics.is_empty()

@@ -34,7 +34,8 @@ pub fn vllm_forward(
         Some(m) => Some(scope.admit(config, &m.name, "model")?),
         None => None,
     };
-    let key_charge = access::charge(host, principal, estimated_tokens)?;
+    let rpm_share = crate::fleet::key_rpm_share(config, host, principal);
+    let key_charge = access::charge(host, principal, estimated_tokens, rpm_share)?;
     let reserved = match target {
         Some(target) => pick_native(config, host, target, estimated_tokens),
         None => first_vllm(config, host, &scope, estimated_tokens),

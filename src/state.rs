@@ -129,7 +129,7 @@ pub fn minute_of(now_ms: u64) -> u64 {
     now_ms / 60_000
 }
 
-fn secs_to_next_minute(now_ms: u64) -> u64 {
+pub fn secs_to_next_minute(now_ms: u64) -> u64 {
     (60_000 - now_ms % 60_000).div_ceil(1000).max(1)
 }
 

@@ -23,11 +23,18 @@ pub mod service_config;
 
 use crate::config::{Config, Deployment};
 use crate::host::Host;
+use crate::keys::{KeyGrant, Principal};
 
 /// The descriptor key the gateway sends for a deployment's requests per minute; its value is
 /// the deployment's id (`model_info.id`, else `<model_name>/<index>`), the same on every
 /// Envoy that loads the same config.
 pub const DEPLOYMENT_RPM_KEY: &str = "deployment";
+
+/// The descriptor key for a virtual key's requests per minute; its value is the key's id
+/// (`static-<digest prefix>` or a minted key's `kid`, never the key itself), and the
+/// descriptor carries the key's `rpm_limit` as its own limit, so keys minted after the
+/// service's configuration was written are limited too.
+pub const KEY_RPM_KEY: &str = "key";
 
 /// How often a worker asks a service marked down whether it is back.
 pub const PROBE_INTERVAL_MS: u64 = 1_000;
@@ -88,6 +95,17 @@ pub fn rpm_share(config: &Config, host: &dyn Host) -> u64 {
     }
 }
 
+/// What this Envoy divides the caller's key's `rpm_limit` by now (`rpm_share`); 1 without
+/// a read for every caller that is not a key with `rpm_limit`.
+pub fn key_rpm_share(config: &Config, host: &dyn Host, principal: &Principal) -> u64 {
+    match principal {
+        Principal::Key(grant) if grant.rpm.is_some() && config.rate_limit.is_some() => {
+            rpm_share(config, host)
+        }
+        _ => 1,
+    }
+}
+
 /// The rpm this Envoy's own record enforces for `d` at a given `rpm_share`.
 pub fn rpm_at_share(d: &Deployment, share: u64) -> Option<u64> {
     d.rpm.map(|rpm| rpm / share.max(1))
@@ -100,34 +118,73 @@ pub fn local_rpm(config: &Config, host: &dyn Host, d: &Deployment) -> Option<u64
     rpm_at_share(d, rpm_share(config, host))
 }
 
-/// Before a request is sent to a deployment.
+/// Before a request is sent: whether the service must admit it (on a deployment's or a
+/// key's descriptor) and with which gRPC frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission<'c> {
+pub enum Admission<F> {
     /// Send it: no fleet limit applies, or the service is down and the mode admits it.
     Go,
     /// Ask the service first: this gRPC frame, to `Service::cluster`.
-    Ask(&'c [u8]),
+    Ask(F),
     /// The service is down and the mode is `deny`.
     Refuse,
 }
 
 /// Whether the request for `deployment` must be admitted by the service first.
-pub fn admission<'c>(config: &'c Config, host: &mut dyn Host, deployment: usize) -> Admission<'c> {
+pub fn admission<'c>(
+    config: &'c Config,
+    host: &mut dyn Host,
+    deployment: usize,
+) -> Admission<&'c [u8]> {
     let Some(service) = &config.rate_limit else {
         return Admission::Go;
     };
     let Some(Some(frame)) = service.frames.get(deployment) else {
         return Admission::Go;
     };
+    ask_or_fall_back(service, host, frame.as_slice())
+}
+
+/// Whether the request of a key with `rpm_limit` must be admitted on the key's descriptor
+/// first (once per request, before its deployment is asked).
+pub fn key_admission(config: &Config, host: &mut dyn Host, grant: &KeyGrant) -> Admission<Vec<u8>> {
+    let Some(service) = &config.rate_limit else {
+        return Admission::Go;
+    };
+    let Some(frame) = key_frame(&service.domain, grant) else {
+        return Admission::Go;
+    };
+    ask_or_fall_back(service, host, frame)
+}
+
+fn ask_or_fall_back<F>(service: &Service, host: &mut dyn Host, frame: F) -> Admission<F> {
     let now = host.now_unix_ms();
     if Health::claim_call(host, now) {
         return Admission::Ask(frame);
     }
     match service.failure_mode {
-        // The router already held the request to `rpm / instances` (`local_rpm`).
+        // The router and the key's record already held the request to `rpm / instances`
+        // (`local_rpm`, `rpm_share`).
         FailureMode::Local | FailureMode::Allow => Admission::Go,
         FailureMode::Deny => Admission::Refuse,
     }
+}
+
+/// One hit on the key's rpm descriptor, carrying the key's `rpm_limit` per minute (`None`
+/// for a key without one).
+pub fn key_frame(domain: &str, grant: &KeyGrant) -> Option<Vec<u8>> {
+    let rpm = grant.rpm?;
+    Some(proto::request_frame(
+        domain,
+        &[proto::Descriptor {
+            entries: vec![(KEY_RPM_KEY, grant.id.as_str())],
+            limit: Some(proto::LimitOverride {
+                requests_per_unit: u32::try_from(rpm).unwrap_or(u32::MAX),
+                unit: proto::Unit::Minute,
+            }),
+        }],
+        None,
+    ))
 }
 
 /// One hit on the deployment's rpm descriptor (`None` when it has no `rpm`).

@@ -5,23 +5,33 @@
 //! Both files are YAML whose scalars are written as JSON strings and numbers (JSON's
 //! double-quoted strings are YAML's), so no YAML writer is needed.
 
-use super::DEPLOYMENT_RPM_KEY;
+use super::{DEPLOYMENT_RPM_KEY, KEY_RPM_KEY};
 use crate::config::Config;
 
 fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
 }
 
-/// The deployments the filter asks about, with their rpm, in config order.
-fn limited(config: &Config) -> impl Iterator<Item = (&str, u64)> {
-    config
+/// The descriptors the filter asks about, as (key, value, rpm): the deployments with `rpm`
+/// in config order, then the virtual keys with `rpm_limit` by id. Keys minted by
+/// `/key/generate` are not here: their descriptors carry their own limit, which
+/// envoyproxy/ratelimit honours and Limitador does not.
+fn limited(config: &Config) -> Vec<(&'static str, &str, u64)> {
+    let deployments = config
         .deployments
         .iter()
-        .filter_map(|d| d.rpm.map(|rpm| (d.id.as_str(), rpm)))
+        .filter_map(|d| d.rpm.map(|rpm| (DEPLOYMENT_RPM_KEY, d.id.as_str(), rpm)));
+    let keys = config
+        .keys
+        .static_grants()
+        .into_iter()
+        .filter_map(|g| g.rpm.map(|rpm| (KEY_RPM_KEY, g.id.as_str(), rpm)));
+    deployments.chain(keys).collect()
 }
 
 /// An envoyproxy/ratelimit `config.yaml` (its `RUNTIME_ROOT/…/config/` directory): the
-/// domain, and one `deployment` descriptor per deployment with `rpm`, per minute.
+/// domain, one `deployment` descriptor per deployment with `rpm` and one `key` descriptor
+/// per virtual key with `rpm_limit`, per minute.
 pub fn envoy_ratelimit(config: &Config) -> Option<String> {
     let service = config.rate_limit.as_ref()?;
     let mut out = format!(
@@ -29,11 +39,11 @@ pub fn envoy_ratelimit(config: &Config) -> Option<String> {
         quoted(&service.domain)
     );
     let mut any = false;
-    for (id, rpm) in limited(config) {
+    for (key, id, rpm) in limited(config) {
         any = true;
         out.push_str(&format!(
             "  - key: {}\n    value: {}\n    rate_limit:\n      unit: minute\n      requests_per_unit: {rpm}\n",
-            quoted(DEPLOYMENT_RPM_KEY),
+            quoted(key),
             quoted(id)
         ));
     }
@@ -61,20 +71,17 @@ fn cel_string(s: &str) -> String {
 }
 
 /// A Limitador limits file (`limitador-server LIMITS_FILE`): one limit per deployment with
-/// `rpm`, in the namespace Limitador takes from the request's domain, per 60 s.
+/// `rpm` and per virtual key with `rpm_limit`, in the namespace Limitador takes from the
+/// request's domain, per 60 s.
 pub fn limitador(config: &Config) -> Option<String> {
     let service = config.rate_limit.as_ref()?;
     let mut out = String::from(
         "# Rendered by `llm-gateway render --limitador-limits`: the limits of the gateway's config.\n---\n",
     );
     let mut any = false;
-    for (id, rpm) in limited(config) {
+    for (key, id, rpm) in limited(config) {
         any = true;
-        let condition = format!(
-            "descriptors[0][{}] == {}",
-            cel_string(DEPLOYMENT_RPM_KEY),
-            cel_string(id)
-        );
+        let condition = format!("descriptors[0][{}] == {}", cel_string(key), cel_string(id));
         out.push_str(&format!(
             "- namespace: {}\n  max_value: {rpm}\n  seconds: 60\n  conditions:\n    - {}\n  variables: []\n",
             quoted(&service.domain),
@@ -96,7 +103,8 @@ mod tests {
           {"model_name": "m", "litellm_params": {"model": "openai/a", "api_base": "http://127.0.0.1:9001", "rpm": 30}, "model_info": {"id": "it's \"a\""}},
           {"model_name": "m", "litellm_params": {"model": "openai/b", "api_base": "http://127.0.0.1:9002", "rpm": 45}},
           {"model_name": "m", "litellm_params": {"model": "openai/c", "api_base": "http://127.0.0.1:9003"}}],
-         "general_settings": {"rate_limit_service": {"address": "rls:8081", "domain": "fleet", "instances": 2}}}"#;
+         "general_settings": {"master_key": "sk-m", "virtual_keys": [{"key": "sk-a", "rpm_limit": 10}, {"key": "sk-b"}],
+           "rate_limit_service": {"address": "rls:8081", "domain": "fleet", "instances": 2}}}"#;
         crate::config::parse(json.as_bytes(), &|_| None, 0)
             .unwrap()
             .0
@@ -110,14 +118,19 @@ mod tests {
             "  - key: \"deployment\"\n    value: \"it's \\\"a\\\"\"\n    rate_limit:\n      unit: minute\n      requests_per_unit: 30\n"
         ));
         assert!(out.contains("    value: \"m/1\"\n    rate_limit:\n      unit: minute\n      requests_per_unit: 45\n"));
-        // The deployment without rpm is never asked about, so it has no descriptor.
-        assert_eq!(out.matches("- key:").count(), 2);
+        // The key with rpm_limit, by its id (never the key itself).
+        assert!(out.contains("  - key: \"key\"\n    value: \"static-"));
+        assert!(out.contains("      requests_per_unit: 10\n"));
+        assert!(!out.contains("sk-a"));
+        // The deployment without rpm and the key without rpm_limit are never asked about.
+        assert_eq!(out.matches("- key:").count(), 3);
     }
 
     #[test]
     fn limitador_gets_the_same_limits_as_cel_conditions() {
         let out = limitador(&config()).unwrap();
-        assert_eq!(out.matches("- namespace: \"fleet\"").count(), 2);
+        assert_eq!(out.matches("- namespace: \"fleet\"").count(), 3);
+        assert!(out.contains("  max_value: 10\n  seconds: 60\n  conditions:\n    - \"descriptors[0]['key'] == 'static-"));
         assert!(out.contains(
             "  max_value: 30\n  seconds: 60\n  conditions:\n    - \"descriptors[0]['deployment'] == 'it\\\\'s \\\"a\\\"'\"\n"
         ));

@@ -1,7 +1,15 @@
-//! Admission by the fleet's rate-limit service (`crate::fleet`): a request for a deployment
-//! with `rpm` waits for one `ShouldRateLimit` answer before it is sent; `OVER_LIMIT` fills
-//! the deployment here and the request is routed again (the router skips it now); no answer
-//! applies the configured failure mode.
+//! Admission by the fleet's rate-limit service (`crate::fleet`): a request waits for
+//! `ShouldRateLimit` answers before it is sent — first, once, on its key's descriptor when
+//! the key has `rpm_limit` (`OVER_LIMIT`: 429, the key is full here for the minute), then on
+//! its deployment's when the deployment has `rpm` (`OVER_LIMIT` fills the deployment here
+//! and the request is routed again: the router skips it now). No answer applies the
+//! configured failure mode.
+//!
+//! Two calls, not one with both descriptors: envoyproxy/ratelimit counts every descriptor of
+//! a call even when one is over, so a shared call refused for its deployment would charge the
+//! key again on each spill, and one refused for its key would spend a deployment's slot.
+
+use std::borrow::Cow;
 
 use super::{CalloutAnswer, Flow, LogLevel, Session, State, Stream};
 use crate::config::Config;
@@ -11,8 +19,9 @@ use crate::gateway::{self, BodyAction, Forward, Pending};
 use crate::host::Host;
 use crate::metrics::Stat;
 
-/// Calls one request may make before the failure mode decides without asking: one per
-/// deployment it could spill to, and then some.
+/// Calls one request may make (its key's and one per deployment it spills to). A request
+/// that would need more gets 429, as if every deployment were full: sending it unasked could
+/// break the fleet's limit.
 const MAX_ASKS: u32 = 8;
 
 /// What it takes to route a request again, and the calls it has made so far.
@@ -21,11 +30,21 @@ pub(super) struct Replan {
     pub body: Vec<u8>,
     pub body_size: usize,
     pub asks: u32,
+    /// The key's descriptor was counted (or needs no call): a spill does not count it again.
+    pub key_admitted: bool,
+}
+
+/// Which descriptor a call asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Key,
+    Deployment,
 }
 
 /// A request waiting for the service's answer.
 pub(super) struct Admitting {
     token: u32,
+    asked: Asked,
     forward: Box<Forward>,
     replan: Replan,
 }
@@ -34,6 +53,29 @@ impl Admitting {
     pub(super) fn abandon(&self, config: &Config, host: &mut dyn Host) {
         drop_unsent(config, host, &self.forward);
     }
+}
+
+/// The key's `rpm_limit` is used up across the fleet this minute (LiteLLM's key limiter
+/// answers 429 the same way).
+fn key_over_limit(now_ms: u64) -> GatewayError {
+    let mut e = GatewayError::new(
+        ErrorKind::RateLimited,
+        "this key is over its rate limit for this minute (rpm_limit, across the gateway fleet)",
+    )
+    .with_code("rate_limit_exceeded");
+    e.retry_after = Some(crate::state::secs_to_next_minute(now_ms));
+    e
+}
+
+/// More spills than a request may ask about: every deployment it tried was full.
+fn too_many_asks(now_ms: u64) -> GatewayError {
+    let mut e = GatewayError::new(
+        ErrorKind::RateLimited,
+        "every deployment tried for this request is at its rate limit across the gateway fleet",
+    )
+    .with_code("rate_limit_exceeded");
+    e.retry_after = Some(crate::state::secs_to_next_minute(now_ms));
+    e
 }
 
 fn service_unavailable() -> GatewayError {
@@ -55,10 +97,17 @@ impl Session {
         mut replan: Replan,
     ) -> Flow {
         let body_size = replan.body_size;
-        let admission = if replan.asks < MAX_ASKS {
-            fleet::admission(config, host, forward.deployment())
-        } else {
-            Admission::Go
+        let key_admission = match (&forward.key_charge, replan.key_admitted) {
+            (Some(charge), false) => fleet::key_admission(config, host, &charge.grant),
+            _ => Admission::Go,
+        };
+        let (asked, admission) = match key_admission {
+            Admission::Go => {
+                replan.key_admitted = true;
+                let a = fleet::admission(config, host, forward.deployment());
+                (Asked::Deployment, map_frame(a, Cow::Borrowed))
+            }
+            other => (Asked::Key, map_frame(other, Cow::Owned)),
         };
         let frame = match admission {
             Admission::Go => return self.forward(config, stream, *forward, Some(body_size)),
@@ -71,11 +120,17 @@ impl Session {
         let Some(service) = &config.rate_limit else {
             return self.forward(config, stream, *forward, Some(body_size));
         };
+        if replan.asks >= MAX_ASKS {
+            drop_unsent(config, host, &forward);
+            let now = host.now_unix_ms();
+            return self.reply(stream, too_many_asks(now).into());
+        }
         let headers = fleet::call_headers(&service.authority);
-        let token = stream.call(&service.cluster, &headers, Some(frame), service.timeout_ms);
+        let token = stream.call(&service.cluster, &headers, Some(&frame), service.timeout_ms);
         replan.asks += 1;
         let admitting = Admitting {
             token: token.unwrap_or(0),
+            asked,
             forward,
             replan,
         };
@@ -144,12 +199,33 @@ impl Session {
             stream.log(LogLevel::Warn, &message);
         }
         let Admitting {
-            forward, replan, ..
+            asked,
+            forward,
+            mut replan,
+            ..
         } = admitting;
         let body_size = replan.body_size;
-        match verdict {
-            Verdict::Admitted => self.forward(config, stream, *forward, Some(body_size)),
-            Verdict::Full => {
+        match (asked, verdict) {
+            (Asked::Key, Verdict::Admitted) => {
+                replan.key_admitted = true;
+                self.admit(config, host, stream, forward, replan)
+            }
+            (Asked::Key, Verdict::Full) => {
+                drop_unsent(config, host, &forward);
+                if let Some(charge) = &forward.key_charge {
+                    crate::access::fill_minute(host, &charge.grant);
+                }
+                let mut reply = gateway::LocalReply::from(key_over_limit(host.now_unix_ms()));
+                reply.metrics.push(crate::metrics::key_refusals(
+                    &forward.key_label,
+                    "rate_limit",
+                ));
+                self.reply(stream, reply)
+            }
+            (Asked::Deployment, Verdict::Admitted) => {
+                self.forward(config, stream, *forward, Some(body_size))
+            }
+            (Asked::Deployment, Verdict::Full) => {
                 let name = crate::metrics::fleet_over_limit(config, forward.deployment());
                 stream.add(Stat::Named(&name), 1);
                 // Released first: filling the record after leaves it full.
@@ -157,7 +233,7 @@ impl Session {
                 crate::router::mark_full(config, host, forward.deployment());
                 self.route_again(config, host, stream, replan)
             }
-            Verdict::Unanswered(reason) => {
+            (_, Verdict::Unanswered(reason)) => {
                 let name = crate::metrics::rate_limit_service_failures(reason);
                 stream.add(Stat::Named(&name), 1);
                 let mode = config
@@ -165,6 +241,12 @@ impl Session {
                     .as_ref()
                     .map_or(FailureMode::Allow, |s| s.failure_mode);
                 match mode {
+                    // The deployment is asked next (and, the service being down now, the
+                    // mode admits it there too).
+                    FailureMode::Allow if asked == Asked::Key => {
+                        replan.key_admitted = true;
+                        self.admit(config, host, stream, forward, replan)
+                    }
                     FailureMode::Allow => self.forward(config, stream, *forward, Some(body_size)),
                     FailureMode::Deny => {
                         drop_unsent(config, host, &forward);
@@ -194,6 +276,14 @@ impl Session {
             BodyAction::Reply(reply) => self.reply(stream, reply),
             BodyAction::FanOut(plan) => self.fan_out(config, host, stream, plan),
         }
+    }
+}
+
+fn map_frame<A, B>(a: Admission<A>, f: impl FnOnce(A) -> B) -> Admission<B> {
+    match a {
+        Admission::Go => Admission::Go,
+        Admission::Ask(frame) => Admission::Ask(f(frame)),
+        Admission::Refuse => Admission::Refuse,
     }
 }
 

@@ -334,6 +334,7 @@ impl Session {
                     body,
                     body_size,
                     asks: 0,
+                    key_admitted: false,
                 };
                 self.admit(config, host, stream, forward, replan)
             }

@@ -174,12 +174,23 @@ fn send_chat<'c>(
     host: &mut FakeHost,
     body: &[u8],
 ) -> (Session, FakeStream<'c>, Flow) {
+    send_chat_as(config, host, body, "sk-master")
+}
+
+/// `send_chat` with another caller's key.
+fn send_chat_as<'c>(
+    config: &'c Config,
+    host: &mut FakeHost,
+    body: &[u8],
+    key: &str,
+) -> (Session, FakeStream<'c>, Flow) {
     let mut session = Session::new();
     let mut stream = FakeStream::new(config);
+    let authorization = format!("Bearer {key}");
     let headers: [(&str, &[u8]); 5] = [
         (":method", b"POST"),
         (":path", b"/v1/chat/completions"),
-        ("authorization", b"Bearer sk-master"),
+        ("authorization", authorization.as_bytes()),
         ("content-type", b"application/json"),
         ("x-envoy-max-retries", b"9"),
     ];
@@ -572,4 +583,118 @@ fn a_client_that_leaves_while_the_service_is_asked_gives_its_slot_back() {
         assert_eq!(stream.calls.len(), 1, "asked, never refused locally");
         session.on_log(Some(&config), &mut host, &mut stream);
     }
+}
+
+/// Ten deployments with rpm 1, and a key with rpm_limit 2, behind a fleet's service.
+fn fleet_config_with_key() -> Config {
+    let deployments: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"model_name": "chat", "litellm_params": {{"model": "openai/m", "api_base": "http://10.0.1.{i}:8000", "rpm": 1}}, "model_info": {{"id": "d{i}"}}}}"#))
+        .collect();
+    let json = format!(
+        r#"{{"model_list": [{}],
+         "general_settings": {{"master_key": "sk-master", "virtual_keys": [{{"key": "sk-k", "rpm_limit": 2}}],
+           "rate_limit_service": {{"address": "10.0.0.9:8081", "instances": 2}}}}}}"#,
+        deployments.join(",")
+    );
+    crate::config::parse(json.as_bytes(), &|_| None, 0)
+        .unwrap()
+        .0
+}
+
+fn call_body(stream: &FakeStream<'_>, n: usize) -> Vec<u8> {
+    stream.calls[n].2.clone().unwrap()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_key_with_rpm_limit_is_admitted_once_fleet_wide_before_its_deployment() {
+    let config = fleet_config_with_key();
+    let mut host = FakeHost::new(5);
+    let (mut session, mut stream, flow) = send_chat_as(&config, &mut host, CHAT, "sk-k");
+    assert_eq!(flow, Flow::Pause);
+    // The key's descriptor first, with its own limit (2 per minute), never the key itself.
+    let key_call = call_body(&stream, 0);
+    assert!(contains(&key_call, b"\x0a\x03key\x12\x13static-"));
+    assert!(
+        contains(&key_call, b"\x12\x04\x08\x02\x10\x02"),
+        "limit 2 per MINUTE"
+    );
+    assert!(!contains(&key_call, b"sk-k"));
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(1));
+    assert_eq!(stream.resumed, 0, "its deployment is asked next");
+    assert!(contains(&call_body(&stream, 1), b"deployment"));
+    // The deployment is full: the sibling is asked, and the key is not counted again.
+    session.on_callout(Some(&config), &mut host, &mut stream, 2, rls_answer(2));
+    assert_eq!(stream.calls.len(), 3);
+    assert!(contains(&call_body(&stream, 2), b"deployment"));
+    session.on_callout(Some(&config), &mut host, &mut stream, 3, rls_answer(1));
+    assert_eq!(stream.resumed, 1);
+    session.on_log(Some(&config), &mut host, &mut stream);
+
+    // The fleet says the key is used up: 429 until the minute ends, and this Envoy stops
+    // asking for it.
+    let (mut session, mut stream, _) = send_chat_as(&config, &mut host, CHAT, "sk-k");
+    assert!(contains(&call_body(&stream, 0), b"key"));
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(2));
+    let (status, headers, body) = stream.reply.clone().unwrap();
+    assert_eq!(status, 429);
+    let retry = host.now_ms / 1000 % 60;
+    let expected = (60 - retry).to_string();
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "retry-after" && *v == expected),
+        "{headers:?}: retry when the minute ends"
+    );
+    assert!(String::from_utf8_lossy(&body).contains("rate_limit_exceeded"));
+    assert_eq!(stream.calls.len(), 1, "no deployment was asked");
+    let (_, stream, _) = send_chat_as(&config, &mut host, CHAT, "sk-k");
+    assert!(stream.calls.is_empty());
+    assert_eq!(stream.reply.as_ref().unwrap().0, 429);
+    // The master key has no rpm_limit: straight to its deployment.
+    let (_, stream, _) = send_chat(&config, &mut host, CHAT);
+    assert!(contains(&call_body(&stream, 0), b"deployment"));
+}
+
+#[test]
+fn a_key_the_service_cannot_count_falls_back_to_its_share() {
+    // local mode, 2 instances: rpm_limit 2 is 1 on this Envoy while the service is down.
+    let json = r#"{"model_list": [{"model_name": "chat", "litellm_params": {"model": "openai/m", "api_base": "http://10.0.1.1:8000"}}],
+        "general_settings": {"master_key": "sk-master", "virtual_keys": [{"key": "sk-k", "rpm_limit": 2}],
+          "rate_limit_service": {"address": "10.0.0.9:8081", "instances": 2}}}"#;
+    let config = crate::config::parse(json.as_bytes(), &|_| None, 0)
+        .unwrap()
+        .0;
+    let mut host = FakeHost::new(5);
+    let (mut session, mut stream, _) = send_chat_as(&config, &mut host, CHAT, "sk-k");
+    let unanswered = CalloutAnswer {
+        status: None,
+        content_type: None,
+        body: Vec::new(),
+    };
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, unanswered);
+    assert_eq!(stream.resumed, 1, "sent: its key's one request here");
+    let (_, stream, _) = send_chat_as(&config, &mut host, CHAT, "sk-k");
+    assert!(stream.calls.is_empty());
+    assert_eq!(stream.reply.as_ref().unwrap().0, 429);
+}
+
+#[test]
+fn a_request_that_would_ask_more_than_max_asks_times_gets_429_not_an_unasked_send() {
+    let config = fleet_config_with_key();
+    let mut host = FakeHost::new(5);
+    let (mut session, mut stream, _) = send_chat(&config, &mut host, CHAT);
+    let mut token = 1;
+    while stream.reply.is_none() && stream.resumed == 0 {
+        session.on_callout(Some(&config), &mut host, &mut stream, token, rls_answer(2));
+        token += 1;
+    }
+    assert_eq!(stream.resumed, 0, "never sent unadmitted");
+    assert_eq!(stream.calls.len(), 8, "MAX_ASKS calls, of ten deployments");
+    let (status, headers, _) = stream.reply.clone().unwrap();
+    assert_eq!(status, 429);
+    assert!(headers.iter().any(|(k, _)| k == "retry-after"));
 }

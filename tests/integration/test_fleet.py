@@ -19,6 +19,8 @@ from harness import ROOT, Gateway, free_port, prometheus_lines, stop_process, wa
 
 CLI = ROOT / "target" / "release" / "llm-gateway"
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+MASTER = "sk-fleet-master"
+FLEET_KEY = "sk-fleet-key"
 
 
 def deployment(group, ident, port, rpm):
@@ -53,7 +55,8 @@ def fleet(tmp_path_factory):
     if not shutil.which("redis-server"):
         pytest.fail("needs redis-server (Debian: apt-get install redis-server; `make integration` installs it)")
     tmp = tmp_path_factory.mktemp("fleet")
-    mocks = [mock_openai.start(name=n) for n in ("fleet-a", "fleet-b", "outage-c", "outage-d", "after-e")]
+    mocks = [mock_openai.start(name=n) for n in ("fleet-a", "fleet-b", "outage-c", "outage-d", "after-e",
+                                                  "keyed-g")]
     ports = [server.server_port for server, _ in mocks]
     redis_port, rls_port = free_port(), free_port()
     config = {
@@ -65,8 +68,13 @@ def fleet(tmp_path_factory):
             deployment("after", "after-e", ports[4], 6),
             # Room to spare: requests that reach the service while the others are full.
             deployment("probe", "probe-f", ports[4], 100000),
+            # No rpm: only the caller's key limits these.
+            {"model_name": "keyed", "litellm_params": {"model": "openai/m", "api_base": f"http://127.0.0.1:{ports[5]}"}},
         ],
-        "general_settings": {"rate_limit_service": {
+        "general_settings": {
+            "master_key": MASTER,
+            "virtual_keys": [{"key": FLEET_KEY, "key_alias": "fleet-key", "rpm_limit": 10}],
+            "rate_limit_service": {
             # A generous timeout: on two busy cores a call can take longer than the 20 ms
             # default, and this test is about exact counts, not the slow-service path.
             "address": f"127.0.0.1:{rls_port}", "instances": 3, "timeout_ms": 1000}},
@@ -101,15 +109,15 @@ def fleet(tmp_path_factory):
             server.shutdown()
 
 
-def post(gw, model):
+def post(gw, model, key=MASTER):
     return requests.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": model},
-                         headers={"connection": "close"}, timeout=30)
+                         headers={"connection": "close", "authorization": f"Bearer {key}"}, timeout=30)
 
 
-def spread(gateways, model, n, threads=6):
-    """n requests over the gateways in turn, `threads` at a time: the statuses."""
+def spread(gateways, model, n, threads=6, key=MASTER):
+    """n requests over the gateways in turn, `threads` at a time: the answers."""
     with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda i: post(gateways[i % len(gateways)], model), range(n)))
+        return list(pool.map(lambda i: post(gateways[i % len(gateways)], model, key), range(n)))
 
 
 def fresh_minute(needed_s):
@@ -125,6 +133,9 @@ def test_rendered_service_config_lists_every_limit(fleet):
     for ident, rpm in [("fleet-a", 30), ("fleet-b", 30), ("outage-c", 30), ("after-e", 6), ("probe-f", 100000)]:
         assert f'value: "{ident}"\n    rate_limit:\n      unit: minute\n      requests_per_unit: {rpm}\n' in text
     assert "condition" not in text
+    # The configured key with rpm_limit, by its id: never the key itself.
+    assert '- key: "key"\n    value: "static-' in text and "requests_per_unit: 10\n" in text
+    assert FLEET_KEY not in text
     assert "descriptors[0]['deployment'] == 'fleet-a'" in fleet["limitador"].read_text()
     # The service's cluster speaks HTTP/2 (gRPC).
     options = fleet["rls_cluster"]["typed_extension_protocol_options"]
@@ -146,6 +157,30 @@ def test_each_deployment_gets_exactly_its_rpm_across_three_envoys(fleet):
     assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
     assert all(r.json()["error"]["type"] for r in refused)
     # Every descriptor the gateways sent had its limit in the rendered file.
+    assert "unknown descriptor" not in fleet["rls"].output()
+
+
+def test_a_keys_rpm_limit_holds_across_three_envoys(fleet):
+    gateways, mocks = fleet["gateways"], fleet["mocks"]
+    mocks[5][1].take()
+    fresh_minute(25)
+    # The configured key, rpm_limit 10: exactly 10 of 30 get through the fleet.
+    answers = spread(gateways, "keyed", 30, key=FLEET_KEY)
+    statuses = [r.status_code for r in answers]
+    assert statuses.count(200) == 10, statuses
+    assert statuses.count(429) == 20, statuses
+    assert len(mocks[5][1].take()) == 10
+    refused = [r for r in answers if r.status_code == 429]
+    assert all(r.json()["error"]["code"] == "rate_limit_exceeded" for r in refused)
+    assert all(1 <= int(r.headers["retry-after"]) <= 60 for r in refused)
+    # A key minted on one gateway after the service's limits were written: its descriptor
+    # carries its own limit, and all three gateways hold it to 5.
+    minted = requests.post(f"{gateways[0].url}/key/generate", json={"rpm_limit": 5, "models": ["keyed"]},
+                           headers={"authorization": f"Bearer {MASTER}"}, timeout=10)
+    assert minted.status_code == 200, minted.text
+    statuses = [r.status_code for r in spread(gateways, "keyed", 15, key=minted.json()["key"])]
+    assert statuses.count(200) == 5, statuses
+    assert len(mocks[5][1].take()) == 5
     assert "unknown descriptor" not in fleet["rls"].output()
 
 
