@@ -17,6 +17,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::fleet::{self, Admission, FailureMode, Transition, Verdict};
 use crate::gateway::{self, BodyAction, Forward, Pending};
 use crate::host::Host;
+use crate::keys::Principal;
 use crate::metrics::Stat;
 
 /// Calls one request may make (its key's and one per deployment it spills to). A request
@@ -26,9 +27,11 @@ const MAX_ASKS: u32 = 8;
 
 /// What it takes to route a request again, and the calls it has made so far.
 pub(super) struct Replan {
-    pub pending: Pending,
-    pub body: Vec<u8>,
-    pub body_size: usize,
+    /// The request's head and body, to route it again; `None` for a request forwarded from
+    /// its head (a body-less pass-through), which is admitted on its key only.
+    pub routed: Option<(Pending, Vec<u8>)>,
+    /// The body's size as buffered (`None` without a body).
+    pub body_size: Option<usize>,
     pub asks: u32,
     /// The key's descriptor was counted (or needs no call): a spill does not count it again.
     pub key_admitted: bool,
@@ -102,6 +105,9 @@ impl Session {
             _ => Admission::Go,
         };
         let (asked, admission) = match key_admission {
+            Admission::Go if replan.routed.is_none() => {
+                return self.forward(config, stream, *forward, body_size);
+            }
             Admission::Go => {
                 replan.key_admitted = true;
                 let a = fleet::admission(config, host, forward.deployment());
@@ -110,7 +116,7 @@ impl Session {
             other => (Asked::Key, map_frame(other, Cow::Owned)),
         };
         let frame = match admission {
-            Admission::Go => return self.forward(config, stream, *forward, Some(body_size)),
+            Admission::Go => return self.forward(config, stream, *forward, body_size),
             Admission::Refuse => {
                 drop_unsent(config, host, &forward);
                 return self.reply(stream, service_unavailable().into());
@@ -118,7 +124,7 @@ impl Session {
             Admission::Ask(frame) => frame,
         };
         let Some(service) = &config.rate_limit else {
-            return self.forward(config, stream, *forward, Some(body_size));
+            return self.forward(config, stream, *forward, body_size);
         };
         if replan.asks >= MAX_ASKS {
             drop_unsent(config, host, &forward);
@@ -223,7 +229,7 @@ impl Session {
                 self.reply(stream, reply)
             }
             (Asked::Deployment, Verdict::Admitted) => {
-                self.forward(config, stream, *forward, Some(body_size))
+                self.forward(config, stream, *forward, body_size)
             }
             (Asked::Deployment, Verdict::Full) => {
                 let name = crate::metrics::fleet_over_limit(config, forward.deployment());
@@ -247,10 +253,14 @@ impl Session {
                         replan.key_admitted = true;
                         self.admit(config, host, stream, forward, replan)
                     }
-                    FailureMode::Allow => self.forward(config, stream, *forward, Some(body_size)),
+                    FailureMode::Allow => self.forward(config, stream, *forward, body_size),
                     FailureMode::Deny => {
                         drop_unsent(config, host, &forward);
                         self.reply(stream, service_unavailable().into())
+                    }
+                    // Not routed again: only its key was asked, and held to its share here.
+                    FailureMode::Local if replan.routed.is_none() => {
+                        self.charge_key_again(config, host, stream, forward, body_size)
                     }
                     // The service is now down for this Envoy: routed again, the request is
                     // held to `rpm / instances` here.
@@ -271,11 +281,46 @@ impl Session {
         stream: &mut dyn Stream,
         replan: Replan,
     ) -> Flow {
-        match gateway::on_request_body(config, host, &replan.pending, &replan.body) {
+        let Some((pending, body)) = &replan.routed else {
+            // Only a routed request spills; a head-forwarded one is never asked about its
+            // deployment. Nothing to send it to again.
+            return self.reply(stream, service_unavailable().into());
+        };
+        match gateway::on_request_body(config, host, pending, body) {
             BodyAction::Forward(forward) => self.admit(config, host, stream, forward, replan),
             BodyAction::Reply(reply) => self.reply(stream, reply),
             BodyAction::FanOut(plan) => self.fan_out(config, host, stream, plan),
         }
+    }
+
+    /// The service did not answer for a head-forwarded request's key in `local` mode: the
+    /// key's charge is made again at this Envoy's share of its `rpm_limit`.
+    fn charge_key_again(
+        &mut self,
+        config: &Config,
+        host: &mut dyn Host,
+        stream: &mut dyn Stream,
+        mut forward: Box<Forward>,
+        body_size: Option<usize>,
+    ) -> Flow {
+        if let Some(charge) = forward.key_charge.take() {
+            crate::access::refund(host, &charge);
+            let principal = Principal::Key(std::sync::Arc::clone(&charge.grant));
+            let share = fleet::key_rpm_share(config, host, &principal);
+            match crate::access::charge(host, &principal, charge.reserved_tokens, share) {
+                Ok(again) => forward.key_charge = again,
+                Err(e) => {
+                    crate::router::release(config, host, &forward.reservation);
+                    let mut reply = gateway::LocalReply::from(e);
+                    reply.metrics.push(crate::metrics::key_refusals(
+                        &forward.key_label,
+                        "rate_limit",
+                    ));
+                    return self.reply(stream, reply);
+                }
+            }
+        }
+        self.forward(config, stream, *forward, body_size)
     }
 }
 

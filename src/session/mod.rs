@@ -302,6 +302,16 @@ impl Session {
                 self.state = State::AwaitBody(pending);
                 Flow::Pause
             }
+            // A body-less pass-through: admitted on its key's rpm_limit by the fleet's service.
+            HeadAction::Forward(f) if config.rate_limit.is_some() && f.key_charge.is_some() => {
+                let replan = admit::Replan {
+                    routed: None,
+                    body_size: None,
+                    asks: 0,
+                    key_admitted: false,
+                };
+                self.admit(config, host, stream, f, replan)
+            }
             HeadAction::Forward(f) => self.forward(config, stream, *f, None),
             HeadAction::Probe(probes) => self.probe(config, host, stream, probes),
         }
@@ -330,9 +340,8 @@ impl Session {
         match gateway::on_request_body(config, host, &pending, &body) {
             BodyAction::Forward(forward) if config.rate_limit.is_some() => {
                 let replan = admit::Replan {
-                    pending,
-                    body,
-                    body_size,
+                    routed: Some((pending, body)),
+                    body_size: Some(body_size),
                     asks: 0,
                     key_admitted: false,
                 };

@@ -698,3 +698,55 @@ fn a_request_that_would_ask_more_than_max_asks_times_gets_429_not_an_unasked_sen
     assert_eq!(status, 429);
     assert!(headers.iter().any(|(k, _)| k == "retry-after"));
 }
+
+#[test]
+fn a_body_less_pass_through_is_admitted_on_its_key() {
+    let json = r#"{"model_list": [{"model_name": "v", "litellm_params": {"model": "hosted_vllm/m", "api_base": "http://10.0.1.1:8000", "rpm": 5}}],
+        "general_settings": {"master_key": "sk-master", "virtual_keys": [{"key": "sk-k", "rpm_limit": 2}],
+          "rate_limit_service": {"address": "10.0.0.9:8081", "instances": 2}}}"#;
+    let config = crate::config::parse(json.as_bytes(), &|_| None, 0)
+        .unwrap()
+        .0;
+    let mut host = FakeHost::new(5);
+    let get = |host: &mut FakeHost| {
+        let mut session = Session::new();
+        let mut stream = FakeStream::new(&config);
+        let headers: [(&str, &[u8]); 3] = [
+            (":method", b"GET"),
+            (":path", b"/vllm/v1/models"),
+            ("authorization", b"Bearer sk-k"),
+        ];
+        let flow =
+            session.on_request_headers(Some(&config), host, &mut stream, headers.into_iter(), true);
+        (session, stream, flow)
+    };
+    let (mut session, mut stream, flow) = get(&mut host);
+    assert_eq!(flow, Flow::Pause, "held for the key's admission");
+    assert_eq!(stream.calls.len(), 1);
+    assert!(contains(&call_body(&stream, 0), b"key"));
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(1));
+    assert_eq!(stream.resumed, 1);
+    assert_eq!(stream.calls.len(), 1, "its deployment is not asked");
+    assert!(stream.request_headers.contains_key("x-llm-cluster"));
+    session.on_log(Some(&config), &mut host, &mut stream);
+
+    // Over the key's limit fleet-wide: 429, and nothing is sent.
+    let (mut session, mut stream, _) = get(&mut host);
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(2));
+    assert_eq!(stream.reply.as_ref().unwrap().0, 429);
+    assert_eq!(stream.resumed, 0);
+
+    // The service down in `local` mode: the key's share here (2 / 2 = 1) holds.
+    let mut host = FakeHost::new(5);
+    let (mut session, mut stream, _) = get(&mut host);
+    let unanswered = CalloutAnswer {
+        status: None,
+        content_type: None,
+        body: Vec::new(),
+    };
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, unanswered);
+    assert_eq!(stream.resumed, 1, "its one request here");
+    let (_, stream, _) = get(&mut host);
+    assert!(stream.calls.is_empty());
+    assert_eq!(stream.reply.as_ref().unwrap().0, 429);
+}

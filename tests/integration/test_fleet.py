@@ -56,7 +56,7 @@ def fleet(tmp_path_factory):
         pytest.fail("needs redis-server (Debian: apt-get install redis-server; `make integration` installs it)")
     tmp = tmp_path_factory.mktemp("fleet")
     mocks = [mock_openai.start(name=n) for n in ("fleet-a", "fleet-b", "outage-c", "outage-d", "after-e",
-                                                  "keyed-g")]
+                                                  "keyed-g", "pass-h")]
     ports = [server.server_port for server, _ in mocks]
     redis_port, rls_port = free_port(), free_port()
     config = {
@@ -70,6 +70,8 @@ def fleet(tmp_path_factory):
             deployment("probe", "probe-f", ports[4], 100000),
             # No rpm: only the caller's key limits these.
             {"model_name": "keyed", "litellm_params": {"model": "openai/m", "api_base": f"http://127.0.0.1:{ports[5]}"}},
+            # For /vllm pass-through (a vLLM deployment), no rpm either.
+            {"model_name": "pass", "litellm_params": {"model": "hosted_vllm/m", "api_base": f"http://127.0.0.1:{ports[6]}"}},
         ],
         "general_settings": {
             "master_key": MASTER,
@@ -181,6 +183,20 @@ def test_a_keys_rpm_limit_holds_across_three_envoys(fleet):
     statuses = [r.status_code for r in spread(gateways, "keyed", 15, key=minted.json()["key"])]
     assert statuses.count(200) == 5, statuses
     assert len(mocks[5][1].take()) == 5
+    # A body-less pass-through (GET /vllm/metrics) is admitted on its key as well.
+    minted = requests.post(f"{gateways[1].url}/key/generate", json={"rpm_limit": 4, "models": ["pass"]},
+                           headers={"authorization": f"Bearer {MASTER}"}, timeout=10).json()["key"]
+    mocks[6][1].take()
+
+    def get(i):
+        return requests.get(f"{gateways[i % 3].url}/vllm/metrics", timeout=30,
+                            headers={"connection": "close", "authorization": f"Bearer {minted}"})
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = [r.status_code for r in pool.map(get, range(12))]
+    assert statuses.count(200) == 4, statuses
+    assert statuses.count(429) == 8, statuses
+    assert len(mocks[6][1].take()) == 4
     assert "unknown descriptor" not in fleet["rls"].output()
 
 
