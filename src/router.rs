@@ -26,6 +26,9 @@ pub struct Reservation {
     pub tracked: bool,
     pub in_flight: bool,
     pub reserved_tokens: u64,
+    /// Tokens the fleet's rate-limit service was charged when it admitted the request (its
+    /// prompt estimate); the rest of the real count is reported after the answer.
+    pub fleet_tokens: u64,
     pub minute: u64,
     pub started_ms: u64,
 }
@@ -177,7 +180,7 @@ pub fn pick(
                             Some(d) => match s.check(
                                 now,
                                 crate::fleet::rpm_at_share(d, rpm_share),
-                                d.tpm,
+                                crate::fleet::tpm_at_share(d, rpm_share),
                                 estimated_tokens,
                             ) {
                                 Ok(()) => true,
@@ -244,9 +247,16 @@ fn reserve(
 ) -> Result<Reservation, Unusable> {
     let (tracked, in_flight) = tracking(config.router.strategy, d);
     if tracked {
-        let rpm = crate::fleet::local_rpm(config, host, d);
+        let share = match (d.rpm, d.tpm) {
+            (None, None) => 1,
+            _ => crate::fleet::rpm_share(config, host),
+        };
+        let (rpm, tpm) = (
+            crate::fleet::rpm_at_share(d, share),
+            crate::fleet::tpm_at_share(d, share),
+        );
         update(host, &d.state_key, &|s| {
-            s.reserve(now, rpm, d.tpm, tokens, in_flight)
+            s.reserve(now, rpm, tpm, tokens, in_flight)
         })?;
     } else if config.router.policy.cools_down() {
         let until = cooling_until(host, d, now);
@@ -262,6 +272,7 @@ fn reserve(
         tracked,
         in_flight,
         reserved_tokens: if tracked { tokens } else { 0 },
+        fleet_tokens: 0,
         minute: minute_of(now),
         started_ms: now,
     })
@@ -415,6 +426,9 @@ pub fn settle(
     if failed {
         mark_cooldown(host, d, settled, now);
     }
+    if let (Some(tokens), Some(_)) = (actual_tokens, d.tpm) {
+        crate::fleet::tokens::report(config, host, r, tokens, now);
+    }
     began.get()
 }
 
@@ -430,6 +444,19 @@ pub fn mark_full(config: &Config, host: &mut dyn Host, deployment: usize) {
     let now = host.now_unix_ms();
     // Losing every race leaves the record as it was: the next request asks again.
     let _ = update(host, &d.state_key, &|s| Ok(s.filled(now, rpm)));
+}
+
+/// The fleet's service answered `OVER_LIMIT` for the deployment's tokens: this Envoy counts
+/// its `tpm` spent for the rest of the minute.
+pub fn mark_tokens_spent(config: &Config, host: &mut dyn Host, deployment: usize) {
+    let Some(d) = config.deployment(deployment) else {
+        return;
+    };
+    let Some(tpm) = d.tpm else {
+        return;
+    };
+    let now = host.now_unix_ms();
+    let _ = update(host, &d.state_key, &|s| Ok(s.filled_tokens(now, tpm)));
 }
 
 /// A reservation whose request was never sent (the fleet refused it, or the service's
@@ -536,6 +563,7 @@ mod tests {
             tracked: false,
             in_flight: false,
             reserved_tokens: 0,
+            fleet_tokens: 0,
             minute: 0,
             started_ms: 0,
         }

@@ -283,6 +283,14 @@ impl DeploymentState {
         s
     }
 
+    /// The fleet's service said the deployment's tokens are spent this minute (`tpm`): count
+    /// them spent here too.
+    pub fn filled_tokens(self, now_ms: u64, tpm: u64) -> DeploymentState {
+        let mut s = self.rolled(now_ms);
+        s.tokens = s.tokens.max(tpm);
+        s
+    }
+
     /// Take back a reservation whose request was never sent (still in its minute).
     pub fn released(
         self,

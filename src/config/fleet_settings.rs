@@ -75,8 +75,14 @@ pub fn rate_limit_service(
             );
         }
     }
-    if !deployments.iter().any(|x| x.rpm.is_some()) {
-        d.warn(path, "no deployment has rpm: the service is never asked");
+    if !deployments
+        .iter()
+        .any(|x| x.rpm.is_some() || x.tpm.is_some())
+    {
+        d.warn(
+            path,
+            "no deployment has rpm or tpm: the service is asked about keys' rpm_limit only",
+        );
     }
     let address = address?;
     if d.errors.len() > before {

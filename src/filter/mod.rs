@@ -141,7 +141,27 @@ impl RootContext for Root {
         };
         let mut host = WasmHost::new(SplitMix64::new(seed));
         let mut stats = WasmStats::new(&self.metrics, config);
-        self.ticker.borrow_mut().tick(config, &mut host, &mut stats);
+        self.ticker
+            .borrow_mut()
+            .tick(config, &mut host, &mut stats, &mut RootCalls);
+    }
+}
+
+/// The root context's calls: their answers come to `Root`'s default
+/// `on_http_call_response`, which reads nothing.
+struct RootCalls;
+
+impl session::TickCalls for RootCalls {
+    fn send(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> bool {
+        let timeout = Duration::from_millis(timeout_ms);
+        hostcalls::dispatch_http_call(cluster, headers.to_vec(), Some(body), vec![], timeout)
+            .is_ok()
     }
 }
 

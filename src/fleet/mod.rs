@@ -20,6 +20,7 @@
 
 pub mod proto;
 pub mod service_config;
+pub mod tokens;
 
 use crate::config::{Config, Deployment};
 use crate::host::Host;
@@ -29,6 +30,10 @@ use crate::keys::{KeyGrant, Principal};
 /// the deployment's id (`model_info.id`, else `<model_name>/<index>`), the same on every
 /// Envoy that loads the same config.
 pub const DEPLOYMENT_RPM_KEY: &str = "deployment";
+
+/// The descriptor key for a deployment's tokens per minute (`tpm`); its value is the
+/// deployment's id, as for `DEPLOYMENT_RPM_KEY`.
+pub const DEPLOYMENT_TPM_KEY: &str = "deployment_tpm";
 
 /// The descriptor key for a virtual key's requests per minute; its value is the key's id
 /// (`static-<digest prefix>` or a minted key's `kid`, never the key itself), and the
@@ -111,6 +116,12 @@ pub fn rpm_at_share(d: &Deployment, share: u64) -> Option<u64> {
     d.rpm.map(|rpm| rpm / share.max(1))
 }
 
+/// The tpm this Envoy's own record enforces for `d` at a given `rpm_share` (the same share:
+/// the service is down for every limit at once).
+pub fn tpm_at_share(d: &Deployment, share: u64) -> Option<u64> {
+    d.tpm.map(|tpm| tpm / share.max(1))
+}
+
 /// The rpm this Envoy's own record enforces for `d` now: the configured one while the service
 /// answers (or without one), `rpm / instances` in `local` mode while it does not.
 pub fn local_rpm(config: &Config, host: &dyn Host, d: &Deployment) -> Option<u64> {
@@ -157,7 +168,11 @@ pub fn key_admission(config: &Config, host: &mut dyn Host, grant: &KeyGrant) -> 
     ask_or_fall_back(service, host, frame)
 }
 
-fn ask_or_fall_back<F>(service: &Service, host: &mut dyn Host, frame: F) -> Admission<F> {
+pub(crate) fn ask_or_fall_back<F>(
+    service: &Service,
+    host: &mut dyn Host,
+    frame: F,
+) -> Admission<F> {
     let now = host.now_unix_ms();
     if Health::claim_call(host, now) {
         return Admission::Ask(frame);

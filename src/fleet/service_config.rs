@@ -5,15 +5,16 @@
 //! Both files are YAML whose scalars are written as JSON strings and numbers (JSON's
 //! double-quoted strings are YAML's), so no YAML writer is needed.
 
-use super::{DEPLOYMENT_RPM_KEY, KEY_RPM_KEY};
+use super::{DEPLOYMENT_RPM_KEY, DEPLOYMENT_TPM_KEY, KEY_RPM_KEY};
 use crate::config::Config;
 
 fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
 }
 
-/// The descriptors the filter asks about, as (key, value, rpm): the deployments with `rpm`
-/// in config order, then the virtual keys with `rpm_limit` by id. Keys minted by
+/// The descriptors the filter asks about, as (key, value, limit per minute): the deployments
+/// with `rpm`, those with `tpm` (counted in tokens), in config order, then the virtual keys
+/// with `rpm_limit` by id. Keys minted by
 /// `/key/generate` are not here: their descriptors carry their own limit, which
 /// envoyproxy/ratelimit honours and Limitador does not.
 fn limited(config: &Config) -> Vec<(&'static str, &str, u64)> {
@@ -21,12 +22,16 @@ fn limited(config: &Config) -> Vec<(&'static str, &str, u64)> {
         .deployments
         .iter()
         .filter_map(|d| d.rpm.map(|rpm| (DEPLOYMENT_RPM_KEY, d.id.as_str(), rpm)));
+    let tokens = config
+        .deployments
+        .iter()
+        .filter_map(|d| d.tpm.map(|tpm| (DEPLOYMENT_TPM_KEY, d.id.as_str(), tpm)));
     let keys = config
         .keys
         .static_grants()
         .into_iter()
         .filter_map(|g| g.rpm.map(|rpm| (KEY_RPM_KEY, g.id.as_str(), rpm)));
-    deployments.chain(keys).collect()
+    deployments.chain(tokens).chain(keys).collect()
 }
 
 /// An envoyproxy/ratelimit `config.yaml` (its `RUNTIME_ROOT/…/config/` directory): the
@@ -101,7 +106,7 @@ mod tests {
     fn config() -> Config {
         let json = r#"{"model_list": [
           {"model_name": "m", "litellm_params": {"model": "openai/a", "api_base": "http://127.0.0.1:9001", "rpm": 30}, "model_info": {"id": "it's \"a\""}},
-          {"model_name": "m", "litellm_params": {"model": "openai/b", "api_base": "http://127.0.0.1:9002", "rpm": 45}},
+          {"model_name": "m", "litellm_params": {"model": "openai/b", "api_base": "http://127.0.0.1:9002", "rpm": 45, "tpm": 9000}},
           {"model_name": "m", "litellm_params": {"model": "openai/c", "api_base": "http://127.0.0.1:9003"}}],
          "general_settings": {"master_key": "sk-m", "virtual_keys": [{"key": "sk-a", "rpm_limit": 10}, {"key": "sk-b"}],
            "rate_limit_service": {"address": "rls:8081", "domain": "fleet", "instances": 2}}}"#;
@@ -122,14 +127,17 @@ mod tests {
         assert!(out.contains("  - key: \"key\"\n    value: \"static-"));
         assert!(out.contains("      requests_per_unit: 10\n"));
         assert!(!out.contains("sk-a"));
+        // tpm: its own descriptor, counted in tokens.
+        assert!(out.contains("  - key: \"deployment_tpm\"\n    value: \"m/1\"\n    rate_limit:\n      unit: minute\n      requests_per_unit: 9000\n"));
         // The deployment without rpm and the key without rpm_limit are never asked about.
-        assert_eq!(out.matches("- key:").count(), 3);
+        assert_eq!(out.matches("- key:").count(), 4);
     }
 
     #[test]
     fn limitador_gets_the_same_limits_as_cel_conditions() {
         let out = limitador(&config()).unwrap();
-        assert_eq!(out.matches("- namespace: \"fleet\"").count(), 3);
+        assert_eq!(out.matches("- namespace: \"fleet\"").count(), 4);
+        assert!(out.contains("  max_value: 9000\n  seconds: 60\n  conditions:\n    - \"descriptors[0]['deployment_tpm'] == 'm/1'\"\n"));
         assert!(out.contains("  max_value: 10\n  seconds: 60\n  conditions:\n    - \"descriptors[0]['key'] == 'static-"));
         assert!(out.contains(
             "  max_value: 30\n  seconds: 60\n  conditions:\n    - \"descriptors[0]['deployment'] == 'it\\\\'s \\\"a\\\"'\"\n"

@@ -243,6 +243,18 @@ extern "C" {
         timeout_ms: u64,
     ) -> u32;
 
+    /// A callout not tied to a request (1.38+): its answer comes to
+    /// `envoy_dynamic_module_on_http_filter_config_http_callout_done`.
+    pub fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        config: ConfigEnvoy,
+        callout_id_out: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *mut ModuleHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        timeout_ms: u64,
+    ) -> u32;
+
     pub fn envoy_dynamic_module_callback_http_filter_config_define_counter(
         config: ConfigEnvoy,
         name: ModuleBuffer,

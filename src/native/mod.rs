@@ -18,6 +18,7 @@
 //! the module synchronously — is sent after that borrow ends (`finish`).
 
 mod abi;
+mod config_calls;
 mod stats;
 mod stream;
 
@@ -468,8 +469,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
             config: &module.config,
             target: Target::Config(module.config_envoy.0),
         };
+        let mut calls = config_calls::ConfigCalls(config_envoy);
         if let Ok(mut ticker) = module.ticker.lock() {
-            ticker.tick(&module.config, &mut host, &mut stats);
+            ticker.tick(&module.config, &mut host, &mut stats, &mut calls);
         }
     })
 }

@@ -40,14 +40,32 @@ pub(super) struct Replan {
 /// Which descriptor a call asked about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Asked {
+    /// The key's `rpm_limit`.
     Key,
+    /// The deployment's `rpm`.
     Deployment,
+    /// The deployment's `tpm` (charged the prompt estimate).
+    Tokens,
+}
+
+impl Asked {
+    /// What is asked after this; a request that cannot be routed again (forwarded from its
+    /// head) is asked about its key only.
+    fn next(self, routed: bool) -> Option<Asked> {
+        match self {
+            Asked::Key if routed => Some(Asked::Deployment),
+            Asked::Deployment => Some(Asked::Tokens),
+            _ => None,
+        }
+    }
 }
 
 /// A request waiting for the service's answer.
 pub(super) struct Admitting {
     token: u32,
     asked: Asked,
+    /// The tokens a `Tokens` call charged.
+    hits: u64,
     forward: Box<Forward>,
     replan: Replan,
 }
@@ -97,31 +115,60 @@ impl Session {
         host: &mut dyn Host,
         stream: &mut dyn Stream,
         forward: Box<Forward>,
+        replan: Replan,
+    ) -> Flow {
+        self.admit_from(config, host, stream, forward, replan, Asked::Key)
+    }
+
+    /// `admit`, from one descriptor on: the key's (once per request), the deployment's
+    /// requests, then its tokens; the first that needs the service is asked.
+    fn admit_from(
+        &mut self,
+        config: &Config,
+        host: &mut dyn Host,
+        stream: &mut dyn Stream,
+        forward: Box<Forward>,
         mut replan: Replan,
+        from: Asked,
     ) -> Flow {
         let body_size = replan.body_size;
-        let key_admission = match (&forward.key_charge, replan.key_admitted) {
-            (Some(charge), false) => fleet::key_admission(config, host, &charge.grant),
-            _ => Admission::Go,
-        };
-        let (asked, admission) = match key_admission {
-            Admission::Go if replan.routed.is_none() => {
-                return self.forward(config, stream, *forward, body_size);
+        let mut stage = from;
+        let mut hits = 0;
+        let (asked, frame) = loop {
+            let admission = match stage {
+                Asked::Key => match (&forward.key_charge, replan.key_admitted) {
+                    (Some(charge), false) => map_frame(
+                        fleet::key_admission(config, host, &charge.grant),
+                        Cow::Owned,
+                    ),
+                    _ => Admission::Go,
+                },
+                Asked::Deployment => map_frame(
+                    fleet::admission(config, host, forward.deployment()),
+                    Cow::Borrowed,
+                ),
+                Asked::Tokens => {
+                    let (a, charged) = fleet::tokens::admission(config, host, &forward.reservation);
+                    hits = charged;
+                    map_frame(a, Cow::Owned)
+                }
+            };
+            match admission {
+                Admission::Go => {
+                    if stage == Asked::Key {
+                        replan.key_admitted = true;
+                    }
+                    match stage.next(replan.routed.is_some()) {
+                        Some(next) => stage = next,
+                        None => return self.forward(config, stream, *forward, body_size),
+                    }
+                }
+                Admission::Refuse => {
+                    drop_unsent(config, host, &forward);
+                    return self.reply(stream, service_unavailable().into());
+                }
+                Admission::Ask(frame) => break (stage, frame),
             }
-            Admission::Go => {
-                replan.key_admitted = true;
-                let a = fleet::admission(config, host, forward.deployment());
-                (Asked::Deployment, map_frame(a, Cow::Borrowed))
-            }
-            other => (Asked::Key, map_frame(other, Cow::Owned)),
-        };
-        let frame = match admission {
-            Admission::Go => return self.forward(config, stream, *forward, body_size),
-            Admission::Refuse => {
-                drop_unsent(config, host, &forward);
-                return self.reply(stream, service_unavailable().into());
-            }
-            Admission::Ask(frame) => frame,
         };
         let Some(service) = &config.rate_limit else {
             return self.forward(config, stream, *forward, body_size);
@@ -137,6 +184,7 @@ impl Session {
         let admitting = Admitting {
             token: token.unwrap_or(0),
             asked,
+            hits,
             forward,
             replan,
         };
@@ -206,7 +254,8 @@ impl Session {
         }
         let Admitting {
             asked,
-            forward,
+            hits,
+            mut forward,
             mut replan,
             ..
         } = admitting;
@@ -214,7 +263,14 @@ impl Session {
         match (asked, verdict) {
             (Asked::Key, Verdict::Admitted) => {
                 replan.key_admitted = true;
-                self.admit(config, host, stream, forward, replan)
+                self.admit_after(config, host, stream, forward, replan, asked)
+            }
+            (Asked::Deployment, Verdict::Admitted) => {
+                self.admit_after(config, host, stream, forward, replan, asked)
+            }
+            (Asked::Tokens, Verdict::Admitted) => {
+                forward.reservation.fleet_tokens = hits;
+                self.forward(config, stream, *forward, body_size)
             }
             (Asked::Key, Verdict::Full) => {
                 drop_unsent(config, host, &forward);
@@ -228,15 +284,16 @@ impl Session {
                 ));
                 self.reply(stream, reply)
             }
-            (Asked::Deployment, Verdict::Admitted) => {
-                self.forward(config, stream, *forward, body_size)
-            }
-            (Asked::Deployment, Verdict::Full) => {
+            (Asked::Deployment | Asked::Tokens, Verdict::Full) => {
                 let name = crate::metrics::fleet_over_limit(config, forward.deployment());
                 stream.add(Stat::Named(&name), 1);
                 // Released first: filling the record after leaves it full.
                 drop_unsent(config, host, &forward);
-                crate::router::mark_full(config, host, forward.deployment());
+                if asked == Asked::Tokens {
+                    crate::router::mark_tokens_spent(config, host, forward.deployment());
+                } else {
+                    crate::router::mark_full(config, host, forward.deployment());
+                }
                 self.route_again(config, host, stream, replan)
             }
             (_, Verdict::Unanswered(reason)) => {
@@ -247,13 +304,13 @@ impl Session {
                     .as_ref()
                     .map_or(FailureMode::Allow, |s| s.failure_mode);
                 match mode {
-                    // The deployment is asked next (and, the service being down now, the
-                    // mode admits it there too).
-                    FailureMode::Allow if asked == Asked::Key => {
-                        replan.key_admitted = true;
-                        self.admit(config, host, stream, forward, replan)
+                    // What is asked next is admitted too (the service is down now).
+                    FailureMode::Allow => {
+                        if asked == Asked::Key {
+                            replan.key_admitted = true;
+                        }
+                        self.admit_after(config, host, stream, forward, replan, asked)
                     }
-                    FailureMode::Allow => self.forward(config, stream, *forward, body_size),
                     FailureMode::Deny => {
                         drop_unsent(config, host, &forward);
                         self.reply(stream, service_unavailable().into())
@@ -269,6 +326,25 @@ impl Session {
                         self.route_again(config, host, stream, replan)
                     }
                 }
+            }
+        }
+    }
+
+    /// Go on after `asked` was admitted: the next descriptor, or send it.
+    fn admit_after(
+        &mut self,
+        config: &Config,
+        host: &mut dyn Host,
+        stream: &mut dyn Stream,
+        forward: Box<Forward>,
+        replan: Replan,
+        asked: Asked,
+    ) -> Flow {
+        match asked.next(replan.routed.is_some()) {
+            Some(next) => self.admit_from(config, host, stream, forward, replan, next),
+            None => {
+                let body_size = replan.body_size;
+                self.forward(config, stream, *forward, body_size)
             }
         }
     }

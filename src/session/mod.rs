@@ -16,7 +16,7 @@ mod response;
 mod tests;
 mod tick;
 
-pub use tick::Ticker;
+pub use tick::{TickCalls, Ticker};
 
 use crate::access::KeyCharge;
 use crate::config::Config;

@@ -452,14 +452,14 @@ fn the_ticker_defines_rare_counters_and_sets_limits_once() {
         3,
         "cooldowns, failovers, fallbacks at 0"
     );
-    ticker.tick(&config, &mut host, &mut stream);
+    ticker.tick(&config, &mut host, &mut stream, &mut SentCalls::default());
     let limit = stream.name(Stat::DeploymentGauge {
         deployment: 0,
         name: "rpm_limit",
     });
     assert_eq!(stream.gauges[&limit], 60);
     stream.gauges.clear();
-    ticker.tick(&config, &mut host, &mut stream);
+    ticker.tick(&config, &mut host, &mut stream, &mut SentCalls::default());
     assert!(stream.gauges.is_empty(), "nothing changed: nothing set");
 }
 
@@ -749,4 +749,105 @@ fn a_body_less_pass_through_is_admitted_on_its_key() {
     let (_, stream, _) = get(&mut host);
     assert!(stream.calls.is_empty());
     assert_eq!(stream.reply.as_ref().unwrap().0, 429);
+}
+
+/// The tick's calls, kept.
+#[derive(Default)]
+struct SentCalls(Vec<(String, Vec<u8>)>);
+
+impl super::TickCalls for SentCalls {
+    fn send(
+        &mut self,
+        cluster: &str,
+        _headers: &[(&str, &str)],
+        body: &[u8],
+        _timeout_ms: u64,
+    ) -> bool {
+        self.0.push((cluster.to_string(), body.to_vec()));
+        true
+    }
+}
+
+#[test]
+fn a_deployment_with_tpm_is_charged_its_estimate_first_and_the_rest_reported_by_the_tick() {
+    let json = r#"{"model_list": [
+        {"model_name": "chat", "litellm_params": {"model": "openai/a", "api_base": "http://10.0.0.1:8000", "rpm": 10, "tpm": 1000}, "model_info": {"id": "a"}},
+        {"model_name": "chat", "litellm_params": {"model": "openai/b", "api_base": "http://10.0.0.2:8000", "tpm": 1000}, "model_info": {"id": "b"}}],
+        "router_settings": {"routing_strategy": "simple-shuffle"},
+        "general_settings": {"master_key": "sk-master", "rate_limit_service": {"address": "10.0.0.9:8081", "instances": 2}}}"#;
+    let config = crate::config::parse(json.as_bytes(), &|_| None, 0)
+        .unwrap()
+        .0;
+    let mut host = FakeHost::new(5);
+    let (mut session, mut stream, _) = send_chat(&config, &mut host, CHAT);
+    let mut asked = vec![];
+    let mut token = 1;
+    // rpm (for a), then tpm; the tokens call charges the prompt estimate as its hits.
+    while stream.resumed == 0 {
+        let body = call_body(&stream, token as usize - 1);
+        asked.push(if contains(&body, b"deployment_tpm") {
+            "tpm"
+        } else {
+            "rpm"
+        });
+        session.on_callout(Some(&config), &mut host, &mut stream, token, rls_answer(1));
+        token += 1;
+    }
+    assert_eq!(asked.last(), Some(&"tpm"));
+    let tokens_call = call_body(&stream, asked.len() - 1);
+    let (&estimate, rest) = tokens_call.split_last().unwrap();
+    assert_eq!(
+        rest.last(),
+        Some(&0x18),
+        "hits_addend = the prompt estimate"
+    );
+    assert!(estimate > 0 && estimate < 100);
+    // The answer says 100 tokens: the tick reports the 100 - estimate not yet charged, once.
+    let answer =
+        String::from_utf8_lossy(ANSWER).replace(r#""total_tokens":5"#, r#""total_tokens":100"#);
+    stream.response_headers = [(":status", "200"), ("content-type", "application/json")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    session.on_response_headers(Some(&config), &mut host, &mut stream, false);
+    stream.response_body = answer.as_bytes().to_vec();
+    session.on_response_body(Some(&config), &mut host, &mut stream, answer.len(), true);
+    session.on_log(Some(&config), &mut host, &mut stream);
+    let mut ticker = Ticker::new(&config, &mut stream);
+    let mut sent = SentCalls::default();
+    ticker.tick(&config, &mut host, &mut stream, &mut sent);
+    assert_eq!(sent.0.len(), 1, "one report");
+    let (cluster, report) = &sent.0[0];
+    assert_eq!(cluster, "10.0.0.9:8081");
+    assert!(contains(report, b"deployment_tpm"));
+    assert!(report.ends_with(&[0x18, 100 - estimate]), "{report:?}");
+    let mut again = SentCalls::default();
+    ticker.tick(&config, &mut host, &mut stream, &mut again);
+    assert!(again.0.is_empty());
+
+    // A tpm answer that says OVER_LIMIT spends the deployment's tokens here: the sibling next.
+    let (mut session, mut stream, _) = send_chat(&config, &mut host, CHAT);
+    let mut over = false;
+    let mut token = 1;
+    while stream.resumed == 0 && stream.reply.is_none() {
+        let body = call_body(&stream, token as usize - 1);
+        let tpm = contains(&body, b"deployment_tpm");
+        let code = if tpm && !over {
+            over = true;
+            2
+        } else {
+            1
+        };
+        session.on_callout(
+            Some(&config),
+            &mut host,
+            &mut stream,
+            token,
+            rls_answer(code),
+        );
+        token += 1;
+    }
+    assert!(over);
+    assert_eq!(stream.resumed, 1, "sent to the other deployment");
+    assert_eq!(stream.counter(".fleet_over_limit"), 1);
 }

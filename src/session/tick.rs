@@ -1,5 +1,6 @@
-//! The gateway's once-a-second work, outside any request: the deployments' gauges and the
-//! response cache's sweep. A shell calls `Ticker::tick` from its timer.
+//! The gateway's once-a-second work, outside any request: the deployments' gauges, the
+//! response cache's sweep, and the fleet's token reports (`fleet::tokens`). A shell calls
+//! `Ticker::tick` from its timer.
 
 use super::Stats;
 use crate::config::Config;
@@ -13,6 +14,22 @@ const GAUGES_EVERY_TICK_UP_TO: usize = 200;
 
 /// Cache slots each tick checks for expiry.
 const CACHE_SWEEP_SLOTS: u64 = 256;
+
+/// Calls a timer sends outside any request, their answers not read: a wasm root context's
+/// `dispatch_http_call`, the native module's config-level callout.
+pub trait TickCalls {
+    /// Whether Envoy took the call.
+    fn send(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> bool;
+}
+
+/// A report is not on any request's path: it may wait longer than an admission.
+const REPORT_TIMEOUT_MS: u64 = 1_000;
 
 /// What one timer (a wasm VM's, the native module's) remembers between ticks.
 #[derive(Default)]
@@ -35,7 +52,13 @@ impl Ticker {
         Ticker::default()
     }
 
-    pub fn tick(&mut self, config: &Config, host: &mut dyn Host, stats: &mut dyn Stats) {
+    pub fn tick(
+        &mut self,
+        config: &Config,
+        host: &mut dyn Host,
+        stats: &mut dyn Stats,
+        calls: &mut dyn TickCalls,
+    ) {
         let tick = self.ticks;
         self.ticks = tick.wrapping_add(1);
         if config.deployments.len() <= GAUGES_EVERY_TICK_UP_TO || tick.is_multiple_of(10) {
@@ -46,6 +69,15 @@ impl Ticker {
             crate::cache::sweep(host, cache, from, CACHE_SWEEP_SLOTS);
             let next = from + CACHE_SWEEP_SLOTS;
             self.sweep_from = if next >= cache.slots { 0 } else { next };
+        }
+        if let Some(service) = &config.rate_limit {
+            let headers = crate::fleet::call_headers(&service.authority);
+            let timeout_ms = service.timeout_ms.max(REPORT_TIMEOUT_MS);
+            for frame in crate::fleet::tokens::take_reports(config, host) {
+                // Not taken (no such cluster): the tokens are lost to the fleet's count and
+                // stay in this Envoy's own.
+                let _ = calls.send(&service.cluster, &headers, &frame, timeout_ms);
+            }
         }
     }
 

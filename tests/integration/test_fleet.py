@@ -56,7 +56,7 @@ def fleet(tmp_path_factory):
         pytest.fail("needs redis-server (Debian: apt-get install redis-server; `make integration` installs it)")
     tmp = tmp_path_factory.mktemp("fleet")
     mocks = [mock_openai.start(name=n) for n in ("fleet-a", "fleet-b", "outage-c", "outage-d", "after-e",
-                                                  "keyed-g", "pass-h")]
+                                                  "keyed-g", "pass-h", "tokens-i", "tick-j")]
     ports = [server.server_port for server, _ in mocks]
     redis_port, rls_port = free_port(), free_port()
     config = {
@@ -70,6 +70,11 @@ def fleet(tmp_path_factory):
             deployment("probe", "probe-f", ports[4], 100000),
             # No rpm: only the caller's key limits these.
             {"model_name": "keyed", "litellm_params": {"model": "openai/m", "api_base": f"http://127.0.0.1:{ports[5]}"}},
+            # tpm only: each answer is 11 tokens (the mock's 5 + 6).
+            {"model_name": "tokens", "model_info": {"id": "tokens-i"},
+             "litellm_params": {"model": "openai/m", "api_base": f"http://127.0.0.1:{ports[7]}", "tpm": 100}},
+            {"model_name": "tick", "model_info": {"id": "tick-j"},
+             "litellm_params": {"model": "openai/m", "api_base": f"http://127.0.0.1:{ports[8]}", "tpm": 100000}},
             # For /vllm pass-through (a vLLM deployment), no rpm either.
             {"model_name": "pass", "litellm_params": {"model": "hosted_vllm/m", "api_base": f"http://127.0.0.1:{ports[6]}"}},
         ],
@@ -100,7 +105,8 @@ def fleet(tmp_path_factory):
     try:
         for _ in range(3):
             gateways.append(Gateway(config, ports, concurrency=2, extra_clusters=[rls_cluster]))
-        yield {"gateways": gateways, "mocks": mocks, "rls": rls, "redis": redis, "limits": limits,
+        yield {"gateways": gateways, "mocks": mocks, "rls": rls, "redis": redis, "redis_port": redis_port,
+               "limits": limits,
                "limitador": limitador, "rls_cluster": rls_cluster}
     finally:
         for gw in gateways:
@@ -138,6 +144,8 @@ def test_rendered_service_config_lists_every_limit(fleet):
     # The configured key with rpm_limit, by its id: never the key itself.
     assert '- key: "key"\n    value: "static-' in text and "requests_per_unit: 10\n" in text
     assert FLEET_KEY not in text
+    # tpm: its own descriptor, in tokens.
+    assert '- key: "deployment_tpm"\n    value: "tokens-i"\n    rate_limit:\n      unit: minute\n      requests_per_unit: 100\n' in text
     assert "descriptors[0]['deployment'] == 'fleet-a'" in fleet["limitador"].read_text()
     # The service's cluster speaks HTTP/2 (gRPC).
     options = fleet["rls_cluster"]["typed_extension_protocol_options"]
@@ -198,6 +206,28 @@ def test_a_keys_rpm_limit_holds_across_three_envoys(fleet):
     assert statuses.count(429) == 8, statuses
     assert len(mocks[6][1].take()) == 4
     assert "unknown descriptor" not in fleet["rls"].output()
+
+
+def test_a_deployments_tpm_holds_across_three_envoys_within_one_answer(fleet):
+    gateways, mocks = fleet["gateways"], fleet["mocks"]
+    mocks[7][1].take()
+    fresh_minute(25)
+    statuses = [r.status_code for r in spread(gateways, "tokens", 30, threads=3)]
+    served = statuses.count(200)
+    assert statuses.count(429) == 30 - served, statuses
+    assert len(mocks[7][1].take()) == served
+    # tpm 100, 11 tokens an answer: the fleet serves 100 tokens, give or take one answer
+    # (each Envoy alone would allow 100).
+    assert 100 - 11 <= served * 11 <= 100 + 11, (served, statuses)
+    # One answer alone: its prompt estimate is charged at admission, and the tick reports the
+    # rest of its 11 tokens (no later admission carries it).
+    assert post(gateways[0], "tick").status_code == 200
+    time.sleep(2.5)
+    window = int(time.time() // 60) * 60
+    counted = subprocess.run(["redis-cli", "-p", str(fleet["redis_port"]), "GET",
+                              f"llm-gateway_deployment_tpm_tick-j_{window}"],
+                             capture_output=True, text=True).stdout.strip()
+    assert counted == "11", counted
 
 
 def test_service_down_falls_back_to_a_share_each_and_counts_exactly_once_back(fleet):

@@ -1,0 +1,217 @@
+//! A deployment's `tpm` across the fleet. Tokens are known only after the answer, so a
+//! request is admitted by one `ShouldRateLimit` call on `deployment_tpm = <id>` whose
+//! `hits_addend` is its prompt estimate (the service counts first and compares after, so a
+//! request is admitted only while the estimate fits), and the rest of its real count
+//! (`usage.total_tokens` minus what was charged, streams included) is reported after the
+//! answer. A request-level `hits_addend` is what both envoyproxy/ratelimit and Limitador
+//! read; the per-descriptor one (`RateLimitDescriptor.hits_addend = 3`) is not Limitador's.
+//!
+//! Reports are off the response's path: the answer adds its remainder to a per-Envoy shared
+//! record per deployment. The next admission call for that deployment on this Envoy carries
+//! what the record holds on top of its own estimate, and the once-a-second tick sends what is
+//! left, one call per deployment, from outside any request (a call a request makes as it ends
+//! would be cancelled with it). Tokens recorded in an earlier minute are dropped: the service
+//! would count them in the current window. So the fleet's `tpm` is exceeded by at most the
+//! tokens of answers in flight, plus the remainders other Envoys have not reported yet (at
+//! most a second's worth).
+
+use super::{proto, Admission, DEPLOYMENT_TPM_KEY};
+use crate::config::{Config, Deployment};
+use crate::host::Host;
+use crate::router::Reservation;
+use crate::state::minute_of;
+
+/// The shared record of tokens waiting to be reported for a deployment.
+fn record_key(d: &Deployment) -> String {
+    format!("{}/fleet-tokens", d.state_key)
+}
+
+/// A charge of `hits` tokens on the deployment's tpm descriptor.
+pub fn frame(domain: &str, d: &Deployment, hits: u64) -> Vec<u8> {
+    proto::request_frame(
+        domain,
+        &[proto::Descriptor {
+            entries: vec![(DEPLOYMENT_TPM_KEY, d.id.as_str())],
+            limit: None,
+        }],
+        Some(u32::try_from(hits.max(1)).unwrap_or(u32::MAX)),
+    )
+}
+
+/// Whether the request reserved as `r` must be admitted on its deployment's tokens first,
+/// and with how many (its prompt estimate, at least 1).
+pub fn admission(
+    config: &Config,
+    host: &mut dyn Host,
+    r: &Reservation,
+) -> (Admission<Vec<u8>>, u64) {
+    let (Some(service), Some(d)) = (&config.rate_limit, config.deployment(r.deployment)) else {
+        return (Admission::Go, 0);
+    };
+    if d.tpm.is_none() {
+        return (Admission::Go, 0);
+    }
+    let hits = r.reserved_tokens.max(1);
+    match super::ask_or_fall_back(service, host, ()) {
+        Admission::Ask(()) => {
+            let minute = minute_of(host.now_unix_ms());
+            let waiting = take_waiting(host, d, minute);
+            let frame = frame(&service.domain, d, hits.saturating_add(waiting));
+            (Admission::Ask(frame), hits)
+        }
+        Admission::Go => (Admission::Go, 0),
+        Admission::Refuse => (Admission::Refuse, 0),
+    }
+}
+
+/// After an answer on a deployment with `tpm`: what the fleet has not been charged yet
+/// waits in this Envoy's record for the tick.
+pub fn report(config: &Config, host: &mut dyn Host, r: &Reservation, actual: u64, now_ms: u64) {
+    if config.rate_limit.is_none() {
+        return;
+    }
+    let Some(d) = config.deployment(r.deployment) else {
+        return;
+    };
+    let rest = actual.saturating_sub(r.fleet_tokens);
+    if rest == 0 {
+        return;
+    }
+    let minute = minute_of(now_ms);
+    let _ = crate::host::update_shared::<(), _>(host, &record_key(d), |bytes| {
+        let (at, waiting) = decode(bytes.unwrap_or_default());
+        let waiting = if at == minute { waiting } else { 0 };
+        Ok(encode(minute, waiting.saturating_add(rest)))
+    });
+}
+
+/// For the tick: the calls that report every deployment's waiting tokens, the records
+/// emptied (a worker that loses the race leaves them to the one that won).
+pub fn take_reports(config: &Config, host: &mut dyn Host) -> Vec<Vec<u8>> {
+    let Some(service) = &config.rate_limit else {
+        return Vec::new();
+    };
+    let minute = minute_of(host.now_unix_ms());
+    let mut calls = Vec::new();
+    for d in config.deployments.iter().filter(|d| d.tpm.is_some()) {
+        let waiting = take_waiting(host, d, minute);
+        if waiting > 0 {
+            calls.push(frame(&service.domain, d, waiting));
+        }
+    }
+    calls
+}
+
+/// This minute's tokens waiting in the deployment's record, the record emptied; 0 when a
+/// worker won the race for them, or when they are an earlier minute's.
+fn take_waiting(host: &mut dyn Host, d: &Deployment, minute: u64) -> u64 {
+    let key = record_key(d);
+    let Some((bytes, cas)) = host.shared_get(&key) else {
+        return 0;
+    };
+    let (at, waiting) = decode(&bytes);
+    if waiting == 0 || !host.shared_set(&key, &encode(minute, 0), Some(cas)) {
+        return 0;
+    }
+    if at == minute {
+        waiting
+    } else {
+        0
+    }
+}
+
+fn encode(minute: u64, tokens: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&minute.to_le_bytes());
+    out.extend_from_slice(&tokens.to_le_bytes());
+    out
+}
+
+fn decode(bytes: &[u8]) -> (u64, u64) {
+    let word = |range: std::ops::Range<usize>| {
+        bytes
+            .get(range)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    (word(0..8), word(8..16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::FakeHost;
+
+    fn config() -> Config {
+        let json = r#"{"model_list": [
+          {"model_name": "m", "litellm_params": {"model": "openai/a", "api_base": "http://127.0.0.1:9001", "tpm": 100}, "model_info": {"id": "a"}},
+          {"model_name": "m", "litellm_params": {"model": "openai/b", "api_base": "http://127.0.0.1:9002"}}],
+         "general_settings": {"rate_limit_service": {"address": "127.0.0.1:8081", "instances": 2}}}"#;
+        crate::config::parse(json.as_bytes(), &|_| None, 0)
+            .unwrap()
+            .0
+    }
+
+    fn reservation(c: &Config, host: &mut FakeHost, estimate: u64) -> Reservation {
+        let target = crate::scope::Scope::of(c, &crate::keys::Principal::Master)
+            .admit_group(0)
+            .unwrap();
+        crate::router::reserve_deployment(c, host, target, 0, estimate).unwrap()
+    }
+
+    #[test]
+    fn a_deployment_with_tpm_is_charged_its_prompt_estimate_as_the_calls_hits() {
+        let c = config();
+        let mut host = FakeHost::new(1);
+        let r = reservation(&c, &mut host, 12);
+        let (Admission::Ask(frame), hits) = admission(&c, &mut host, &r) else {
+            panic!("a deployment with tpm asks");
+        };
+        assert_eq!(hits, 12);
+        let message = &frame[5..];
+        assert!(message.windows(16).any(|w| w == b"\x0a\x0edeployment_tpm"));
+        assert!(message.ends_with(b"\x18\x0c"), "hits_addend = 12");
+    }
+
+    #[test]
+    fn the_rest_of_the_real_count_is_reported_once_by_the_tick_and_never_into_the_next_minute() {
+        let c = config();
+        let mut host = FakeHost::new(1);
+        let mut r = reservation(&c, &mut host, 12);
+        r.fleet_tokens = 12;
+        let now = host.now_ms;
+        report(&c, &mut host, &r, 30, now);
+        report(&c, &mut host, &r, 15, now);
+        let calls = take_reports(&c, &mut host);
+        assert_eq!(calls.len(), 1);
+        assert!(calls[0].ends_with(b"\x18\x15"), "18 + 3 = 21 tokens");
+        assert!(take_reports(&c, &mut host).is_empty(), "taken once");
+        // An answer at or under its charge reports nothing.
+        report(&c, &mut host, &r, 12, now);
+        assert!(take_reports(&c, &mut host).is_empty());
+        // Tokens of a minute gone are dropped.
+        report(&c, &mut host, &r, 40, now);
+        host.now_ms += 60_000;
+        assert!(take_reports(&c, &mut host).is_empty());
+    }
+
+    #[test]
+    fn the_next_admission_carries_what_waits_on_top_of_its_own_estimate() {
+        let c = config();
+        let mut host = FakeHost::new(1);
+        let mut r = reservation(&c, &mut host, 12);
+        r.fleet_tokens = 12;
+        let now = host.now_ms;
+        report(&c, &mut host, &r, 20, now);
+        let next = reservation(&c, &mut host, 12);
+        let (Admission::Ask(frame), hits) = admission(&c, &mut host, &next) else {
+            panic!("asks");
+        };
+        assert_eq!(hits, 12, "the request's own charge");
+        assert!(frame.ends_with(b"\x18\x14"), "12 + the 8 waiting");
+        assert!(
+            take_reports(&c, &mut host).is_empty(),
+            "nothing left for the tick"
+        );
+    }
+}
