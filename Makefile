@@ -110,7 +110,7 @@ fuzz: fuzz-tool
 
 # Micro-benchmarks of the hot pure functions, then plain Envoy against the gateway under wrk
 # and under callgrind (instructions per request, with a floor filter to compare against).
-bench: build build-native venv
+bench: build build-native venv redis
 	@command -v wrk >/dev/null 2>&1 || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "make bench needs wrk (Debian: apt-get install wrk)"; exit 1; }; }
 	@command -v valgrind >/dev/null 2>&1 || apt-get install -y -qq valgrind >/dev/null 2>&1 || echo "no valgrind: the instruction counts will be skipped"
 	@# Benches need unwinding; the release profile aborts on panic (for the .wasm), and the

@@ -381,6 +381,11 @@ def main():
             results["instructions"] = instruction_rows(up_port)
         else:
             print("instructions per request: skipped (needs valgrind and the floor filter: make bench builds it)")
+        if shutil.which("redis-server"):
+            import bench_fleet  # noqa: PLC0415 - it imports this module
+            results["fleet"] = bench_fleet.fleet_rows(up_port)
+        else:
+            print("fleet-wide limits: skipped (needs redis-server: make redis)")
         if os.environ.get("BENCH_LITELLM") == "1":
             try:
                 results["litellm"] = litellm_row(up_port)
@@ -467,6 +472,9 @@ def report(r):
             n = f" {native[base] - p:15.0f}" if base in native else ""
             m = f" {module[scenario] - p:12.0f}" if scenario in module else ""
             print(f"{scenario:18} {p:9.0f} {f:9.0f} {g:9.0f} {f - p:9.0f} {g - p:10.0f}{n}{m}")
+    if "fleet" in r:
+        import bench_fleet  # noqa: PLC0415 - it imports this module
+        bench_fleet.report(r["fleet"])
     if "litellm_error" in r:
         print(f"\nLiteLLM: not measured ({r['litellm_error']})")
     if "litellm" in r:
@@ -477,4 +485,6 @@ def report(r):
 
 
 if __name__ == "__main__":
+    # bench_fleet imports this module by name: the same one, not a second copy with its own TMP.
+    sys.modules.setdefault("bench", sys.modules["__main__"])
     main()
