@@ -46,6 +46,9 @@ pub struct KeyCharge {
     pub in_flight: bool,
     /// A key with a budget: what it had spent (this period) when the request came in.
     pub spend_before: Option<f64>,
+    /// Tokens the fleet's rate-limit service was charged for the key when it admitted the
+    /// request (its prompt estimate); the rest of the real count is reported after.
+    pub fleet_tokens: u64,
 }
 
 /// Why a key's reservation was refused.
@@ -67,8 +70,9 @@ pub fn spend_of(host: &dyn Host, grant: &KeyGrant) -> f64 {
 }
 
 /// Check and reserve the key's limits for one request: budget first, then rpm/tpm. This
-/// Envoy holds the key to `rpm_limit / rpm_share` (`fleet::key_rpm_share`: more than 1 only
-/// while the fleet's service does not answer in `local` mode).
+/// Envoy holds the key to `rpm_limit / rpm_share` and `tpm_limit / rpm_share`
+/// (`fleet::key_rpm_share`: more than 1 only while the fleet's service does not answer in
+/// `local` mode).
 pub fn charge(
     host: &mut dyn Host,
     principal: &Principal,
@@ -112,7 +116,7 @@ pub fn charge(
                 .reserve(
                     now,
                     grant.rpm.map(|rpm| rpm / rpm_share.max(1)),
-                    grant.tpm,
+                    grant.tpm.map(|tpm| tpm / rpm_share.max(1)),
                     estimated_tokens,
                     parallel.is_some(),
                 )
@@ -186,6 +190,7 @@ fn charged(
         count_spend: grant.budget.is_some(),
         in_flight: grant.max_parallel.is_some(),
         spend_before,
+        fleet_tokens: 0,
     }
 }
 
@@ -258,6 +263,18 @@ pub fn fill_minute(host: &mut dyn Host, grant: &KeyGrant) {
     // Losing every race leaves the record as it was: the next request asks again.
     let _ = key_table::update::<()>(host, &grant.id, &|mut c| {
         c.state = c.state.filled(now, rpm);
+        Ok(c)
+    });
+}
+
+/// The fleet's service says the key has used its `tpm_limit` this minute: so it has here.
+pub fn fill_tokens(host: &mut dyn Host, grant: &KeyGrant) {
+    let Some(tpm) = grant.tpm else {
+        return;
+    };
+    let now = host.now_unix_ms();
+    let _ = key_table::update::<()>(host, &grant.id, &|mut c| {
+        c.state = c.state.filled_tokens(now, tpm);
         Ok(c)
     });
 }

@@ -31,6 +31,10 @@ use crate::keys::{KeyGrant, Principal};
 /// Envoy that loads the same config.
 pub const DEPLOYMENT_RPM_KEY: &str = "deployment";
 
+/// The descriptor key for a virtual key's tokens per minute (`tpm_limit`), with the key's
+/// limit carried as the descriptor's own, as for `KEY_RPM_KEY`.
+pub const KEY_TPM_KEY: &str = "key_tpm";
+
 /// The descriptor key for a deployment's tokens per minute (`tpm`); its value is the
 /// deployment's id, as for `DEPLOYMENT_RPM_KEY`.
 pub const DEPLOYMENT_TPM_KEY: &str = "deployment_tpm";
@@ -100,11 +104,13 @@ pub fn rpm_share(config: &Config, host: &dyn Host) -> u64 {
     }
 }
 
-/// What this Envoy divides the caller's key's `rpm_limit` by now (`rpm_share`); 1 without
-/// a read for every caller that is not a key with `rpm_limit`.
+/// What this Envoy divides the caller's key's `rpm_limit` and `tpm_limit` by now
+/// (`rpm_share`); 1 without a read for every caller that is not a key with either.
 pub fn key_rpm_share(config: &Config, host: &dyn Host, principal: &Principal) -> u64 {
     match principal {
-        Principal::Key(grant) if grant.rpm.is_some() && config.rate_limit.is_some() => {
+        Principal::Key(grant)
+            if (grant.rpm.is_some() || grant.tpm.is_some()) && config.rate_limit.is_some() =>
+        {
             rpm_share(config, host)
         }
         _ => 1,

@@ -5,7 +5,7 @@
 //! Both files are YAML whose scalars are written as JSON strings and numbers (JSON's
 //! double-quoted strings are YAML's), so no YAML writer is needed.
 
-use super::{DEPLOYMENT_RPM_KEY, DEPLOYMENT_TPM_KEY, KEY_RPM_KEY};
+use super::{DEPLOYMENT_RPM_KEY, DEPLOYMENT_TPM_KEY, KEY_RPM_KEY, KEY_TPM_KEY};
 use crate::config::Config;
 
 fn quoted(s: &str) -> String {
@@ -26,17 +26,16 @@ fn limited(config: &Config) -> Vec<(&'static str, &str, u64)> {
         .deployments
         .iter()
         .filter_map(|d| d.tpm.map(|tpm| (DEPLOYMENT_TPM_KEY, d.id.as_str(), tpm)));
-    let keys = config
-        .keys
-        .static_grants()
-        .into_iter()
-        .filter_map(|g| g.rpm.map(|rpm| (KEY_RPM_KEY, g.id.as_str(), rpm)));
+    let keys = config.keys.static_grants().into_iter().flat_map(|g| {
+        [(KEY_RPM_KEY, g.rpm), (KEY_TPM_KEY, g.tpm)]
+            .into_iter()
+            .filter_map(|(key, limit)| limit.map(|l| (key, g.id.as_str(), l)))
+    });
     deployments.chain(tokens).chain(keys).collect()
 }
 
 /// An envoyproxy/ratelimit `config.yaml` (its `RUNTIME_ROOT/…/config/` directory): the
-/// domain, one `deployment` descriptor per deployment with `rpm` and one `key` descriptor
-/// per virtual key with `rpm_limit`, per minute.
+/// domain and one descriptor per limit the filter asks about (`limited`), per minute.
 pub fn envoy_ratelimit(config: &Config) -> Option<String> {
     let service = config.rate_limit.as_ref()?;
     let mut out = format!(
@@ -108,7 +107,7 @@ mod tests {
           {"model_name": "m", "litellm_params": {"model": "openai/a", "api_base": "http://127.0.0.1:9001", "rpm": 30}, "model_info": {"id": "it's \"a\""}},
           {"model_name": "m", "litellm_params": {"model": "openai/b", "api_base": "http://127.0.0.1:9002", "rpm": 45, "tpm": 9000}},
           {"model_name": "m", "litellm_params": {"model": "openai/c", "api_base": "http://127.0.0.1:9003"}}],
-         "general_settings": {"master_key": "sk-m", "virtual_keys": [{"key": "sk-a", "rpm_limit": 10}, {"key": "sk-b"}],
+         "general_settings": {"master_key": "sk-m", "virtual_keys": [{"key": "sk-a", "rpm_limit": 10, "tpm_limit": 5000}, {"key": "sk-b"}],
            "rate_limit_service": {"address": "rls:8081", "domain": "fleet", "instances": 2}}}"#;
         crate::config::parse(json.as_bytes(), &|_| None, 0)
             .unwrap()
@@ -130,13 +129,15 @@ mod tests {
         // tpm: its own descriptor, counted in tokens.
         assert!(out.contains("  - key: \"deployment_tpm\"\n    value: \"m/1\"\n    rate_limit:\n      unit: minute\n      requests_per_unit: 9000\n"));
         // The deployment without rpm and the key without rpm_limit are never asked about.
-        assert_eq!(out.matches("- key:").count(), 4);
+        assert!(out.contains("  - key: \"key_tpm\"\n    value: \"static-"));
+        assert!(out.contains("      requests_per_unit: 5000\n"));
+        assert_eq!(out.matches("- key:").count(), 5);
     }
 
     #[test]
     fn limitador_gets_the_same_limits_as_cel_conditions() {
         let out = limitador(&config()).unwrap();
-        assert_eq!(out.matches("- namespace: \"fleet\"").count(), 4);
+        assert_eq!(out.matches("- namespace: \"fleet\"").count(), 5);
         assert!(out.contains("  max_value: 9000\n  seconds: 60\n  conditions:\n    - \"descriptors[0]['deployment_tpm'] == 'm/1'\"\n"));
         assert!(out.contains("  max_value: 10\n  seconds: 60\n  conditions:\n    - \"descriptors[0]['key'] == 'static-"));
         assert!(out.contains(

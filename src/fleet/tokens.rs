@@ -1,4 +1,4 @@
-//! A deployment's `tpm` across the fleet. Tokens are known only after the answer, so a
+//! A deployment's `tpm` and a key's `tpm_limit` across the fleet. Tokens are known only after the answer, so a
 //! request is admitted by one `ShouldRateLimit` call on `deployment_tpm = <id>` whose
 //! `hits_addend` is its prompt estimate (the service counts first and compares after, so a
 //! request is admitted only while the estimate fits), and the rest of its real count
@@ -15,11 +15,21 @@
 //! tokens of answers in flight, plus the remainders other Envoys have not reported yet (at
 //! most a second's worth).
 
-use super::{proto, Admission, DEPLOYMENT_TPM_KEY};
+use super::{proto, Admission, DEPLOYMENT_TPM_KEY, KEY_TPM_KEY};
+use crate::access::KeyCharge;
 use crate::config::{Config, Deployment};
 use crate::host::Host;
+use crate::keys::KeyGrant;
 use crate::router::Reservation;
 use crate::state::minute_of;
+
+/// The per-Envoy list of keys whose tokens wait for the tick (ids, one per line): a key's
+/// id is added when its record goes from nothing waiting to something.
+const WAITING_KEYS: &str = "llm-gateway/fleet-key-tokens";
+
+fn key_record(id: &str) -> String {
+    format!("{WAITING_KEYS}/{id}")
+}
 
 /// The shared record of tokens waiting to be reported for a deployment.
 fn record_key(d: &Deployment) -> String {
@@ -85,6 +95,84 @@ pub fn report(config: &Config, host: &mut dyn Host, r: &Reservation, actual: u64
     });
 }
 
+/// A charge of `hits` tokens on the key's tpm descriptor, carrying the key's `tpm_limit` as
+/// its own limit (keys minted after the service's configuration was written are limited too).
+pub fn key_frame(domain: &str, id: &str, tpm: u64, hits: u64) -> Vec<u8> {
+    proto::request_frame(
+        domain,
+        &[proto::Descriptor {
+            entries: vec![(KEY_TPM_KEY, id)],
+            limit: Some(proto::LimitOverride {
+                requests_per_unit: u32::try_from(tpm).unwrap_or(u32::MAX),
+                unit: proto::Unit::Minute,
+            }),
+        }],
+        Some(u32::try_from(hits.max(1)).unwrap_or(u32::MAX)),
+    )
+}
+
+/// Whether the request of a key with `tpm_limit` must be admitted on the key's tokens first,
+/// and with how many (its prompt estimate, at least 1; what waits for the key rides along).
+pub fn key_admission(
+    config: &Config,
+    host: &mut dyn Host,
+    charge: &KeyCharge,
+) -> (Admission<Vec<u8>>, u64) {
+    let (Some(service), Some(tpm)) = (&config.rate_limit, charge.grant.tpm) else {
+        return (Admission::Go, 0);
+    };
+    let hits = charge.reserved_tokens.max(1);
+    match super::ask_or_fall_back(service, host, ()) {
+        Admission::Ask(()) => {
+            let minute = minute_of(host.now_unix_ms());
+            let waiting = take_key_waiting(host, &charge.grant.id, minute).map_or(0, |(_, t)| t);
+            let frame = key_frame(
+                &service.domain,
+                &charge.grant.id,
+                tpm,
+                hits.saturating_add(waiting),
+            );
+            (Admission::Ask(frame), hits)
+        }
+        Admission::Go => (Admission::Go, 0),
+        Admission::Refuse => (Admission::Refuse, 0),
+    }
+}
+
+/// After an answer for a key with `tpm_limit`: what the fleet has not been charged yet waits
+/// in this Envoy's record for the key (and the key in the tick's list).
+pub fn report_key(
+    config: &Config,
+    host: &mut dyn Host,
+    grant: &KeyGrant,
+    fleet_tokens: u64,
+    actual: u64,
+) {
+    let (Some(_), Some(tpm)) = (&config.rate_limit, grant.tpm) else {
+        return;
+    };
+    let rest = actual.saturating_sub(fleet_tokens);
+    if rest == 0 {
+        return;
+    }
+    let minute = minute_of(host.now_unix_ms());
+    let mut was_empty = false;
+    let written = crate::host::update_shared::<(), _>(host, &key_record(&grant.id), |bytes| {
+        let (at, _, waiting) = decode_key(bytes.unwrap_or_default());
+        let waiting = if at == minute { waiting } else { 0 };
+        was_empty = waiting == 0;
+        Ok(encode_key(minute, tpm, waiting.saturating_add(rest)))
+    });
+    if written.is_ok() && was_empty {
+        let _ = crate::host::update_shared::<(), _>(host, WAITING_KEYS, |bytes| {
+            let mut list = bytes.unwrap_or_default().to_vec();
+            list.extend_from_slice(grant.id.as_bytes());
+            list.push(b'\n');
+            Ok(list)
+        });
+    }
+}
+
 /// For the tick: the calls that report every deployment's waiting tokens, the records
 /// emptied (a worker that loses the race leaves them to the one that won).
 pub fn take_reports(config: &Config, host: &mut dyn Host) -> Vec<Vec<u8>> {
@@ -99,7 +187,56 @@ pub fn take_reports(config: &Config, host: &mut dyn Host) -> Vec<Vec<u8>> {
             calls.push(frame(&service.domain, d, waiting));
         }
     }
+    for id in take_waiting_keys(host) {
+        if let Some((tpm, waiting)) = take_key_waiting(host, &id, minute) {
+            calls.push(key_frame(&service.domain, &id, tpm, waiting));
+        }
+    }
     calls
+}
+
+/// The tick's list of keys with tokens waiting, emptied.
+fn take_waiting_keys(host: &mut dyn Host) -> Vec<String> {
+    let Some((bytes, cas)) = host.shared_get(WAITING_KEYS) else {
+        return Vec::new();
+    };
+    if bytes.is_empty() || !host.shared_set(WAITING_KEYS, &[], Some(cas)) {
+        return Vec::new();
+    }
+    let mut ids: Vec<String> = String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// This minute's tokens waiting for a key, with its `tpm_limit`, the record emptied.
+fn take_key_waiting(host: &mut dyn Host, id: &str, minute: u64) -> Option<(u64, u64)> {
+    let key = key_record(id);
+    let (bytes, cas) = host.shared_get(&key)?;
+    let (at, tpm, waiting) = decode_key(&bytes);
+    if waiting == 0 || !host.shared_set(&key, &encode_key(minute, tpm, 0), Some(cas)) {
+        return None;
+    }
+    (at == minute).then_some((tpm, waiting))
+}
+
+fn encode_key(minute: u64, tpm: u64, tokens: u64) -> Vec<u8> {
+    let mut out = encode(minute, tokens);
+    out.extend_from_slice(&tpm.to_le_bytes());
+    out
+}
+
+fn decode_key(bytes: &[u8]) -> (u64, u64, u64) {
+    let (minute, tokens) = decode(bytes);
+    let tpm = bytes
+        .get(16..24)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes);
+    (minute, tpm, tokens)
 }
 
 /// This minute's tokens waiting in the deployment's record, the record emptied; 0 when a

@@ -33,8 +33,12 @@ pub(super) struct Replan {
     /// The body's size as buffered (`None` without a body).
     pub body_size: Option<usize>,
     pub asks: u32,
-    /// The key's descriptor was counted (or needs no call): a spill does not count it again.
+    /// The key's descriptors were counted (or need no call): a spill does not count them
+    /// again.
     pub key_admitted: bool,
+    pub key_tokens_admitted: bool,
+    /// What the fleet charged the key's tokens: a spill's new key charge carries it too.
+    pub key_fleet_tokens: u64,
 }
 
 /// Which descriptor a call asked about.
@@ -42,6 +46,8 @@ pub(super) struct Replan {
 enum Asked {
     /// The key's `rpm_limit`.
     Key,
+    /// The key's `tpm_limit` (charged the prompt estimate).
+    KeyTokens,
     /// The deployment's `rpm`.
     Deployment,
     /// The deployment's `tpm` (charged the prompt estimate).
@@ -53,7 +59,8 @@ impl Asked {
     /// head) is asked about its key only.
     fn next(self, routed: bool) -> Option<Asked> {
         match self {
-            Asked::Key if routed => Some(Asked::Deployment),
+            Asked::Key => Some(Asked::KeyTokens),
+            Asked::KeyTokens if routed => Some(Asked::Deployment),
             Asked::Deployment => Some(Asked::Tokens),
             _ => None,
         }
@@ -64,7 +71,7 @@ impl Asked {
 pub(super) struct Admitting {
     token: u32,
     asked: Asked,
-    /// The tokens a `Tokens` call charged.
+    /// The tokens a `Tokens` or `KeyTokens` call charged.
     hits: u64,
     forward: Box<Forward>,
     replan: Replan,
@@ -78,10 +85,12 @@ impl Admitting {
 
 /// The key's `rpm_limit` is used up across the fleet this minute (LiteLLM's key limiter
 /// answers 429 the same way).
-fn key_over_limit(now_ms: u64) -> GatewayError {
+fn key_over_limit(now_ms: u64, limit: &str) -> GatewayError {
     let mut e = GatewayError::new(
         ErrorKind::RateLimited,
-        "this key is over its rate limit for this minute (rpm_limit, across the gateway fleet)",
+        format!(
+            "this key is over its rate limit for this minute ({limit}, across the gateway fleet)"
+        ),
     )
     .with_code("rate_limit_exceeded");
     e.retry_after = Some(crate::state::secs_to_next_minute(now_ms));
@@ -127,11 +136,14 @@ impl Session {
         config: &Config,
         host: &mut dyn Host,
         stream: &mut dyn Stream,
-        forward: Box<Forward>,
+        mut forward: Box<Forward>,
         mut replan: Replan,
         from: Asked,
     ) -> Flow {
         let body_size = replan.body_size;
+        if let Some(charge) = forward.key_charge.as_mut() {
+            charge.fleet_tokens = replan.key_fleet_tokens;
+        }
         let mut stage = from;
         let mut hits = 0;
         let (asked, frame) = loop {
@@ -141,6 +153,14 @@ impl Session {
                         fleet::key_admission(config, host, &charge.grant),
                         Cow::Owned,
                     ),
+                    _ => Admission::Go,
+                },
+                Asked::KeyTokens => match (&forward.key_charge, replan.key_tokens_admitted) {
+                    (Some(charge), false) => {
+                        let (a, charged) = fleet::tokens::key_admission(config, host, charge);
+                        hits = charged;
+                        map_frame(a, Cow::Owned)
+                    }
                     _ => Admission::Go,
                 },
                 Asked::Deployment => map_frame(
@@ -155,8 +175,10 @@ impl Session {
             };
             match admission {
                 Admission::Go => {
-                    if stage == Asked::Key {
-                        replan.key_admitted = true;
+                    match stage {
+                        Asked::Key => replan.key_admitted = true,
+                        Asked::KeyTokens => replan.key_tokens_admitted = true,
+                        _ => {}
                     }
                     match stage.next(replan.routed.is_some()) {
                         Some(next) => stage = next,
@@ -265,6 +287,11 @@ impl Session {
                 replan.key_admitted = true;
                 self.admit_after(config, host, stream, forward, replan, asked)
             }
+            (Asked::KeyTokens, Verdict::Admitted) => {
+                replan.key_tokens_admitted = true;
+                replan.key_fleet_tokens = hits;
+                self.admit_after(config, host, stream, forward, replan, asked)
+            }
             (Asked::Deployment, Verdict::Admitted) => {
                 self.admit_after(config, host, stream, forward, replan, asked)
             }
@@ -272,12 +299,22 @@ impl Session {
                 forward.reservation.fleet_tokens = hits;
                 self.forward(config, stream, *forward, body_size)
             }
-            (Asked::Key, Verdict::Full) => {
+            (Asked::Key | Asked::KeyTokens, Verdict::Full) => {
                 drop_unsent(config, host, &forward);
                 if let Some(charge) = &forward.key_charge {
-                    crate::access::fill_minute(host, &charge.grant);
+                    if asked == Asked::Key {
+                        crate::access::fill_minute(host, &charge.grant);
+                    } else {
+                        crate::access::fill_tokens(host, &charge.grant);
+                    }
                 }
-                let mut reply = gateway::LocalReply::from(key_over_limit(host.now_unix_ms()));
+                let limit = if asked == Asked::Key {
+                    "rpm_limit"
+                } else {
+                    "tpm_limit"
+                };
+                let mut reply =
+                    gateway::LocalReply::from(key_over_limit(host.now_unix_ms(), limit));
                 reply.metrics.push(crate::metrics::key_refusals(
                     &forward.key_label,
                     "rate_limit",
@@ -306,8 +343,10 @@ impl Session {
                 match mode {
                     // What is asked next is admitted too (the service is down now).
                     FailureMode::Allow => {
-                        if asked == Asked::Key {
-                            replan.key_admitted = true;
+                        match asked {
+                            Asked::Key => replan.key_admitted = true,
+                            Asked::KeyTokens => replan.key_tokens_admitted = true,
+                            _ => {}
                         }
                         self.admit_after(config, host, stream, forward, replan, asked)
                     }

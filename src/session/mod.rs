@@ -309,6 +309,8 @@ impl Session {
                     body_size: None,
                     asks: 0,
                     key_admitted: false,
+                    key_tokens_admitted: false,
+                    key_fleet_tokens: 0,
                 };
                 self.admit(config, host, stream, f, replan)
             }
@@ -344,6 +346,8 @@ impl Session {
                     body_size: Some(body_size),
                     asks: 0,
                     key_admitted: false,
+                    key_tokens_admitted: false,
+                    key_fleet_tokens: 0,
                 };
                 self.admit(config, host, stream, forward, replan)
             }

@@ -339,6 +339,10 @@ pub(super) fn settle_key(
         attempt.response.usage(),
         config.deployment(attempt.deployment),
     );
+    if let Some(u) = attempt.response.usage() {
+        let fleet_tokens = charge.fleet_tokens;
+        crate::fleet::tokens::report_key(config, host, &charge.grant, fleet_tokens, u.total_tokens);
+    }
     let micro_usd = (settled.cost * 1e6).round() as i64;
     if micro_usd > 0 {
         stats.add(

@@ -851,3 +851,55 @@ fn a_deployment_with_tpm_is_charged_its_estimate_first_and_the_rest_reported_by_
     assert_eq!(stream.resumed, 1, "sent to the other deployment");
     assert_eq!(stream.counter(".fleet_over_limit"), 1);
 }
+
+#[test]
+fn a_key_with_tpm_limit_is_charged_its_estimate_once_and_over_it_gets_429() {
+    let json = r#"{"model_list": [{"model_name": "chat", "litellm_params": {"model": "openai/m", "api_base": "http://10.0.1.1:8000"}}],
+        "general_settings": {"master_key": "sk-master", "virtual_keys": [{"key": "sk-k", "tpm_limit": 1000}],
+          "rate_limit_service": {"address": "10.0.0.9:8081", "instances": 2}}}"#;
+    let config = crate::config::parse(json.as_bytes(), &|_| None, 0)
+        .unwrap()
+        .0;
+    let mut host = FakeHost::new(5);
+    let (mut session, mut stream, flow) = send_chat_as(&config, &mut host, CHAT, "sk-k");
+    assert_eq!(flow, Flow::Pause);
+    // One call, on the key's tokens, with its own limit (1000 per MINUTE) and the estimate.
+    assert_eq!(stream.calls.len(), 1);
+    let call = call_body(&stream, 0);
+    assert!(contains(&call, b"\x0a\x07key_tpm\x12\x13static-"));
+    assert!(
+        contains(&call, b"\x12\x05\x08\xe8\x07\x10\x02"),
+        "limit 1000 per MINUTE"
+    );
+    let (&estimate, rest) = call.split_last().unwrap();
+    assert_eq!(rest.last(), Some(&0x18));
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(1));
+    assert_eq!(stream.resumed, 1, "no deployment limit: sent");
+    // The answer's 100 tokens: the tick reports 100 - estimate for the key.
+    let answer =
+        String::from_utf8_lossy(ANSWER).replace(r#""total_tokens":5"#, r#""total_tokens":100"#);
+    stream.response_headers = [(":status", "200"), ("content-type", "application/json")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    session.on_response_headers(Some(&config), &mut host, &mut stream, false);
+    stream.response_body = answer.as_bytes().to_vec();
+    session.on_response_body(Some(&config), &mut host, &mut stream, answer.len(), true);
+    session.on_log(Some(&config), &mut host, &mut stream);
+    let mut ticker = Ticker::new(&config, &mut stream);
+    let mut sent = SentCalls::default();
+    ticker.tick(&config, &mut host, &mut stream, &mut sent);
+    assert_eq!(sent.0.len(), 1, "one report, for the key");
+    assert!(contains(&sent.0[0].1, b"key_tpm"));
+    assert!(sent.0[0].1.ends_with(&[0x18, 100 - estimate]));
+
+    // Over the key's tpm_limit fleet-wide: 429, and refused here without a call after.
+    let (mut session, mut stream, _) = send_chat_as(&config, &mut host, CHAT, "sk-k");
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(2));
+    let (status, _, body) = stream.reply.clone().unwrap();
+    assert_eq!(status, 429);
+    assert!(String::from_utf8_lossy(&body).contains("tpm_limit"));
+    let (_, stream, _) = send_chat_as(&config, &mut host, CHAT, "sk-k");
+    assert!(stream.calls.is_empty());
+    assert_eq!(stream.reply.as_ref().unwrap().0, 429);
+}

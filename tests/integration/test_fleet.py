@@ -21,6 +21,7 @@ CLI = ROOT / "target" / "release" / "llm-gateway"
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 MASTER = "sk-fleet-master"
 FLEET_KEY = "sk-fleet-key"
+TOKENS_KEY = "sk-fleet-tokens"
 
 
 def deployment(group, ident, port, rpm):
@@ -56,7 +57,7 @@ def fleet(tmp_path_factory):
         pytest.fail("needs redis-server (Debian: apt-get install redis-server; `make integration` installs it)")
     tmp = tmp_path_factory.mktemp("fleet")
     mocks = [mock_openai.start(name=n) for n in ("fleet-a", "fleet-b", "outage-c", "outage-d", "after-e",
-                                                  "keyed-g", "pass-h", "tokens-i", "tick-j")]
+                                                  "keyed-g", "pass-h", "tokens-i", "tick-j", "keytok-k")]
     ports = [server.server_port for server, _ in mocks]
     redis_port, rls_port = free_port(), free_port()
     config = {
@@ -75,12 +76,14 @@ def fleet(tmp_path_factory):
              "litellm_params": {"model": "openai/m", "api_base": f"http://127.0.0.1:{ports[7]}", "tpm": 100}},
             {"model_name": "tick", "model_info": {"id": "tick-j"},
              "litellm_params": {"model": "openai/m", "api_base": f"http://127.0.0.1:{ports[8]}", "tpm": 100000}},
+            {"model_name": "keytok", "litellm_params": {"model": "openai/m", "api_base": f"http://127.0.0.1:{ports[9]}"}},
             # For /vllm pass-through (a vLLM deployment), no rpm either.
             {"model_name": "pass", "litellm_params": {"model": "hosted_vllm/m", "api_base": f"http://127.0.0.1:{ports[6]}"}},
         ],
         "general_settings": {
             "master_key": MASTER,
-            "virtual_keys": [{"key": FLEET_KEY, "key_alias": "fleet-key", "rpm_limit": 10}],
+            "virtual_keys": [{"key": FLEET_KEY, "key_alias": "fleet-key", "rpm_limit": 10},
+                             {"key": TOKENS_KEY, "key_alias": "fleet-tokens", "tpm_limit": 100}],
             "rate_limit_service": {
             # A generous timeout: on two busy cores a call can take longer than the 20 ms
             # default, and this test is about exact counts, not the slow-service path.
@@ -228,6 +231,18 @@ def test_a_deployments_tpm_holds_across_three_envoys_within_one_answer(fleet):
                               f"llm-gateway_deployment_tpm_tick-j_{window}"],
                              capture_output=True, text=True).stdout.strip()
     assert counted == "11", counted
+
+
+def test_a_keys_tpm_limit_holds_across_three_envoys_within_one_answer(fleet):
+    gateways, mocks = fleet["gateways"], fleet["mocks"]
+    mocks[9][1].take()
+    fresh_minute(25)
+    statuses = [r.status_code for r in spread(gateways, "keytok", 30, threads=3, key=TOKENS_KEY)]
+    served = statuses.count(200)
+    assert statuses.count(429) == 30 - served, statuses
+    assert len(mocks[9][1].take()) == served
+    # tpm_limit 100, 11 tokens an answer (each Envoy alone would allow 100).
+    assert 100 - 11 <= served * 11 <= 100 + 11, (served, statuses)
 
 
 def test_service_down_falls_back_to_a_share_each_and_counts_exactly_once_back(fleet):
