@@ -32,7 +32,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use stream::{NativeStream, Reply};
 
 /// Envoy 1.40's ABI version, NUL-terminated.
@@ -132,7 +132,8 @@ impl SendPtr {
     }
 }
 
-/// The module thread that asks Envoy's main thread for a tick once a second.
+/// The module thread that asks Envoy's main thread for an event every `FLUSH_INTERVAL`: the
+/// stats' flush each time, the gateway's tick every `EVENTS_PER_TICK`th.
 struct Timer {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -160,7 +161,7 @@ impl Timer {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 loop {
                     let (guard, _) = wake
-                        .wait_timeout(stopped, Duration::from_secs(1))
+                        .wait_timeout(stopped, stats::FLUSH_INTERVAL)
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     stopped = guard;
                     if *stopped {
@@ -204,7 +205,12 @@ struct Module {
     seeds: Mutex<SplitMix64>,
     ticker: Mutex<Ticker>,
     timer: Mutex<Option<Timer>>,
+    /// The timer's events so far (the tick runs on every `EVENTS_PER_TICK`th).
+    events: std::sync::atomic::AtomicU64,
 }
+
+/// The gateway's tick is once a second; the timer's events come every `FLUSH_INTERVAL`.
+const EVENTS_PER_TICK: u64 = 5;
 
 // SAFETY: `config_envoy` is only used on Envoy's main thread (config hooks and the config
 // scheduler's event run there); everything else is Sync on its own.
@@ -270,6 +276,7 @@ fn configure(config_envoy: ConfigEnvoy, bytes: &[u8]) -> Option<Module> {
         seeds: Mutex::new(seeds),
         ticker: Mutex::new(ticker),
         timer: Mutex::new(None),
+        events: std::sync::atomic::AtomicU64::new(0),
     })
 }
 
@@ -463,6 +470,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
         let Some(module) = (unsafe { config.cast::<Module>().as_ref() }) else {
             return;
         };
+        module.families.flush(config_envoy);
+        let event = module
+            .events
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !event.is_multiple_of(EVENTS_PER_TICK) {
+            return;
+        }
         let mut host = NativeHost::new(module.seed());
         let mut stats = NativeStats {
             families: &module.families,
