@@ -41,6 +41,17 @@ pub(super) struct Replan {
     pub key_fleet_tokens: u64,
 }
 
+impl Replan {
+    /// `stage` needs no more asking for this request: a key's stages hold across spills.
+    fn passed(&mut self, stage: Asked) {
+        match stage {
+            Asked::Key => self.key_admitted = true,
+            Asked::KeyTokens => self.key_tokens_admitted = true,
+            Asked::Deployment | Asked::Tokens => {}
+        }
+    }
+}
+
 /// Which descriptor a call asked about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Asked {
@@ -175,11 +186,7 @@ impl Session {
             };
             match admission {
                 Admission::Go => {
-                    match stage {
-                        Asked::Key => replan.key_admitted = true,
-                        Asked::KeyTokens => replan.key_tokens_admitted = true,
-                        _ => {}
-                    }
+                    replan.passed(stage);
                     match stage.next(replan.routed.is_some()) {
                         Some(next) => stage = next,
                         None => return self.forward(config, stream, *forward, body_size),
@@ -284,11 +291,11 @@ impl Session {
         let body_size = replan.body_size;
         match (asked, verdict) {
             (Asked::Key, Verdict::Admitted) => {
-                replan.key_admitted = true;
+                replan.passed(asked);
                 self.admit_after(config, host, stream, forward, replan, asked)
             }
             (Asked::KeyTokens, Verdict::Admitted) => {
-                replan.key_tokens_admitted = true;
+                replan.passed(asked);
                 replan.key_fleet_tokens = hits;
                 self.admit_after(config, host, stream, forward, replan, asked)
             }
@@ -343,11 +350,7 @@ impl Session {
                 match mode {
                     // What is asked next is admitted too (the service is down now).
                     FailureMode::Allow => {
-                        match asked {
-                            Asked::Key => replan.key_admitted = true,
-                            Asked::KeyTokens => replan.key_tokens_admitted = true,
-                            _ => {}
-                        }
+                        replan.passed(asked);
                         self.admit_after(config, host, stream, forward, replan, asked)
                     }
                     FailureMode::Deny => {

@@ -751,6 +751,26 @@ fn a_body_less_pass_through_is_admitted_on_its_key() {
     assert_eq!(stream.reply.as_ref().unwrap().0, 429);
 }
 
+/// The upstream's JSON answer, saying `total` tokens, through to the end of the request.
+fn answer_with_total_tokens(
+    config: &Config,
+    host: &mut FakeHost,
+    session: &mut Session,
+    stream: &mut FakeStream<'_>,
+    total: u64,
+) {
+    let answer = String::from_utf8_lossy(ANSWER)
+        .replace(r#""total_tokens":5"#, &format!(r#""total_tokens":{total}"#));
+    stream.response_headers = [(":status", "200"), ("content-type", "application/json")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    session.on_response_headers(Some(config), host, stream, false);
+    stream.response_body = answer.as_bytes().to_vec();
+    session.on_response_body(Some(config), host, stream, answer.len(), true);
+    session.on_log(Some(config), host, stream);
+}
+
 /// The tick's calls, kept.
 #[derive(Default)]
 struct SentCalls(Vec<(String, Vec<u8>)>);
@@ -803,16 +823,7 @@ fn a_deployment_with_tpm_is_charged_its_estimate_first_and_the_rest_reported_by_
     );
     assert!(estimate > 0 && estimate < 100);
     // The answer says 100 tokens: the tick reports the 100 - estimate not yet charged, once.
-    let answer =
-        String::from_utf8_lossy(ANSWER).replace(r#""total_tokens":5"#, r#""total_tokens":100"#);
-    stream.response_headers = [(":status", "200"), ("content-type", "application/json")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    session.on_response_headers(Some(&config), &mut host, &mut stream, false);
-    stream.response_body = answer.as_bytes().to_vec();
-    session.on_response_body(Some(&config), &mut host, &mut stream, answer.len(), true);
-    session.on_log(Some(&config), &mut host, &mut stream);
+    answer_with_total_tokens(&config, &mut host, &mut session, &mut stream, 100);
     let mut ticker = Ticker::new(&config, &mut stream);
     let mut sent = SentCalls::default();
     ticker.tick(&config, &mut host, &mut stream, &mut sent);
@@ -876,16 +887,7 @@ fn a_key_with_tpm_limit_is_charged_its_estimate_once_and_over_it_gets_429() {
     session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(1));
     assert_eq!(stream.resumed, 1, "no deployment limit: sent");
     // The answer's 100 tokens: the tick reports 100 - estimate for the key.
-    let answer =
-        String::from_utf8_lossy(ANSWER).replace(r#""total_tokens":5"#, r#""total_tokens":100"#);
-    stream.response_headers = [(":status", "200"), ("content-type", "application/json")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    session.on_response_headers(Some(&config), &mut host, &mut stream, false);
-    stream.response_body = answer.as_bytes().to_vec();
-    session.on_response_body(Some(&config), &mut host, &mut stream, answer.len(), true);
-    session.on_log(Some(&config), &mut host, &mut stream);
+    answer_with_total_tokens(&config, &mut host, &mut session, &mut stream, 100);
     let mut ticker = Ticker::new(&config, &mut stream);
     let mut sent = SentCalls::default();
     ticker.tick(&config, &mut host, &mut stream, &mut sent);

@@ -51,6 +51,15 @@ def stat_prefix():
 RUNTIME_ARGS = ["--runtime", RUNTIME]
 
 NATIVE_PROMETHEUS_PREFIX = "envoy_dynamicmodulescustom_"
+# The native module hands Envoy its counters and gauges every 200 ms (native/stats.rs).
+NATIVE_STATS_FLUSH_S = 0.2
+
+
+def metrics_settled():
+    """Wait until what the gateway counted so far is in Envoy's stats: at once for the wasm
+    build, after the module's next flush for the native one."""
+    if NATIVE:
+        time.sleep(NATIVE_STATS_FLUSH_S * 2)
 
 
 def prometheus_lines(text):

@@ -8,12 +8,13 @@ import pytest
 import requests
 
 from conftest import stream_events
-from harness import prometheus_lines
+from harness import metrics_settled, prometheus_lines
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 def prometheus(gw):
+    metrics_settled()
     out = {}
     for line in prometheus_lines(requests.get(f"{gw.admin}/stats/prometheus", timeout=5).text):
         if line.startswith("llm_gateway_"):
