@@ -15,7 +15,7 @@ import pytest
 import requests
 
 import mock_openai
-from harness import ROOT, Gateway, free_port, prometheus_lines, stop_process, wait_until
+from harness import ROOT, Gateway, free_port, metrics_settled, prometheus_lines, stop_process, wait_until
 
 CLI = ROOT / "target" / "release" / "llm-gateway"
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
@@ -260,6 +260,7 @@ def test_service_down_falls_back_to_a_share_each_and_counts_exactly_once_back(fl
     c, d = len(mocks[2][1].take()), len(mocks[3][1].take())
     assert c <= 30 and d <= 30, (c, d)
     assert c + d == 30 + statuses.count(200)
+    metrics_settled()
     for gw in gateways:
         logs = gw.logs()
         # Logged once per transition (per Envoy), never per request.
