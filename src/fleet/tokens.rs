@@ -36,6 +36,12 @@ fn record_key(d: &Deployment) -> String {
     format!("{}/fleet-tokens", d.state_key)
 }
 
+/// The shared record of requests sent to a deployment without the service's admission
+/// (failover attempts, fan-out arms), waiting to be counted in its `rpm`.
+fn unasked_key(d: &Deployment) -> String {
+    format!("{}/fleet-unasked", d.state_key)
+}
+
 /// A charge of `hits` tokens on the deployment's tpm descriptor.
 pub fn frame(domain: &str, d: &Deployment, hits: u64) -> Vec<u8> {
     proto::request_frame(
@@ -173,6 +179,24 @@ pub fn report_key(
     }
 }
 
+/// A request went to a deployment with `rpm` without the service's admission (a failover
+/// attempt, a fan-out arm): the tick counts it in the fleet's window after the fact, so later
+/// admissions see it.
+pub fn report_unasked(config: &Config, host: &mut dyn Host, deployment: usize) {
+    let (Some(_), Some(d)) = (&config.rate_limit, config.deployment(deployment)) else {
+        return;
+    };
+    if d.rpm.is_none() {
+        return;
+    }
+    let minute = minute_of(host.now_unix_ms());
+    let _ = crate::host::update_shared::<(), _>(host, &unasked_key(d), |bytes| {
+        let (at, waiting) = decode(bytes.unwrap_or_default());
+        let waiting = if at == minute { waiting } else { 0 };
+        Ok(encode(minute, waiting.saturating_add(1)))
+    });
+}
+
 /// For the tick: the calls that report every deployment's waiting tokens, the records
 /// emptied (a worker that loses the race leaves them to the one that won).
 pub fn take_reports(config: &Config, host: &mut dyn Host) -> Vec<Vec<u8>> {
@@ -185,6 +209,19 @@ pub fn take_reports(config: &Config, host: &mut dyn Host) -> Vec<Vec<u8>> {
         let waiting = take_waiting(host, d, minute);
         if waiting > 0 {
             calls.push(frame(&service.domain, d, waiting));
+        }
+    }
+    for d in config.deployments.iter().filter(|d| d.rpm.is_some()) {
+        let unasked = take_record(host, &unasked_key(d), minute);
+        if unasked > 0 {
+            calls.push(proto::request_frame(
+                &service.domain,
+                &[proto::Descriptor {
+                    entries: vec![(super::DEPLOYMENT_RPM_KEY, d.id.as_str())],
+                    limit: None,
+                }],
+                Some(u32::try_from(unasked).unwrap_or(u32::MAX)),
+            ));
         }
     }
     for id in take_waiting_keys(host) {
@@ -242,12 +279,17 @@ fn decode_key(bytes: &[u8]) -> (u64, u64, u64) {
 /// This minute's tokens waiting in the deployment's record, the record emptied; 0 when a
 /// worker won the race for them, or when they are an earlier minute's.
 fn take_waiting(host: &mut dyn Host, d: &Deployment, minute: u64) -> u64 {
-    let key = record_key(d);
-    let Some((bytes, cas)) = host.shared_get(&key) else {
+    take_record(host, &record_key(d), minute)
+}
+
+/// A (minute, count) record's count for this minute, the record emptied; 0 when a worker
+/// won the race for it, or when it is an earlier minute's.
+fn take_record(host: &mut dyn Host, key: &str, minute: u64) -> u64 {
+    let Some((bytes, cas)) = host.shared_get(key) else {
         return 0;
     };
     let (at, waiting) = decode(&bytes);
-    if waiting == 0 || !host.shared_set(&key, &encode(minute, 0), Some(cas)) {
+    if waiting == 0 || !host.shared_set(key, &encode(minute, 0), Some(cas)) {
         return 0;
     }
     if at == minute {
@@ -350,5 +392,26 @@ mod tests {
             take_reports(&c, &mut host).is_empty(),
             "nothing left for the tick"
         );
+    }
+
+    #[test]
+    fn requests_sent_unasked_are_counted_in_the_deployments_rpm_by_the_tick() {
+        let json = r#"{"model_list": [
+          {"model_name": "m", "litellm_params": {"model": "openai/a", "api_base": "http://127.0.0.1:9001", "rpm": 10}, "model_info": {"id": "a"}},
+          {"model_name": "m", "litellm_params": {"model": "openai/b", "api_base": "http://127.0.0.1:9002"}}],
+         "general_settings": {"rate_limit_service": {"address": "127.0.0.1:8081", "instances": 2}}}"#;
+        let c = crate::config::parse(json.as_bytes(), &|_| None, 0)
+            .unwrap()
+            .0;
+        let mut host = FakeHost::new(1);
+        report_unasked(&c, &mut host, 0);
+        report_unasked(&c, &mut host, 0);
+        // Without rpm: nothing to count.
+        report_unasked(&c, &mut host, 1);
+        let calls = take_reports(&c, &mut host);
+        assert_eq!(calls.len(), 1);
+        assert!(calls[0].windows(12).any(|w| w == b"\x0a\x0adeployment"));
+        assert!(calls[0].ends_with(b"\x18\x02"), "two requests");
+        assert!(take_reports(&c, &mut host).is_empty());
     }
 }

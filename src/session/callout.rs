@@ -200,7 +200,11 @@ pub(super) fn call(
         forward.requested_model,
     );
     match token {
-        Some(token) => Ok((token, attempt)),
+        Some(token) => {
+            // Sent without the fleet's admission: its rpm is counted there after the fact.
+            crate::fleet::tokens::report_unasked(config, host, attempt.deployment);
+            Ok((token, attempt))
+        }
         None => {
             attempt.status = Some(503);
             settle(config, host, stream, &mut attempt);

@@ -57,7 +57,8 @@ def fleet(tmp_path_factory):
         pytest.fail("needs redis-server (Debian: apt-get install redis-server; `make integration` installs it)")
     tmp = tmp_path_factory.mktemp("fleet")
     mocks = [mock_openai.start(name=n) for n in ("fleet-a", "fleet-b", "outage-c", "outage-d", "after-e",
-                                                  "keyed-g", "pass-h", "tokens-i", "tick-j", "keytok-k")]
+                                                  "keyed-g", "pass-h", "tokens-i", "tick-j", "keytok-k",
+                                                  "failover-l")]
     ports = [server.server_port for server, _ in mocks]
     redis_port, rls_port = free_port(), free_port()
     config = {
@@ -77,6 +78,11 @@ def fleet(tmp_path_factory):
             {"model_name": "tick", "model_info": {"id": "tick-j"},
              "litellm_params": {"model": "openai/m", "api_base": f"http://127.0.0.1:{ports[8]}", "tpm": 100000}},
             {"model_name": "keytok", "litellm_params": {"model": "openai/m", "api_base": f"http://127.0.0.1:{ports[9]}"}},
+            # The first always fails (the mock's "fail-500"): its request fails over to the second.
+            {"model_name": "fo", "model_info": {"id": "fo-bad"}, "litellm_params": {
+                "model": "openai/fail-500", "api_base": f"http://127.0.0.1:{ports[10]}", "rpm": 1000, "order": 1}},
+            {"model_name": "fo", "model_info": {"id": "fo-good"}, "litellm_params": {
+                "model": "openai/m", "api_base": f"http://127.0.0.1:{ports[10]}", "rpm": 1000, "order": 2}},
             # For /vllm pass-through (a vLLM deployment), no rpm either.
             {"model_name": "pass", "litellm_params": {"model": "hosted_vllm/m", "api_base": f"http://127.0.0.1:{ports[6]}"}},
         ],
@@ -243,6 +249,25 @@ def test_a_keys_tpm_limit_holds_across_three_envoys_within_one_answer(fleet):
     assert len(mocks[9][1].take()) == served
     # tpm_limit 100, 11 tokens an answer (each Envoy alone would allow 100).
     assert 100 - 11 <= served * 11 <= 100 + 11, (served, statuses)
+
+
+def test_a_failover_attempt_is_counted_in_the_fleet_after_the_fact(fleet):
+    gw, redis_port = fleet["gateways"][0], fleet["redis_port"]
+    fresh_minute(10)
+    r = requests.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "fo", "num_retries": 1},
+                      headers={"authorization": f"Bearer {MASTER}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-deployment"] == "fo-good"
+    # fo-bad was admitted by the service; the failover attempt to fo-good was not asked, and
+    # the tick counts it there after the fact.
+    time.sleep(2)
+    window = int(time.time() // 60) * 60
+
+    def counted(ident):
+        return subprocess.run(["redis-cli", "-p", str(redis_port), "GET", f"llm-gateway_deployment_{ident}_{window}"],
+                              capture_output=True, text=True).stdout.strip()
+
+    assert (counted("fo-bad"), counted("fo-good")) == ("1", "1")
 
 
 def test_service_down_falls_back_to_a_share_each_and_counts_exactly_once_back(fleet):
