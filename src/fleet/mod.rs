@@ -194,6 +194,15 @@ pub(crate) fn ask_or_fall_back<F>(
 /// One hit on the key's rpm descriptor, carrying the key's `rpm_limit` per minute (`None`
 /// for a key without one).
 pub fn key_frame(domain: &str, grant: &KeyGrant) -> Option<Vec<u8>> {
+    key_frame_with(domain, grant, None)
+}
+
+/// `hits` requests on the key's rpm descriptor at once (a fan-out's arms).
+pub fn key_frame_hits(domain: &str, grant: &KeyGrant, hits: u32) -> Option<Vec<u8>> {
+    key_frame_with(domain, grant, Some(hits))
+}
+
+fn key_frame_with(domain: &str, grant: &KeyGrant, hits: Option<u32>) -> Option<Vec<u8>> {
     let rpm = grant.rpm?;
     Some(proto::request_frame(
         domain,
@@ -204,7 +213,7 @@ pub fn key_frame(domain: &str, grant: &KeyGrant) -> Option<Vec<u8>> {
                 unit: proto::Unit::Minute,
             }),
         }],
-        None,
+        hits,
     ))
 }
 

@@ -96,7 +96,7 @@ impl Admitting {
 
 /// The key's `rpm_limit` is used up across the fleet this minute (LiteLLM's key limiter
 /// answers 429 the same way).
-fn key_over_limit(now_ms: u64, limit: &str) -> GatewayError {
+pub(super) fn key_over_limit(now_ms: u64, limit: &str) -> GatewayError {
     let mut e = GatewayError::new(
         ErrorKind::RateLimited,
         format!(
@@ -119,7 +119,7 @@ fn too_many_asks(now_ms: u64) -> GatewayError {
     e
 }
 
-fn service_unavailable() -> GatewayError {
+pub(super) fn service_unavailable() -> GatewayError {
     GatewayError::new(
         ErrorKind::ServiceUnavailable,
         "the rate-limit service does not answer and its failure_mode is deny",
@@ -264,23 +264,7 @@ impl Session {
         admitting: Admitting,
         verdict: Verdict,
     ) -> Flow {
-        let answered = !matches!(verdict, Verdict::Unanswered(_));
-        let transition = fleet::record_answer(host, answered);
-        if let (Some(t), Some(service)) = (transition, &config.rate_limit) {
-            let message = match (t, verdict) {
-                (Transition::WentDown, Verdict::Unanswered(reason)) => format!(
-                    "rate-limit service {} does not answer ({reason}): failure_mode {:?} until it does",
-                    service.cluster, service.failure_mode
-                ),
-                _ => format!(
-                    "rate-limit service {} answers again: fleet-wide limits are exact again",
-                    service.cluster
-                ),
-            };
-            // Both transitions at warn: an operator running Envoy at `-l warning` sees the
-            // service come back as well as go.
-            stream.log(LogLevel::Warn, &message);
-        }
+        note_answer(config, host, stream, verdict);
         let Admitting {
             asked,
             hits,
@@ -340,14 +324,8 @@ impl Session {
                 }
                 self.route_again(config, host, stream, replan)
             }
-            (_, Verdict::Unanswered(reason)) => {
-                let name = crate::metrics::rate_limit_service_failures(reason);
-                stream.add(Stat::Named(&name), 1);
-                let mode = config
-                    .rate_limit
-                    .as_ref()
-                    .map_or(FailureMode::Allow, |s| s.failure_mode);
-                match mode {
+            (_, Verdict::Unanswered(_)) => {
+                match failure_mode(config) {
                     // What is asked next is admitted too (the service is down now).
                     FailureMode::Allow => {
                         replan.passed(asked);
@@ -442,6 +420,44 @@ impl Session {
     }
 }
 
+/// Whether the service answered, in this Envoy's record of it: each change logged once, each
+/// failure counted.
+pub(super) fn note_answer(
+    config: &Config,
+    host: &mut dyn Host,
+    stream: &mut dyn Stream,
+    verdict: Verdict,
+) {
+    let answered = !matches!(verdict, Verdict::Unanswered(_));
+    let transition = fleet::record_answer(host, answered);
+    if let (Some(t), Some(service)) = (transition, &config.rate_limit) {
+        let message = match (t, verdict) {
+            (Transition::WentDown, Verdict::Unanswered(reason)) => format!(
+                "rate-limit service {} does not answer ({reason}): failure_mode {:?} until it does",
+                service.cluster, service.failure_mode
+            ),
+            _ => format!(
+                "rate-limit service {} answers again: fleet-wide limits are exact again",
+                service.cluster
+            ),
+        };
+        // Both transitions at warn: an operator running Envoy at `-l warning` sees the
+        // service come back as well as go.
+        stream.log(LogLevel::Warn, &message);
+    }
+    if let Verdict::Unanswered(reason) = verdict {
+        let name = crate::metrics::rate_limit_service_failures(reason);
+        stream.add(Stat::Named(&name), 1);
+    }
+}
+
+pub(super) fn failure_mode(config: &Config) -> FailureMode {
+    config
+        .rate_limit
+        .as_ref()
+        .map_or(FailureMode::Allow, |s| s.failure_mode)
+}
+
 fn map_frame<A, B>(a: Admission<A>, f: impl FnOnce(A) -> B) -> Admission<B> {
     match a {
         Admission::Go => Admission::Go,
@@ -452,7 +468,7 @@ fn map_frame<A, B>(a: Admission<A>, f: impl FnOnce(A) -> B) -> Admission<B> {
 
 /// A request that will not be sent as planned: its deployment and the caller's key get back
 /// what they were charged.
-fn drop_unsent(config: &Config, host: &mut dyn Host, forward: &Forward) {
+pub(super) fn drop_unsent(config: &Config, host: &mut dyn Host, forward: &Forward) {
     crate::router::release(config, host, &forward.reservation);
     if let Some(charge) = &forward.key_charge {
         crate::access::refund(host, charge);

@@ -70,6 +70,13 @@ impl Session {
             }
             return;
         }
+        if self
+            .on_fan_out_admission_answer(config, host, stream, token, &answer)
+            .is_some()
+        {
+            // A fan-out is answered by the gateway, never resumed.
+            return;
+        }
         if let State::FanOut(fan) = &mut self.state {
             if let Some(reply) = fan.answered(config, host, stream, token, answer) {
                 // The fastest model answered: the others' answers will never be read.

@@ -11,6 +11,7 @@
 mod admit;
 mod callout;
 mod fan_out;
+mod fan_out_admit;
 mod response;
 #[cfg(test)]
 mod tests;
@@ -127,6 +128,8 @@ enum State {
     },
     /// Waiting for the fleet's rate-limit service to admit the request.
     Admitting(Box<admit::Admitting>),
+    /// A fan-out waiting for the fleet's rate-limit service to admit its key's requests.
+    AdmittingFanOut(Box<fan_out_admit::FanOutAdmission>),
     /// LiteLLM's fan-out: a callout per model, answered once all are back.
     FanOut(Box<fan_out::FanOut>),
     /// We answered locally; the response events see our own reply and leave it alone.
@@ -353,6 +356,9 @@ impl Session {
             }
             BodyAction::Forward(forward) => self.forward(config, stream, *forward, Some(body_size)),
             BodyAction::Reply(reply) => self.reply(stream, reply),
+            BodyAction::FanOut(plan) if config.rate_limit.is_some() => {
+                self.admit_fan_out(config, host, stream, plan)
+            }
             BodyAction::FanOut(plan) => self.fan_out(config, host, stream, plan),
         }
     }

@@ -214,6 +214,10 @@ impl Session {
             admitting.abandon(config, host);
             return;
         }
+        if let State::AdmittingFanOut(waiting) = &self.state {
+            waiting.abandon(config, host);
+            return;
+        }
         let State::Routed(routed) = &mut self.state else {
             return;
         };

@@ -905,3 +905,36 @@ fn a_key_with_tpm_limit_is_charged_its_estimate_once_and_over_it_gets_429() {
     assert!(stream.calls.is_empty());
     assert_eq!(stream.reply.as_ref().unwrap().0, 429);
 }
+
+#[test]
+fn a_fan_out_of_a_key_with_rpm_limit_is_admitted_once_for_all_its_arms() {
+    let json = r#"{"model_list": [
+        {"model_name": "a", "litellm_params": {"model": "openai/a", "api_base": "http://10.0.1.1:8000"}},
+        {"model_name": "b", "litellm_params": {"model": "openai/b", "api_base": "http://10.0.1.2:8000"}}],
+        "general_settings": {"master_key": "sk-master", "virtual_keys": [{"key": "sk-k", "rpm_limit": 3}],
+          "rate_limit_service": {"address": "10.0.0.9:8081", "instances": 2}}}"#;
+    let config = crate::config::parse(json.as_bytes(), &|_| None, 0)
+        .unwrap()
+        .0;
+    let mut host = FakeHost::new(5);
+    let body = br#"{"model":"a,b","messages":[{"role":"user","content":"hi"}]}"#;
+    let (mut session, mut stream, flow) = send_chat_as(&config, &mut host, body, "sk-k");
+    assert_eq!(flow, Flow::Pause);
+    // One call, for both arms: hits_addend 2; no arm is sent before the answer.
+    assert_eq!(stream.calls.len(), 1);
+    let call = call_body(&stream, 0);
+    assert!(contains(&call, b"\x0a\x03key"));
+    assert!(call.ends_with(b"\x18\x02"), "{call:?}");
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(1));
+    assert_eq!(stream.calls.len(), 3, "then both arms go out");
+    assert_eq!(stream.resumed, 0, "a fan-out is answered, not resumed");
+    session.on_log(Some(&config), &mut host, &mut stream);
+
+    // OVER_LIMIT: 429 for the whole fan-out, nothing sent, the key full here.
+    let (mut session, mut stream, _) = send_chat_as(&config, &mut host, body, "sk-k");
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(2));
+    assert_eq!(stream.calls.len(), 1);
+    assert_eq!(stream.reply.as_ref().unwrap().0, 429);
+    let (_, stream, _) = send_chat_as(&config, &mut host, body, "sk-k");
+    assert!(stream.calls.is_empty());
+}

@@ -22,6 +22,7 @@ CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 MASTER = "sk-fleet-master"
 FLEET_KEY = "sk-fleet-key"
 TOKENS_KEY = "sk-fleet-tokens"
+FAN_KEY = "sk-fleet-fan"
 
 
 def deployment(group, ident, port, rpm):
@@ -89,7 +90,8 @@ def fleet(tmp_path_factory):
         "general_settings": {
             "master_key": MASTER,
             "virtual_keys": [{"key": FLEET_KEY, "key_alias": "fleet-key", "rpm_limit": 10},
-                             {"key": TOKENS_KEY, "key_alias": "fleet-tokens", "tpm_limit": 100}],
+                             {"key": TOKENS_KEY, "key_alias": "fleet-tokens", "tpm_limit": 100},
+                             {"key": FAN_KEY, "key_alias": "fleet-fan", "rpm_limit": 4}],
             "rate_limit_service": {
             # A generous timeout: on two busy cores a call can take longer than the 20 ms
             # default, and this test is about exact counts, not the slow-service path.
@@ -249,6 +251,22 @@ def test_a_keys_tpm_limit_holds_across_three_envoys_within_one_answer(fleet):
     assert len(mocks[9][1].take()) == served
     # tpm_limit 100, 11 tokens an answer (each Envoy alone would allow 100).
     assert 100 - 11 <= served * 11 <= 100 + 11, (served, statuses)
+
+
+def test_a_fan_out_spends_its_keys_rpm_limit_once_per_arm_across_three_envoys(fleet):
+    gateways, mocks = fleet["gateways"], fleet["mocks"]
+    mocks[5][1].take(), mocks[9][1].take()
+    fresh_minute(20)
+    # Two arms each: rpm_limit 4 admits exactly two fan-outs, whole, fleet-wide.
+    answers = spread(gateways, "keyed,keytok", 6, threads=3, key=FAN_KEY)
+    # Refused by the fleet: 429; refused by an Envoy that the fleet has already told the key
+    # is full: LiteLLM's fan-out list of per-model errors.
+    served = [r for r in answers if r.status_code == 200 and any("choices" in a for a in r.json())]
+    refused = [r for r in answers if r not in served]
+    assert len(served) == 2, [(r.status_code, r.text[:200]) for r in answers]
+    assert all(r.status_code == 429 or all(a["error"]["code"] == "rate_limit_exceeded" for a in r.json())
+               for r in refused), [r.text[:200] for r in refused]
+    assert (len(mocks[5][1].take()), len(mocks[9][1].take())) == (2, 2)
 
 
 def test_a_failover_attempt_is_counted_in_the_fleet_after_the_fact(fleet):
