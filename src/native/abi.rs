@@ -123,6 +123,14 @@ impl ModuleHeader {
             value_length: value.len(),
         }
     }
+
+    /// A callout's headers as the ABI takes them (borrowing `headers` for the call).
+    pub fn all(headers: &[(&str, &str)]) -> Vec<ModuleHeader> {
+        headers
+            .iter()
+            .map(|(k, v)| ModuleHeader::of(k, v))
+            .collect()
+    }
 }
 
 /// `envoy_dynamic_module_type_http_header_type`.

@@ -20,10 +20,7 @@ impl TickCalls for ConfigCalls {
         if self.0.is_null() {
             return false;
         }
-        let mut pairs: Vec<ModuleHeader> = headers
-            .iter()
-            .map(|(k, v)| ModuleHeader::of(k, v))
-            .collect();
+        let mut pairs = ModuleHeader::all(headers);
         let mut id = 0u64;
         // SAFETY: the config pointer Envoy handed the running (main-thread) hook; cluster,
         // headers and body outlive the call (Envoy copies them into the callout's request).

@@ -260,10 +260,7 @@ impl session::Stream for NativeStream<'_> {
         body: Option<&[u8]>,
         timeout_ms: u64,
     ) -> Option<u32> {
-        let mut pairs: Vec<ModuleHeader> = headers
-            .iter()
-            .map(|(k, v)| ModuleHeader::of(k, v))
-            .collect();
+        let mut pairs = ModuleHeader::all(headers);
         let mut id = 0u64;
         // SAFETY: the running hook's pointer; headers, cluster and body outlive the call
         // (Envoy copies them into the callout's request).
