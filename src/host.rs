@@ -26,18 +26,87 @@ pub const MAX_CAS_ATTEMPTS: usize = 32;
 /// Read-modify-write of one shared value, atomically across workers: `f` gets the current
 /// bytes (`None` when the key does not exist) and returns the new ones or refuses; a write
 /// another worker beat is retried, a bounded number of times. `Err(None)`: it kept losing.
+/// A record that does not exist yet is created under `CREATE_LOCK` (`create_shared`).
 pub fn update_shared<E, F>(host: &mut dyn Host, key: &str, mut f: F) -> Result<Vec<u8>, Option<E>>
 where
     F: FnMut(Option<&[u8]>) -> Result<Vec<u8>, E>,
 {
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let current = host.shared_get(key);
-        let next = f(current.as_ref().map(|(b, _)| b.as_slice())).map_err(Some)?;
-        if host.shared_set(key, &next, current.map(|(_, cas)| cas)) {
+        let written = match host.shared_get(key) {
+            Some((bytes, cas)) => {
+                let next = f(Some(&bytes)).map_err(Some)?;
+                host.shared_set(key, &next, Some(cas)).then_some(next)
+            }
+            None => {
+                let next = f(None).map_err(Some)?;
+                (create_shared(host, key, &next) == Creation::Created).then_some(next)
+            }
+        };
+        if let Some(next) = written {
             return Ok(next);
         }
     }
     Err(None)
+}
+
+/// The record that serialises the creation of records. A write names the version it
+/// replaces, but a key that does not exist yet is written whatever version is named (Envoy's
+/// shared data; `../shared/spec/envoy-facts.md`), so two workers creating one record would
+/// both succeed and one's update would be lost. Pre-created at configure time
+/// (`precreate_create_lock`); its value while held is the holder's deadline (ms, LE), after
+/// which a worker may take it over (a holder never waits inside, so it is held for a few host
+/// calls).
+pub const CREATE_LOCK: &str = "llm-gateway/create-lock";
+const CREATE_LOCK_HOLD_MS: u64 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    /// This call created the record with its value.
+    Created,
+    /// Another worker created it first: update it instead.
+    Exists,
+    /// Another worker holds the creation lock: try again.
+    Busy,
+}
+
+pub fn precreate_create_lock(host: &mut dyn Host) {
+    if host.shared_get(CREATE_LOCK).is_none() {
+        host.shared_set(CREATE_LOCK, &[], None);
+    }
+}
+
+/// Create `key` with `value` unless it exists, atomically across workers (under
+/// `CREATE_LOCK`). Without the lock record (nothing was configured), the plain write.
+pub fn create_shared(host: &mut dyn Host, key: &str, value: &[u8]) -> Creation {
+    let Some((lock, cas)) = host.shared_get(CREATE_LOCK) else {
+        host.shared_set(key, value, None);
+        return Creation::Created;
+    };
+    let now = host.now_unix_ms();
+    let held_until = lock
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes);
+    if held_until > now {
+        return Creation::Busy;
+    }
+    let mine = now.saturating_add(CREATE_LOCK_HOLD_MS).to_le_bytes();
+    if !host.shared_set(CREATE_LOCK, &mine, Some(cas)) {
+        return Creation::Busy;
+    }
+    let created = if host.shared_get(key).is_some() {
+        Creation::Exists
+    } else {
+        host.shared_set(key, value, None);
+        Creation::Created
+    };
+    // Released only while still ours: a holder that overstayed lost it to another worker.
+    if let Some((held, cas)) = host.shared_get(CREATE_LOCK) {
+        if held == mine {
+            host.shared_set(CREATE_LOCK, &[], Some(cas));
+        }
+    }
+    created
 }
 
 /// Fresh entropy for a shell, mixed with `salt`: std keys each `RandomState` from the

@@ -111,12 +111,14 @@ fn update(
 
 /// Create every deployment's record once, so later writes can always compare-and-swap.
 pub fn precreate(config: &Config, host: &mut dyn Host) {
+    crate::host::precreate_create_lock(host);
     for d in &config.deployments {
         if host.shared_get(&d.state_key).is_none() {
             host.shared_set(&d.state_key, &DeploymentState::default().encode(), None);
         }
     }
     crate::key_table::precreate(host);
+    crate::fleet::tokens::precreate(config, host);
     if let Some(cache) = &config.cache {
         crate::cache::precreate(host, cache);
     }

@@ -134,4 +134,47 @@ mod tests {
         );
         assert!(succeeded > 0);
     }
+
+    #[test]
+    fn records_created_by_racing_threads_lose_no_update() {
+        let store = Arc::new(SharedStore::default());
+        crate::host::precreate_create_lock(&mut Worker(Arc::clone(&store)));
+        const KEYS: usize = 400;
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    let mut host = Worker(store);
+                    start.wait();
+                    (0..KEYS)
+                        .map(|k| {
+                            let r = update_shared::<(), _>(&mut host, &format!("new/{k}"), |b| {
+                                let n = b.map_or(0, |b| {
+                                    u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+                                });
+                                Ok((n + 1).to_le_bytes().to_vec())
+                            });
+                            u64::from(r.is_ok())
+                        })
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        let mut succeeded = vec![0u64; KEYS];
+        for t in threads {
+            for (k, ok) in t.join().unwrap().into_iter().enumerate() {
+                succeeded[k] += ok;
+            }
+        }
+        for (k, ok) in succeeded.iter().enumerate() {
+            let (bytes, _) = store.get(&format!("new/{k}")).unwrap();
+            assert_eq!(
+                u64::from_le_bytes(bytes.try_into().unwrap()),
+                *ok,
+                "key {k}"
+            );
+        }
+        assert!(succeeded.iter().sum::<u64>() > KEYS as u64);
+    }
 }

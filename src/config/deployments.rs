@@ -311,6 +311,8 @@ pub(super) fn validate_deployment(
     }
     Ok(Deployment {
         state_key: format!("llm_gateway.deployment.{id}"),
+        fleet_tokens_key: format!("llm_gateway.deployment.{id}/fleet-tokens"),
+        fleet_unasked_key: format!("llm_gateway.deployment.{id}/fleet-unasked"),
         cooldown_key: format!("llm_gateway.cooldown.{id}"),
         header_id: header_safe(&id),
         metric_label: crate::metrics::label(&id),

@@ -150,6 +150,10 @@ pub struct Deployment {
     pub state_key: String,
     /// The shared-data key of its cooldown marker (see `router::cooling_until`).
     pub cooldown_key: String,
+    /// The shared-data keys of what waits to be reported to the fleet's rate-limit service:
+    /// tokens not charged yet, and requests sent without its admission (`fleet::tokens`).
+    pub fleet_tokens_key: String,
+    pub fleet_unasked_key: String,
     pub authority: String,
     /// The upstream key header: (`authorization`, `Bearer <api_key>`), or Azure's
     /// (`api-key`, `<api_key>`); resolved at configure time.

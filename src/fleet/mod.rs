@@ -49,7 +49,7 @@ pub const KEY_RPM_KEY: &str = "key";
 pub const PROBE_INTERVAL_MS: u64 = 1_000;
 
 /// The shared record (per Envoy) saying whether the service answers.
-const HEALTH_KEY: &str = "llm-gateway/rate-limit-service";
+pub(crate) const HEALTH_KEY: &str = "llm-gateway/rate-limit-service";
 
 /// What to do when the service does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

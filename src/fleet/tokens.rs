@@ -31,15 +31,29 @@ fn key_record(id: &str) -> String {
     format!("{WAITING_KEYS}/{id}")
 }
 
-/// The shared record of tokens waiting to be reported for a deployment.
-fn record_key(d: &Deployment) -> String {
-    format!("{}/fleet-tokens", d.state_key)
-}
-
-/// The shared record of requests sent to a deployment without the service's admission
-/// (failover attempts, fan-out arms), waiting to be counted in its `rpm`.
-fn unasked_key(d: &Deployment) -> String {
-    format!("{}/fleet-unasked", d.state_key)
+/// The per-Envoy records of what waits for the tick, created at configure time so that
+/// no answer has to create one (`host::create_shared`): each deployment's tokens (with
+/// `tpm`) and requests sent unasked (with `rpm`), the list of keys with tokens waiting, and
+/// the service's health.
+pub fn precreate(config: &Config, host: &mut dyn Host) {
+    if config.rate_limit.is_none() {
+        return;
+    }
+    let mut create = |key: &str| {
+        if host.shared_get(key).is_none() {
+            host.shared_set(key, &[], None);
+        }
+    };
+    for d in &config.deployments {
+        if d.tpm.is_some() {
+            create(&d.fleet_tokens_key);
+        }
+        if d.rpm.is_some() {
+            create(&d.fleet_unasked_key);
+        }
+    }
+    create(WAITING_KEYS);
+    create(super::HEALTH_KEY);
 }
 
 /// A charge of `hits` tokens on the deployment's tpm descriptor.
@@ -94,7 +108,7 @@ pub fn report(config: &Config, host: &mut dyn Host, r: &Reservation, actual: u64
         return;
     }
     let minute = minute_of(now_ms);
-    let _ = crate::host::update_shared::<(), _>(host, &record_key(d), |bytes| {
+    let _ = crate::host::update_shared::<(), _>(host, &d.fleet_tokens_key, |bytes| {
         let (at, waiting) = decode(bytes.unwrap_or_default());
         let waiting = if at == minute { waiting } else { 0 };
         Ok(encode(minute, waiting.saturating_add(rest)))
@@ -190,7 +204,7 @@ pub fn report_unasked(config: &Config, host: &mut dyn Host, deployment: usize) {
         return;
     }
     let minute = minute_of(host.now_unix_ms());
-    let _ = crate::host::update_shared::<(), _>(host, &unasked_key(d), |bytes| {
+    let _ = crate::host::update_shared::<(), _>(host, &d.fleet_unasked_key, |bytes| {
         let (at, waiting) = decode(bytes.unwrap_or_default());
         let waiting = if at == minute { waiting } else { 0 };
         Ok(encode(minute, waiting.saturating_add(1)))
@@ -212,7 +226,7 @@ pub fn take_reports(config: &Config, host: &mut dyn Host) -> Vec<Vec<u8>> {
         }
     }
     for d in config.deployments.iter().filter(|d| d.rpm.is_some()) {
-        let unasked = take_record(host, &unasked_key(d), minute);
+        let unasked = take_record(host, &d.fleet_unasked_key, minute);
         if unasked > 0 {
             calls.push(proto::request_frame(
                 &service.domain,
@@ -279,7 +293,7 @@ fn decode_key(bytes: &[u8]) -> (u64, u64, u64) {
 /// This minute's tokens waiting in the deployment's record, the record emptied; 0 when a
 /// worker won the race for them, or when they are an earlier minute's.
 fn take_waiting(host: &mut dyn Host, d: &Deployment, minute: u64) -> u64 {
-    take_record(host, &record_key(d), minute)
+    take_record(host, &d.fleet_tokens_key, minute)
 }
 
 /// A (minute, count) record's count for this minute, the record emptied; 0 when a worker
