@@ -49,6 +49,11 @@ pub struct KeyCharge {
     /// Tokens the fleet's rate-limit service was charged for the key when it admitted the
     /// request (its prompt estimate); the rest of the real count is reported after.
     pub fleet_tokens: u64,
+    /// The request's token estimate (prompt + `max_tokens`), whatever the key tracks.
+    pub estimated_tokens: u64,
+    /// Units of the key's budget the fleet's service was charged at admission
+    /// (`fleet::budget`): the answer's cost is reported less those.
+    pub fleet_budget_units: u64,
 }
 
 /// Why a key's reservation was refused.
@@ -70,7 +75,8 @@ pub fn spend_of(host: &dyn Host, grant: &KeyGrant) -> f64 {
 }
 
 /// Check and reserve the key's limits for one request: budget first, then rpm/tpm. This
-/// Envoy holds the key to `rpm_limit / rpm_share` and `tpm_limit / rpm_share`
+/// Envoy holds the key to `rpm_limit / rpm_share`, `tpm_limit / rpm_share` and
+/// `max_budget / rpm_share`
 /// (`fleet::key_rpm_share`: more than 1 only while the fleet's service does not answer in
 /// `local` mode).
 pub fn charge(
@@ -94,6 +100,9 @@ pub fn charge(
         .with_code("400")
     };
     let now = host.now_unix_ms();
+    // This Envoy's share of the budget while the fleet's service does not answer (`local`
+    // mode), as for the per-minute limits.
+    let budget_here = grant.budget.map(|b| b / rpm_share.max(1) as f64);
     let parallel = grant.max_parallel;
     let period = grant.budget_period_at(now / 1000);
     let tracked = grant.rpm.is_some() || grant.tpm.is_some() || parallel.is_some();
@@ -102,7 +111,7 @@ pub fn charge(
         // read of the key's record, not two.
         let reserve = |mut c: KeyCounters| -> Result<KeyCounters, KeyRefusal> {
             let spent = c.spend_in(period);
-            if grant.budget.is_some_and(|budget| spent >= budget) {
+            if budget_here.is_some_and(|budget| spent >= budget) {
                 return Err(KeyRefusal::Budget(spent));
             }
             if minute_of(now).saturating_sub(c.state.minute) >= STALE_IN_FLIGHT_MINUTES {
@@ -158,7 +167,7 @@ pub fn charge(
         )));
     }
     let mut spend_before = None;
-    if let Some(budget) = grant.budget {
+    if let Some(budget) = budget_here {
         let spent = spend_of(host, grant);
         if spent >= budget {
             return Err(over_budget(spent));
@@ -191,6 +200,8 @@ fn charged(
         in_flight: grant.max_parallel.is_some(),
         spend_before,
         fleet_tokens: 0,
+        estimated_tokens,
+        fleet_budget_units: 0,
     }
 }
 
@@ -263,6 +274,20 @@ pub fn fill_minute(host: &mut dyn Host, grant: &KeyGrant) {
     // Losing every race leaves the record as it was: the next request asks again.
     let _ = key_table::update::<()>(host, &grant.id, &|mut c| {
         c.state = c.state.filled(now, rpm);
+        Ok(c)
+    });
+}
+
+/// The fleet's service says the key's `max_budget` is spent this period: this Envoy's record
+/// says so too, so the key's later requests here are refused without a call.
+pub fn fill_budget(host: &mut dyn Host, grant: &KeyGrant) {
+    let Some(budget) = grant.budget else {
+        return;
+    };
+    let period = grant.budget_period_at(host.now_unix_ms() / 1000);
+    let _ = key_table::update::<()>(host, &grant.id, &|mut c| {
+        c.spend = c.spend_in(period).max(budget);
+        c.spend_period = period;
         Ok(c)
     });
 }

@@ -26,8 +26,9 @@ import grpc
 import yaml
 
 METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
-UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-UNIT_ENUM = {1: "second", 2: "minute", 3: "hour", 4: "day"}
+UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "month": 30 * 86400,
+                "year": 365 * 86400, "week": 7 * 86400}
+UNIT_ENUM = {1: "second", 2: "minute", 3: "hour", 4: "day", 5: "month", 6: "year", 7: "week"}
 UNIT_NUMBER = {v: k for k, v in UNIT_ENUM.items()}
 OK, OVER_LIMIT = 1, 2
 

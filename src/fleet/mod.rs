@@ -18,6 +18,7 @@
 //! Only decisions live here; the session sends the call (`Stream::call`, gRPC over an HTTP/2
 //! cluster) and hands the answer back.
 
+pub mod budget;
 pub mod proto;
 pub mod service_config;
 pub mod tokens;
@@ -104,12 +105,13 @@ pub fn rpm_share(config: &Config, host: &dyn Host) -> u64 {
     }
 }
 
-/// What this Envoy divides the caller's key's `rpm_limit` and `tpm_limit` by now
-/// (`rpm_share`); 1 without a read for every caller that is not a key with either.
+/// What this Envoy divides the caller's key's `rpm_limit`, `tpm_limit` and `max_budget` by
+/// now (`rpm_share`); 1 without a read for every caller that is not a key with one.
 pub fn key_rpm_share(config: &Config, host: &dyn Host, principal: &Principal) -> u64 {
     match principal {
         Principal::Key(grant)
-            if (grant.rpm.is_some() || grant.tpm.is_some()) && config.rate_limit.is_some() =>
+            if (grant.rpm.is_some() || grant.tpm.is_some() || grant.budget.is_some())
+                && config.rate_limit.is_some() =>
         {
             rpm_share(config, host)
         }

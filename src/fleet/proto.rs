@@ -21,6 +21,8 @@ pub enum Unit {
     Minute = 2,
     Hour = 3,
     Day = 4,
+    /// 365 days in envoyproxy/ratelimit (`UnitToDivider`), aligned to the epoch.
+    Year = 6,
 }
 
 /// A descriptor's own limit (`RateLimitDescriptor.limit`): envoyproxy/ratelimit uses it

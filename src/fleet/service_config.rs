@@ -5,6 +5,7 @@
 //! Both files are YAML whose scalars are written as JSON strings and numbers (JSON's
 //! double-quoted strings are YAML's), so no YAML writer is needed.
 
+use super::budget::{budget_units, BUDGET_PERIOD_KEY, KEY_BUDGET_KEY};
 use super::{DEPLOYMENT_RPM_KEY, DEPLOYMENT_TPM_KEY, KEY_RPM_KEY, KEY_TPM_KEY};
 use crate::config::Config;
 
@@ -34,6 +35,21 @@ fn limited(config: &Config) -> Vec<(&'static str, &str, u64)> {
     deployments.chain(tokens).chain(keys).collect()
 }
 
+/// The virtual keys with `max_budget`, as (id, budget in `budget::UNIT_USD` units): each
+/// period of a key's budget is its own counter (`budget_period = <n>` under the key's entry),
+/// per YEAR (`fleet::budget`).
+fn budgets(config: &Config) -> Vec<(&str, u32)> {
+    config
+        .keys
+        .static_grants()
+        .into_iter()
+        .filter_map(|g| g.budget.map(|b| (g.id.as_str(), budget_units(b))))
+        .collect()
+}
+
+/// Seconds in the YEAR unit budgets are counted in (envoyproxy/ratelimit's 365 days).
+const YEAR_SECONDS: u64 = 365 * 86_400;
+
 /// An envoyproxy/ratelimit `config.yaml` (its `RUNTIME_ROOT/…/config/` directory): the
 /// domain and one descriptor per limit the filter asks about (`limited`), per minute.
 pub fn envoy_ratelimit(config: &Config) -> Option<String> {
@@ -49,6 +65,15 @@ pub fn envoy_ratelimit(config: &Config) -> Option<String> {
             "  - key: {}\n    value: {}\n    rate_limit:\n      unit: minute\n      requests_per_unit: {rpm}\n",
             quoted(key),
             quoted(id)
+        ));
+    }
+    for (id, units) in budgets(config) {
+        any = true;
+        out.push_str(&format!(
+            "  - key: {}\n    value: {}\n    descriptors:\n      - key: {}\n        rate_limit:\n          unit: year\n          requests_per_unit: {units}\n",
+            quoted(KEY_BUDGET_KEY),
+            quoted(id),
+            quoted(BUDGET_PERIOD_KEY)
         ));
     }
     if !any {
@@ -92,6 +117,21 @@ pub fn limitador(config: &Config) -> Option<String> {
             quoted(&condition)
         ));
     }
+    for (id, units) in budgets(config) {
+        any = true;
+        let condition = format!(
+            "descriptors[0][{}] == {}",
+            cel_string(KEY_BUDGET_KEY),
+            cel_string(id)
+        );
+        let variable = format!("descriptors[0][{}]", cel_string(BUDGET_PERIOD_KEY));
+        out.push_str(&format!(
+            "- namespace: {}\n  max_value: {units}\n  seconds: {YEAR_SECONDS}\n  conditions:\n    - {}\n  variables:\n    - {}\n",
+            quoted(&service.domain),
+            quoted(&condition),
+            quoted(&variable)
+        ));
+    }
     if !any {
         out.push_str("[]\n");
     }
@@ -107,7 +147,7 @@ mod tests {
           {"model_name": "m", "litellm_params": {"model": "openai/a", "api_base": "http://127.0.0.1:9001", "rpm": 30}, "model_info": {"id": "it's \"a\""}},
           {"model_name": "m", "litellm_params": {"model": "openai/b", "api_base": "http://127.0.0.1:9002", "rpm": 45, "tpm": 9000}},
           {"model_name": "m", "litellm_params": {"model": "openai/c", "api_base": "http://127.0.0.1:9003"}}],
-         "general_settings": {"master_key": "sk-m", "virtual_keys": [{"key": "sk-a", "rpm_limit": 10, "tpm_limit": 5000}, {"key": "sk-b"}],
+         "general_settings": {"master_key": "sk-m", "virtual_keys": [{"key": "sk-a", "rpm_limit": 10, "tpm_limit": 5000}, {"key": "sk-b"}, {"key": "sk-c", "max_budget": 2.5, "budget_duration": "30d"}],
            "rate_limit_service": {"address": "rls:8081", "domain": "fleet", "instances": 2}}}"#;
         crate::config::parse(json.as_bytes(), &|_| None, 0)
             .unwrap()
@@ -131,13 +171,18 @@ mod tests {
         // The deployment without rpm and the key without rpm_limit are never asked about.
         assert!(out.contains("  - key: \"key_tpm\"\n    value: \"static-"));
         assert!(out.contains("      requests_per_unit: 5000\n"));
-        assert_eq!(out.matches("- key:").count(), 5);
+        // A budget: the key's entry, then one counter per period, in 0.0001 USD per YEAR.
+        assert!(out.contains("  - key: \"key_budget\"\n    value: \"static-"));
+        assert!(out.contains("    descriptors:\n      - key: \"budget_period\"\n        rate_limit:\n          unit: year\n          requests_per_unit: 25000\n"));
+        assert_eq!(out.matches("- key:").count(), 7);
     }
 
     #[test]
     fn limitador_gets_the_same_limits_as_cel_conditions() {
         let out = limitador(&config()).unwrap();
-        assert_eq!(out.matches("- namespace: \"fleet\"").count(), 5);
+        assert_eq!(out.matches("- namespace: \"fleet\"").count(), 6);
+        assert!(out.contains("  max_value: 25000\n  seconds: 31536000\n  conditions:\n    - \"descriptors[0]['key_budget'] == 'static-"));
+        assert!(out.contains("  variables:\n    - \"descriptors[0]['budget_period']\"\n"));
         assert!(out.contains("  max_value: 9000\n  seconds: 60\n  conditions:\n    - \"descriptors[0]['deployment_tpm'] == 'm/1'\"\n"));
         assert!(out.contains("  max_value: 10\n  seconds: 60\n  conditions:\n    - \"descriptors[0]['key'] == 'static-"));
         assert!(out.contains(

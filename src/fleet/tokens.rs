@@ -53,6 +53,7 @@ pub fn precreate(config: &Config, host: &mut dyn Host) {
         }
     }
     create(WAITING_KEYS);
+    create(super::budget::WAITING_KEYS);
     create(super::HEALTH_KEY);
 }
 
@@ -243,15 +244,21 @@ pub fn take_reports(config: &Config, host: &mut dyn Host) -> Vec<Vec<u8>> {
             calls.push(key_frame(&service.domain, &id, tpm, waiting));
         }
     }
+    calls.extend(super::budget::take_reports(&service.domain, host));
     calls
 }
 
 /// The tick's list of keys with tokens waiting, emptied.
 fn take_waiting_keys(host: &mut dyn Host) -> Vec<String> {
-    let Some((bytes, cas)) = host.shared_get(WAITING_KEYS) else {
+    take_list(host, WAITING_KEYS)
+}
+
+/// A list record of key ids (one per line), emptied; each id once.
+pub(super) fn take_list(host: &mut dyn Host, list: &str) -> Vec<String> {
+    let Some((bytes, cas)) = host.shared_get(list) else {
         return Vec::new();
     };
-    if bytes.is_empty() || !host.shared_set(WAITING_KEYS, &[], Some(cas)) {
+    if bytes.is_empty() || !host.shared_set(list, &[], Some(cas)) {
         return Vec::new();
     }
     let mut ids: Vec<String> = String::from_utf8_lossy(&bytes)

@@ -37,8 +37,11 @@ pub(super) struct Replan {
     /// again.
     pub key_admitted: bool,
     pub key_tokens_admitted: bool,
+    pub key_budget_admitted: bool,
     /// What the fleet charged the key's tokens: a spill's new key charge carries it too.
     pub key_fleet_tokens: u64,
+    /// Units the fleet charged the key's budget (carried the same way).
+    pub key_budget_units: u64,
 }
 
 impl Replan {
@@ -47,6 +50,7 @@ impl Replan {
         match stage {
             Asked::Key => self.key_admitted = true,
             Asked::KeyTokens => self.key_tokens_admitted = true,
+            Asked::KeyBudget => self.key_budget_admitted = true,
             Asked::Deployment | Asked::Tokens => {}
         }
     }
@@ -59,6 +63,8 @@ enum Asked {
     Key,
     /// The key's `tpm_limit` (charged the prompt estimate).
     KeyTokens,
+    /// The key's `max_budget` (charged one unit, `fleet::budget`).
+    KeyBudget,
     /// The deployment's `rpm`.
     Deployment,
     /// The deployment's `tpm` (charged the prompt estimate).
@@ -71,7 +77,8 @@ impl Asked {
     fn next(self, routed: bool) -> Option<Asked> {
         match self {
             Asked::Key => Some(Asked::KeyTokens),
-            Asked::KeyTokens if routed => Some(Asked::Deployment),
+            Asked::KeyTokens => Some(Asked::KeyBudget),
+            Asked::KeyBudget if routed => Some(Asked::Deployment),
             Asked::Deployment => Some(Asked::Tokens),
             _ => None,
         }
@@ -82,7 +89,7 @@ impl Asked {
 pub(super) struct Admitting {
     token: u32,
     asked: Asked,
-    /// The tokens a `Tokens` or `KeyTokens` call charged.
+    /// The tokens a `Tokens` or `KeyTokens` call charged, the units a `KeyBudget` call did.
     hits: u64,
     forward: Box<Forward>,
     replan: Replan,
@@ -106,6 +113,16 @@ pub(super) fn key_over_limit(now_ms: u64, limit: &str) -> GatewayError {
     .with_code("rate_limit_exceeded");
     e.retry_after = Some(crate::state::secs_to_next_minute(now_ms));
     e
+}
+
+/// The key's `max_budget` is spent across the fleet this budget period (LiteLLM's
+/// BudgetExceededError, as its proxy answers it: 400, code "400").
+fn budget_spent(budget: f64) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::BudgetExceeded,
+        format!("Budget has been exceeded across the gateway fleet! Max budget: {budget}"),
+    )
+    .with_code("400")
 }
 
 /// More spills than a request may ask about: every deployment it tried was full.
@@ -154,6 +171,7 @@ impl Session {
         let body_size = replan.body_size;
         if let Some(charge) = forward.key_charge.as_mut() {
             charge.fleet_tokens = replan.key_fleet_tokens;
+            charge.fleet_budget_units = replan.key_budget_units;
         }
         let mut stage = from;
         let mut hits = 0;
@@ -169,6 +187,16 @@ impl Session {
                 Asked::KeyTokens => match (&forward.key_charge, replan.key_tokens_admitted) {
                     (Some(charge), false) => {
                         let (a, charged) = fleet::tokens::key_admission(config, host, charge);
+                        hits = charged;
+                        map_frame(a, Cow::Owned)
+                    }
+                    _ => Admission::Go,
+                },
+                Asked::KeyBudget => match (&forward.key_charge, replan.key_budget_admitted) {
+                    (Some(charge), false) => {
+                        let deployment = config.deployment(forward.deployment());
+                        let (a, charged) =
+                            fleet::budget::admission(config, host, charge, deployment);
                         hits = charged;
                         map_frame(a, Cow::Owned)
                     }
@@ -282,6 +310,26 @@ impl Session {
                 replan.passed(asked);
                 replan.key_fleet_tokens = hits;
                 self.admit_after(config, host, stream, forward, replan, asked)
+            }
+            (Asked::KeyBudget, Verdict::Admitted) => {
+                replan.passed(asked);
+                replan.key_budget_units = hits;
+                if let Some(charge) = forward.key_charge.as_mut() {
+                    charge.fleet_budget_units = hits;
+                }
+                self.admit_after(config, host, stream, forward, replan, asked)
+            }
+            (Asked::KeyBudget, Verdict::Full) => {
+                drop_unsent(config, host, &forward);
+                let budget = forward.key_charge.as_ref().and_then(|c| {
+                    crate::access::fill_budget(host, &c.grant);
+                    c.grant.budget
+                });
+                let mut reply = gateway::LocalReply::from(budget_spent(budget.unwrap_or_default()));
+                reply
+                    .metrics
+                    .push(crate::metrics::key_refusals(&forward.key_label, "budget"));
+                self.reply(stream, reply)
             }
             (Asked::Deployment, Verdict::Admitted) => {
                 self.admit_after(config, host, stream, forward, replan, asked)

@@ -24,7 +24,8 @@ enum Arm {
     Calling {
         token: u32,
         attempt: Box<Attempt>,
-        replay: Option<Replay>,
+        // Boxed, as the attempt: an arm that answered keeps only its status and body.
+        replay: Option<Box<Replay>>,
         key_charge: Option<KeyCharge>,
     },
     Answered {
@@ -69,7 +70,7 @@ impl Session {
                 Some((token, attempt)) => Arm::Calling {
                     token,
                     attempt: Box::new(attempt),
-                    replay,
+                    replay: replay.map(Box::new),
                     key_charge,
                 },
                 None => {

@@ -313,7 +313,9 @@ impl Session {
                     asks: 0,
                     key_admitted: false,
                     key_tokens_admitted: false,
+                    key_budget_admitted: false,
                     key_fleet_tokens: 0,
+                    key_budget_units: 0,
                 };
                 self.admit(config, host, stream, f, replan)
             }
@@ -350,7 +352,9 @@ impl Session {
                     asks: 0,
                     key_admitted: false,
                     key_tokens_admitted: false,
+                    key_budget_admitted: false,
                     key_fleet_tokens: 0,
+                    key_budget_units: 0,
                 };
                 self.admit(config, host, stream, forward, replan)
             }

@@ -347,6 +347,13 @@ pub(super) fn settle_key(
         let fleet_tokens = charge.fleet_tokens;
         crate::fleet::tokens::report_key(config, host, &charge.grant, fleet_tokens, u.total_tokens);
     }
+    crate::fleet::budget::report(
+        config,
+        host,
+        &charge.grant,
+        charge.fleet_budget_units,
+        settled.cost,
+    );
     let micro_usd = (settled.cost * 1e6).round() as i64;
     if micro_usd > 0 {
         stats.add(

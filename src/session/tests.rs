@@ -907,6 +907,56 @@ fn a_key_with_tpm_limit_is_charged_its_estimate_once_and_over_it_gets_429() {
 }
 
 #[test]
+fn a_key_with_max_budget_is_charged_its_estimate_first_and_its_cost_reported_after() {
+    let json = r#"{"model_list": [{"model_name": "chat", "litellm_params": {"model": "openai/m", "api_base": "http://10.0.1.1:8000",
+          "input_cost_per_token": 0.0001, "output_cost_per_token": 0.001}}],
+        "general_settings": {"master_key": "sk-master", "virtual_keys": [{"key": "sk-k", "max_budget": 0.01}],
+          "rate_limit_service": {"address": "10.0.0.9:8081", "instances": 2}}}"#;
+    let config = crate::config::parse(json.as_bytes(), &|_| None, 0)
+        .unwrap()
+        .0;
+    let mut host = FakeHost::new(5);
+    crate::router::precreate(&config, &mut host);
+    let (mut session, mut stream, flow) = send_chat_as(&config, &mut host, CHAT, "sk-k");
+    assert_eq!(flow, Flow::Pause);
+    // One call, on the key's budget for its period (0: no budget_duration), with the budget
+    // as its limit (100 units of 0.0001 USD per YEAR).
+    assert_eq!(stream.calls.len(), 1);
+    let call = call_body(&stream, 0);
+    assert!(contains(&call, b"\x0a\x0akey_budget\x12\x13static-"));
+    assert!(contains(&call, b"\x0a\x0dbudget_period\x12\x010"));
+    assert!(
+        contains(&call, b"\x12\x04\x08\x64\x10\x06"),
+        "limit 100 per YEAR"
+    );
+    // Its estimate at the input price (0.0001 a token: a unit a token) is charged.
+    let (&charged, rest) = call.split_last().unwrap();
+    assert_eq!(rest.last(), Some(&0x18));
+    assert!((1..23).contains(&charged), "{charged}");
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(1));
+    assert_eq!(stream.resumed, 1, "sent");
+    // 3 prompt + 2 completion tokens: 0.0023 USD, 23 units; the tick reports those not charged.
+    answer_with_total_tokens(&config, &mut host, &mut session, &mut stream, 5);
+    let mut ticker = Ticker::new(&config, &mut stream);
+    let mut sent = SentCalls::default();
+    ticker.tick(&config, &mut host, &mut stream, &mut sent);
+    assert_eq!(sent.0.len(), 1, "one report, for the key's budget");
+    assert!(contains(&sent.0[0].1, b"key_budget"));
+    assert!(sent.0[0].1.ends_with(&[0x18, 23 - charged]));
+
+    // Spent fleet-wide: LiteLLM's budget error, and refused here without a call after.
+    let (mut session, mut stream, _) = send_chat_as(&config, &mut host, CHAT, "sk-k");
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(2));
+    let (status, _, body) = stream.reply.clone().unwrap();
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("budget_exceeded"));
+    assert!(String::from_utf8_lossy(&body).contains("across the gateway fleet"));
+    let (_, stream, _) = send_chat_as(&config, &mut host, CHAT, "sk-k");
+    assert!(stream.calls.is_empty());
+    assert_eq!(stream.reply.as_ref().unwrap().0, 400);
+}
+
+#[test]
 fn a_fan_out_of_a_key_with_rpm_limit_is_admitted_once_for_all_its_arms() {
     let json = r#"{"model_list": [
         {"model_name": "a", "litellm_params": {"model": "openai/a", "api_base": "http://10.0.1.1:8000"}},

@@ -23,6 +23,7 @@ MASTER = "sk-fleet-master"
 FLEET_KEY = "sk-fleet-key"
 TOKENS_KEY = "sk-fleet-tokens"
 FAN_KEY = "sk-fleet-fan"
+BUDGET_KEY = "sk-fleet-budget"
 
 
 def deployment(group, ident, port, rpm):
@@ -59,7 +60,7 @@ def fleet(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fleet")
     mocks = [mock_openai.start(name=n) for n in ("fleet-a", "fleet-b", "outage-c", "outage-d", "after-e",
                                                   "keyed-g", "pass-h", "tokens-i", "tick-j", "keytok-k",
-                                                  "failover-l")]
+                                                  "failover-l", "budget-m")]
     ports = [server.server_port for server, _ in mocks]
     redis_port, rls_port = free_port(), free_port()
     config = {
@@ -84,6 +85,10 @@ def fleet(tmp_path_factory):
                 "model": "openai/fail-500", "api_base": f"http://127.0.0.1:{ports[10]}", "rpm": 1000, "order": 1}},
             {"model_name": "fo", "model_info": {"id": "fo-good"}, "litellm_params": {
                 "model": "openai/m", "api_base": f"http://127.0.0.1:{ports[10]}", "rpm": 1000, "order": 2}},
+            # Priced: each answer (the mock's 5 + 6 tokens) costs 0.0011 USD.
+            {"model_name": "priced", "litellm_params": {
+                "model": "openai/m", "api_base": f"http://127.0.0.1:{ports[11]}",
+                "input_cost_per_token": 0.0001, "output_cost_per_token": 0.0001}},
             # For /vllm pass-through (a vLLM deployment), no rpm either.
             {"model_name": "pass", "litellm_params": {"model": "hosted_vllm/m", "api_base": f"http://127.0.0.1:{ports[6]}"}},
         ],
@@ -91,7 +96,8 @@ def fleet(tmp_path_factory):
             "master_key": MASTER,
             "virtual_keys": [{"key": FLEET_KEY, "key_alias": "fleet-key", "rpm_limit": 10},
                              {"key": TOKENS_KEY, "key_alias": "fleet-tokens", "tpm_limit": 100},
-                             {"key": FAN_KEY, "key_alias": "fleet-fan", "rpm_limit": 4}],
+                             {"key": FAN_KEY, "key_alias": "fleet-fan", "rpm_limit": 4},
+                             {"key": BUDGET_KEY, "key_alias": "fleet-budget", "max_budget": 0.011}],
             "rate_limit_service": {
             # A generous timeout: on two busy cores a call can take longer than the 20 ms
             # default, and this test is about exact counts, not the slow-service path.
@@ -157,6 +163,10 @@ def test_rendered_service_config_lists_every_limit(fleet):
     assert FLEET_KEY not in text
     # tpm: its own descriptor, in tokens.
     assert '- key: "deployment_tpm"\n    value: "tokens-i"\n    rate_limit:\n      unit: minute\n      requests_per_unit: 100\n' in text
+    # A budget: one counter per budget period, in 0.0001 USD, per year.
+    assert ('- key: "key_budget"\n    value: "static-' in text
+            and 'descriptors:\n      - key: "budget_period"\n        rate_limit:\n          unit: year\n'
+                '          requests_per_unit: 110\n' in text)
     assert "descriptors[0]['deployment'] == 'fleet-a'" in fleet["limitador"].read_text()
     # The service's cluster speaks HTTP/2 (gRPC).
     options = fleet["rls_cluster"]["typed_extension_protocol_options"]
@@ -251,6 +261,33 @@ def test_a_keys_tpm_limit_holds_across_three_envoys_within_one_answer(fleet):
     assert len(mocks[9][1].take()) == served
     # tpm_limit 100, 11 tokens an answer (each Envoy alone would allow 100).
     assert 100 - 11 <= served * 11 <= 100 + 11, (served, statuses)
+
+
+def test_a_keys_max_budget_holds_across_three_envoys(fleet):
+    gateways, mocks, redis_port = fleet["gateways"], fleet["mocks"], fleet["redis_port"]
+    mocks[11][1].take()
+    # max_budget 0.011, 0.0011 an answer: ten answers fleet-wide (each Envoy alone, counting
+    # its own spend, would serve ten). An answer's cost reaches the service with its Envoy's
+    # next admission for the key, or the tick: answers not yet reported (at most the one in
+    # flight on each of the three Envoys) may go over.
+    statuses = [r.status_code for r in spread(gateways, "priced", 30, threads=3, key=BUDGET_KEY)]
+    served = statuses.count(200)
+    assert statuses.count(400) == 30 - served, statuses
+    assert len(mocks[11][1].take()) == served
+    assert 10 <= served <= 10 + 3, (served, statuses)
+    # Refused by the budget, as LiteLLM refuses (400 budget_exceeded).
+    refused = post(gateways[1], "priced", BUDGET_KEY)
+    assert refused.status_code == 400 and refused.json()["error"]["type"] == "budget_exceeded", refused.text
+    # Every served answer's cost reaches the service (the tick sends what no admission took):
+    # 11 units each, plus the estimate of each request the service itself refused (it counts
+    # before it compares, as envoyproxy/ratelimit does).
+    time.sleep(2.5)
+    redis = ["redis-cli", "-p", str(redis_port)]
+    names = subprocess.run(redis + ["KEYS", "llm-gateway_key_budget_*"], capture_output=True,
+                           text=True).stdout.split()
+    assert len(names) == 1 and "_budget_period_0_" in names[0], names
+    counted = int(subprocess.run(redis + ["GET", names[0]], capture_output=True, text=True).stdout)
+    assert 11 * served < counted <= 11 * served + 30 * (30 - served), (counted, served)
 
 
 def test_a_fan_out_spends_its_keys_rpm_limit_once_per_arm_across_three_envoys(fleet):
