@@ -80,33 +80,37 @@ pub fn admission(
     charge: &KeyCharge,
     deployment: Option<&Deployment>,
 ) -> (Admission<Vec<u8>>, u64) {
-    let grant = &charge.grant;
+    let units = estimate_units(charge.estimated_tokens, deployment);
+    (admission_of(config, host, &charge.grant, units), units)
+}
+
+/// `admission` for `units` of `grant`'s budget (a fan-out's arms together).
+pub fn admission_of(
+    config: &Config,
+    host: &mut dyn Host,
+    grant: &KeyGrant,
+    units: u64,
+) -> Admission<Vec<u8>> {
     let (Some(service), Some(budget)) = (&config.rate_limit, grant.budget) else {
-        return (Admission::Go, 0);
+        return Admission::Go;
     };
-    match super::ask_or_fall_back(service, host, ()) {
-        Admission::Ask(()) => {
-            let period = grant.budget_period_at(host.now_unix_ms() / 1000);
-            let waiting = take_units(host, &key_record(&grant.id), Some(period)).map_or(0, |t| t.2);
-            let estimate = estimate_units(charge.estimated_tokens, deployment);
-            let limit = budget_units(budget);
-            let frame = frame(
-                &service.domain,
-                &grant.id,
-                period,
-                limit,
-                estimate + waiting,
-            );
-            (Admission::Ask(frame), estimate)
-        }
-        Admission::Go => (Admission::Go, 0),
-        Admission::Refuse => (Admission::Refuse, 0),
-    }
+    super::ask_or_fall_back(service, host, ()).map(|()| {
+        let period = grant.budget_period_at(host.now_unix_ms() / 1000);
+        let waiting = take_units(host, &key_record(&grant.id), Some(period)).map_or(0, |t| t.2);
+        let limit = budget_units(budget);
+        frame(
+            &service.domain,
+            &grant.id,
+            period,
+            limit,
+            units.saturating_add(waiting),
+        )
+    })
 }
 
 /// A request's estimate in units: its estimated tokens at the deployment's input price,
 /// rounded down, at least one (the admission itself).
-fn estimate_units(tokens: u64, deployment: Option<&Deployment>) -> u64 {
+pub fn estimate_units(tokens: u64, deployment: Option<&Deployment>) -> u64 {
     let usd = deployment.map_or(0.0, |d| {
         d.cost(crate::translate::text::Usage {
             prompt_tokens: tokens,

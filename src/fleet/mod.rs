@@ -149,6 +149,17 @@ pub enum Admission<F> {
     Refuse,
 }
 
+impl<F> Admission<F> {
+    /// The frame made by `f`, only when the service is to be asked.
+    pub fn map<G>(self, f: impl FnOnce(F) -> G) -> Admission<G> {
+        match self {
+            Admission::Go => Admission::Go,
+            Admission::Ask(frame) => Admission::Ask(f(frame)),
+            Admission::Refuse => Admission::Refuse,
+        }
+    }
+}
+
 /// Whether the request for `deployment` must be admitted by the service first.
 pub fn admission<'c>(
     config: &'c Config,

@@ -139,25 +139,30 @@ pub fn key_admission(
     host: &mut dyn Host,
     charge: &KeyCharge,
 ) -> (Admission<Vec<u8>>, u64) {
-    let (Some(service), Some(tpm)) = (&config.rate_limit, charge.grant.tpm) else {
-        return (Admission::Go, 0);
-    };
     let hits = charge.reserved_tokens.max(1);
-    match super::ask_or_fall_back(service, host, ()) {
-        Admission::Ask(()) => {
-            let minute = minute_of(host.now_unix_ms());
-            let waiting = take_key_waiting(host, &charge.grant.id, minute).map_or(0, |(_, t)| t);
-            let frame = key_frame(
-                &service.domain,
-                &charge.grant.id,
-                tpm,
-                hits.saturating_add(waiting),
-            );
-            (Admission::Ask(frame), hits)
-        }
-        Admission::Go => (Admission::Go, 0),
-        Admission::Refuse => (Admission::Refuse, 0),
-    }
+    (key_admission_of(config, host, &charge.grant, hits), hits)
+}
+
+/// `key_admission` for `hits` tokens of `grant` (a fan-out's arms together).
+pub fn key_admission_of(
+    config: &Config,
+    host: &mut dyn Host,
+    grant: &KeyGrant,
+    hits: u64,
+) -> Admission<Vec<u8>> {
+    let (Some(service), Some(tpm)) = (&config.rate_limit, grant.tpm) else {
+        return Admission::Go;
+    };
+    super::ask_or_fall_back(service, host, ()).map(|()| {
+        let minute = minute_of(host.now_unix_ms());
+        let waiting = take_key_waiting(host, &grant.id, minute).map_or(0, |(_, t)| t);
+        key_frame(
+            &service.domain,
+            &grant.id,
+            tpm,
+            hits.saturating_add(waiting),
+        )
+    })
 }
 
 /// After an answer for a key with `tpm_limit`: what the fleet has not been charged yet waits

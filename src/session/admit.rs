@@ -117,7 +117,7 @@ pub(super) fn key_over_limit(now_ms: u64, limit: &str) -> GatewayError {
 
 /// The key's `max_budget` is spent across the fleet this budget period (LiteLLM's
 /// BudgetExceededError, as its proxy answers it: 400, code "400").
-fn budget_spent(budget: f64) -> GatewayError {
+pub(super) fn budget_spent(budget: f64) -> GatewayError {
     GatewayError::new(
         ErrorKind::BudgetExceeded,
         format!("Budget has been exceeded across the gateway fleet! Max budget: {budget}"),
@@ -178,17 +178,16 @@ impl Session {
         let (asked, frame) = loop {
             let admission = match stage {
                 Asked::Key => match (&forward.key_charge, replan.key_admitted) {
-                    (Some(charge), false) => map_frame(
-                        fleet::key_admission(config, host, &charge.grant),
-                        Cow::Owned,
-                    ),
+                    (Some(charge), false) => {
+                        fleet::key_admission(config, host, &charge.grant).map(Cow::Owned)
+                    }
                     _ => Admission::Go,
                 },
                 Asked::KeyTokens => match (&forward.key_charge, replan.key_tokens_admitted) {
                     (Some(charge), false) => {
                         let (a, charged) = fleet::tokens::key_admission(config, host, charge);
                         hits = charged;
-                        map_frame(a, Cow::Owned)
+                        a.map(Cow::Owned)
                     }
                     _ => Admission::Go,
                 },
@@ -198,18 +197,17 @@ impl Session {
                         let (a, charged) =
                             fleet::budget::admission(config, host, charge, deployment);
                         hits = charged;
-                        map_frame(a, Cow::Owned)
+                        a.map(Cow::Owned)
                     }
                     _ => Admission::Go,
                 },
-                Asked::Deployment => map_frame(
-                    fleet::admission(config, host, forward.deployment()),
-                    Cow::Borrowed,
-                ),
+                Asked::Deployment => {
+                    fleet::admission(config, host, forward.deployment()).map(Cow::Borrowed)
+                }
                 Asked::Tokens => {
                     let (a, charged) = fleet::tokens::admission(config, host, &forward.reservation);
                     hits = charged;
-                    map_frame(a, Cow::Owned)
+                    a.map(Cow::Owned)
                 }
             };
             match admission {
@@ -504,14 +502,6 @@ pub(super) fn failure_mode(config: &Config) -> FailureMode {
         .rate_limit
         .as_ref()
         .map_or(FailureMode::Allow, |s| s.failure_mode)
-}
-
-fn map_frame<A, B>(a: Admission<A>, f: impl FnOnce(A) -> B) -> Admission<B> {
-    match a {
-        Admission::Go => Admission::Go,
-        Admission::Ask(frame) => Admission::Ask(f(frame)),
-        Admission::Refuse => Admission::Refuse,
-    }
 }
 
 /// A request that will not be sent as planned: its deployment and the caller's key get back

@@ -988,3 +988,58 @@ fn a_fan_out_of_a_key_with_rpm_limit_is_admitted_once_for_all_its_arms() {
     let (_, stream, _) = send_chat_as(&config, &mut host, body, "sk-k");
     assert!(stream.calls.is_empty());
 }
+
+#[test]
+fn a_fan_out_of_a_key_with_tpm_limit_and_max_budget_is_admitted_on_each_for_all_its_arms() {
+    let json = r#"{"model_list": [
+        {"model_name": "a", "litellm_params": {"model": "openai/a", "api_base": "http://10.0.1.1:8000", "input_cost_per_token": 0.0001}},
+        {"model_name": "b", "litellm_params": {"model": "openai/b", "api_base": "http://10.0.1.2:8000", "input_cost_per_token": 0.0001}}],
+        "general_settings": {"master_key": "sk-master", "virtual_keys": [{"key": "sk-k", "tpm_limit": 1000, "max_budget": 1.0}],
+          "rate_limit_service": {"address": "10.0.0.9:8081", "instances": 2}}}"#;
+    let config = crate::config::parse(json.as_bytes(), &|_| None, 0)
+        .unwrap()
+        .0;
+    let mut host = FakeHost::new(5);
+    crate::router::precreate(&config, &mut host);
+    let body = br#"{"model":"a,b","messages":[{"role":"user","content":"hi"}]}"#;
+    let (mut session, mut stream, flow) = send_chat_as(&config, &mut host, body, "sk-k");
+    assert_eq!(flow, Flow::Pause);
+    // No rpm_limit: the first call is on the key's tokens, both arms' estimates at once.
+    assert_eq!(stream.calls.len(), 1);
+    let tokens_call = call_body(&stream, 0);
+    assert!(contains(&tokens_call, b"key_tpm"));
+    let (&both, _) = tokens_call.split_last().unwrap();
+    assert!(both >= 2 && both % 2 == 0, "two equal estimates: {both}");
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(1));
+    // Then the budget: both estimates at the input price (a unit a token), still nothing sent.
+    assert_eq!(stream.calls.len(), 2);
+    let budget_call = call_body(&stream, 1);
+    assert!(contains(&budget_call, b"key_budget"));
+    assert_eq!(
+        budget_call.last(),
+        Some(&both),
+        "one unit per estimated token"
+    );
+    session.on_callout(Some(&config), &mut host, &mut stream, 2, rls_answer(1));
+    assert_eq!(stream.calls.len(), 4, "then both arms go out");
+    session.on_log(Some(&config), &mut host, &mut stream);
+
+    // The budget spent fleet-wide: 400 for the whole fan-out, nothing sent, spent here too.
+    let (mut session, mut stream, _) = send_chat_as(&config, &mut host, body, "sk-k");
+    session.on_callout(Some(&config), &mut host, &mut stream, 1, rls_answer(1));
+    session.on_callout(Some(&config), &mut host, &mut stream, 2, rls_answer(2));
+    assert_eq!(stream.calls.len(), 2);
+    let (status, _, reply) = stream.reply.clone().unwrap();
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&reply).contains("budget_exceeded"));
+    // Refused here without a call: each model's error, as LiteLLM lists a fan-out's.
+    let (_, stream, _) = send_chat_as(&config, &mut host, body, "sk-k");
+    assert!(stream.calls.is_empty());
+    let (_, _, reply) = stream.reply.clone().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&reply)
+            .matches("budget_exceeded")
+            .count(),
+        2
+    );
+}
