@@ -12,6 +12,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod fan_out;
+pub mod fast_hash;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzz_targets;

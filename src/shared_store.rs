@@ -8,13 +8,13 @@
 //! records do not wait for each other. Nothing here panics: a lock poisoned by a panic
 //! elsewhere is taken over (its map is never left half-written: every change is one insert).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use crate::fast_hash::{FxBuildHasher, FxHashMap};
+use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
 
 const SHARDS: usize = 16;
 
-type Shard = HashMap<String, (Vec<u8>, u32)>;
+type Shard = FxHashMap<String, (Vec<u8>, u32)>;
 
 pub struct SharedStore {
     shards: [Mutex<Shard>; SHARDS],
@@ -23,7 +23,7 @@ pub struct SharedStore {
 impl Default for SharedStore {
     fn default() -> Self {
         SharedStore {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            shards: std::array::from_fn(|_| Mutex::new(FxHashMap::default())),
         }
     }
 }
@@ -32,8 +32,9 @@ impl SharedStore {
     /// `f` on the shard holding `key`, under its lock (`None` only if the shard index were
     /// out of range, which `% SHARDS` rules out).
     fn with_shard<R>(&self, key: &str, f: impl FnOnce(&mut Shard) -> R) -> Option<R> {
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
-        let shard = self.shards.get((hash % SHARDS as u64) as usize)?;
+        let hash = FxBuildHasher::default().hash_one(key);
+        // The top bits: Fx's best mixed (its last step is a multiply).
+        let shard = self.shards.get((hash >> 60) as usize % SHARDS)?;
         let mut guard: MutexGuard<'_, Shard> = shard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -9,7 +9,7 @@ use crate::session::Stats;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use crate::fast_hash::FxHashMap as HashMap;
 
 /// Envoy stats by name, defined once per VM (per configuration) on first use.
 #[derive(Default)]

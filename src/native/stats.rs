@@ -18,10 +18,10 @@
 
 use super::abi::{self, ConfigEnvoy, FilterEnvoy, ModuleBuffer};
 use crate::config::Config;
+use crate::fast_hash::FxHashMap as HashMap;
 use crate::metrics::{self, Stat, StatKind};
 use crate::session::Stats;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,7 +104,7 @@ impl Families {
     /// Define every family on `config_envoy`; those Envoy refuses are named in the result.
     pub(super) fn define(config_envoy: ConfigEnvoy) -> (Families, Vec<String>) {
         let mut families = Families {
-            by_name: HashMap::new(),
+            by_name: HashMap::default(),
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             pending: Mutex::new(Vec::new()),
         };
@@ -260,13 +260,17 @@ impl NativeStats<'_> {
                 cache.generation = self.families.generation;
             }
             let texts = cache.by_shape.entry(shape).or_default();
-            if !texts.contains_key(text) {
-                texts.insert(text.to_string(), self.resolve(&stat));
-            }
-            match texts.get(text) {
-                Some(Some(Resolved {
+            // One lookup when the stat was seen before (every request but the first).
+            let resolved = match texts.get(text) {
+                Some(found) => found,
+                None => texts
+                    .entry(text.to_string())
+                    .or_insert_with(|| self.resolve(&stat)),
+            };
+            match resolved {
+                Some(Resolved {
                     pending: Some(p), ..
-                })) => match op {
+                }) => match op {
                     Op::Increment => {
                         p.added.fetch_add(value, Ordering::Relaxed);
                     }
@@ -281,8 +285,8 @@ impl NativeStats<'_> {
                 },
                 // Envoy reads the label texts during the call; they stay borrowed from the
                 // cache until it returns.
-                Some(Some(resolved)) => call(resolved, &resolved.values, self.target, op, value),
-                _ => {}
+                Some(resolved) => call(resolved, &resolved.values, self.target, op, value),
+                None => {}
             }
         });
     }
