@@ -4,12 +4,12 @@
 //! long one.
 
 use crate::config::Config;
+use crate::fast_hash::FxHashMap as HashMap;
 use crate::metrics::{Stat, StatKind};
 use crate::session::Stats;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
-use crate::fast_hash::FxHashMap as HashMap;
 
 /// Envoy stats by name, defined once per VM (per configuration) on first use.
 #[derive(Default)]

@@ -190,6 +190,13 @@ extern "C" {
         key: ModuleBuffer,
         value: ModuleBuffer,
     ) -> bool;
+    /// Appends a value, whatever the map holds (no search for the name).
+    pub fn envoy_dynamic_module_callback_http_add_header(
+        filter: FilterEnvoy,
+        header_type: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
 
     pub fn envoy_dynamic_module_callback_http_get_body_size(
         filter: FilterEnvoy,

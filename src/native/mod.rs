@@ -145,6 +145,7 @@ impl Filter {
             reply: None,
             route_changed: false,
             resume: false,
+            response_names: None,
         };
         let flow = {
             // A hook re-entered while the session runs (never expected: replies are deferred)

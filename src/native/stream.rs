@@ -25,6 +25,10 @@ pub(super) struct NativeStream<'a> {
     pub(super) route_changed: bool,
     /// The session let a held request go on: continued once the hook's edits are done.
     pub(super) resume: bool,
+    /// The response's header names as this hook found them (Fx hashes), read on the first
+    /// write: a name not among them is appended (`http_add_header`), which spares Envoy the
+    /// search-and-remove of `http_set_header`. A hash collision only means a plain set.
+    pub(super) response_names: Option<Vec<u64>>,
 }
 
 /// The chunks of one body buffer, concatenated onto `out`.
@@ -92,6 +96,39 @@ fn replace_body(filter: FilterEnvoy, buffered: u32, received: u32, body: &[u8]) 
             buffered,
             ModuleBuffer::of(body),
         )
+    }
+}
+
+/// The Fx hash of every header name in a map.
+fn name_hashes(filter: FilterEnvoy, map: u32) -> Vec<u64> {
+    use std::hash::BuildHasher;
+    let hasher = crate::fast_hash::FxBuildHasher::default();
+    // SAFETY: the running hook's pointer.
+    let count = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, map) };
+    let mut raw = vec![abi::EnvoyHeader::NULL; count];
+    // SAFETY: `raw` has room for the `count` headers Envoy reported.
+    if count == 0
+        || !unsafe {
+            abi::envoy_dynamic_module_callback_http_get_headers(filter, map, raw.as_mut_ptr())
+        }
+    {
+        return Vec::new();
+    }
+    raw.iter()
+        // SAFETY: Envoy's views, hashed at once.
+        .map(|h| hasher.hash_one(unsafe { h.pair() }.0))
+        .collect()
+}
+
+fn add_header(filter: FilterEnvoy, map: u32, name: &str, value: &str) {
+    // SAFETY: the running hook's pointer; both buffers outlive the call (Envoy copies them).
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_add_header(
+            filter,
+            map,
+            ModuleBuffer::of(name.as_bytes()),
+            ModuleBuffer::of(value.as_bytes()),
+        );
     }
 }
 
@@ -224,7 +261,19 @@ impl session::Stream for NativeStream<'_> {
         }
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        set_header(self.filter, abi::RESPONSE_HEADERS, name, value);
+        use std::hash::BuildHasher;
+        let filter = self.filter;
+        let names = self
+            .response_names
+            .get_or_insert_with(|| name_hashes(filter, abi::RESPONSE_HEADERS));
+        let hash = crate::fast_hash::FxBuildHasher::default().hash_one(name.as_bytes());
+        match value {
+            Some(v) if !names.contains(&hash) => {
+                add_header(filter, abi::RESPONSE_HEADERS, name, v);
+                names.push(hash);
+            }
+            _ => set_header(filter, abi::RESPONSE_HEADERS, name, value),
+        }
     }
     fn response_body(&mut self, size: usize) -> Option<Vec<u8>> {
         Some(read_body(

@@ -80,6 +80,10 @@ def make_handler(name, recorder):
             self.send_response(status)
             self.send_header("content-type", content_type)
             self.send_header("content-length", str(len(data)))
+            if getattr(self, "litellm_upstream", False):
+                # As a LiteLLM proxy behind the gateway answers: its own LiteLLM headers.
+                self.send_header("X-LiteLLM-Model-Id", "upstream-deployment")
+                self.send_header("x-litellm-version", "0.0.0-upstream")
             self.end_headers()
             self.wfile.write(data)
 
@@ -112,6 +116,7 @@ def make_handler(name, recorder):
             model = req.get("model") if isinstance(req, dict) else None
             if model == "slow":
                 time.sleep(3)
+            self.litellm_upstream = model == "litellm-upstream"
             if model == "fail-500":
                 self._send(500, {"error": {"message": "mock is broken", "type": "InternalServerError",
                                            "param": None, "code": 500}})

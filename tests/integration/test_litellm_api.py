@@ -134,6 +134,21 @@ def test_the_azure_openai_client_reaches_the_gateway(gateway_factory, mock_a):
     assert mock_a[1].take() == []
 
 
+def test_the_gateways_litellm_headers_replace_an_upstreams_own(gateway_factory, mock_a):
+    """An upstream that is itself a LiteLLM proxy sends x-litellm-* headers: the client gets
+    the gateway's value once, never the upstream's beside it."""
+    cfg = served_too(config(mock_a[0]), mock_a[0], "behind", "litellm-upstream")
+    gw = gateway_factory(cfg, [mock_a[0]])
+    r = requests.post(f"{gw.url}/v1/chat/completions", json={"model": "behind", "messages": MSGS},
+                      headers={"Authorization": f"Bearer {MASTER}"})
+    assert r.status_code == 200, r.text
+    raw = r.raw.headers
+    assert raw.getlist("x-litellm-model-id") == ["behind/2"], raw.getlist("x-litellm-model-id")
+    assert len(raw.getlist("x-litellm-version")) == 1 and raw["x-litellm-version"] != "0.0.0-upstream"
+    assert len(raw.getlist("x-litellm-call-id")) == 1
+    mock_a[1].take()
+
+
 def test_routed_answers_carry_litellm_headers(gateway_factory, mock_a):
     cfg = config(mock_a[0])
     cfg["model_list"].append({"model_name": "slow", "litellm_params": {
