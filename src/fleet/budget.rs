@@ -152,12 +152,7 @@ pub fn report(
         Ok(encode(period, limit, next))
     });
     if written.is_ok() && now_due {
-        let _ = crate::host::update_shared::<(), _>(host, WAITING_KEYS, |bytes| {
-            let mut list = bytes.unwrap_or_default().to_vec();
-            list.extend_from_slice(grant.id.as_bytes());
-            list.push(b'\n');
-            Ok(list)
-        });
+        super::tokens::add_to_list(host, WAITING_KEYS, &grant.id);
     }
 }
 

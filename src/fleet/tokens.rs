@@ -190,13 +190,18 @@ pub fn report_key(
         Ok(encode_key(minute, tpm, waiting.saturating_add(rest)))
     });
     if written.is_ok() && was_empty {
-        let _ = crate::host::update_shared::<(), _>(host, WAITING_KEYS, |bytes| {
-            let mut list = bytes.unwrap_or_default().to_vec();
-            list.extend_from_slice(grant.id.as_bytes());
-            list.push(b'\n');
-            Ok(list)
-        });
+        add_to_list(host, WAITING_KEYS, &grant.id);
     }
+}
+
+/// Add a key id to a list record for the tick (`take_list` reads each id once).
+pub(super) fn add_to_list(host: &mut dyn Host, list: &str, id: &str) {
+    let _ = crate::host::update_shared::<(), _>(host, list, |bytes| {
+        let mut ids = bytes.unwrap_or_default().to_vec();
+        ids.extend_from_slice(id.as_bytes());
+        ids.push(b'\n');
+        Ok(ids)
+    });
 }
 
 /// A request went to a deployment with `rpm` without the service's admission (a failover
