@@ -101,7 +101,11 @@ def fault_upstream():
         return head.split(b" ")[1].decode(), body
 
     def respond(conn, status, body, ctype=b"application/json"):
-        conn.sendall(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (status, ctype, len(body), body))
+        # It closes every connection after one answer, and says so: without `connection:
+        # close` Envoy pools the connection and may send the next request on it as it closes
+        # (a 503 "connection termination" seen once on a busy machine).
+        conn.sendall(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+                     % (status, ctype, len(body), body))
 
     def handle(conn):
         try:
