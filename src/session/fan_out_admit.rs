@@ -74,14 +74,6 @@ fn keyed_arms(plan: &FanOutPlan) -> Option<(Arc<KeyGrant>, u32)> {
     (arms > 0).then_some((grant, arms))
 }
 
-/// The key charges of the arms that will be sent.
-fn arm_charges(plan: &mut FanOutPlan) -> impl Iterator<Item = &mut crate::access::KeyCharge> {
-    plan.arms.iter_mut().filter_map(|arm| match arm {
-        FanArm::Call(forward) => forward.key_charge.as_mut(),
-        FanArm::Answered(_) => None,
-    })
-}
-
 /// Each arm's own share of what a stage charges: its token estimate, or its estimate's cost
 /// at its deployment's input price (`fleet::budget`).
 fn arm_share(config: &Config, forward: &crate::gateway::Forward, stage: FanStage) -> u64 {
@@ -106,7 +98,7 @@ fn plan_hits(config: &Config, plan: &FanOutPlan, stage: FanStage) -> u64 {
             FanArm::Call(forward) => arm_share(config, forward, stage),
             FanArm::Answered(_) => 0,
         })
-        .sum()
+        .fold(0, u64::saturating_add)
 }
 
 impl Session {
@@ -216,21 +208,16 @@ impl Session {
             Verdict::Admitted => {
                 // Each arm's charge knows its share, so its answer reports only the rest.
                 if stage != FanStage::Requests {
-                    let shares: Vec<u64> = plan
-                        .arms
-                        .iter()
-                        .filter_map(|arm| match arm {
-                            FanArm::Call(forward) if forward.key_charge.is_some() => {
-                                Some(arm_share(config, forward, stage))
+                    for arm in &mut plan.arms {
+                        if let FanArm::Call(forward) = arm {
+                            let share = arm_share(config, forward, stage);
+                            if let Some(charge) = forward.key_charge.as_mut() {
+                                if stage == FanStage::Tokens {
+                                    charge.fleet_tokens = share;
+                                } else {
+                                    charge.fleet_budget_units = share;
+                                }
                             }
-                            _ => None,
-                        })
-                        .collect();
-                    for (charge, share) in arm_charges(&mut plan).zip(shares) {
-                        if stage == FanStage::Tokens {
-                            charge.fleet_tokens = share;
-                        } else {
-                            charge.fleet_budget_units = share;
                         }
                     }
                 }
