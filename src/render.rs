@@ -180,6 +180,9 @@ fn plugin_config(gateway_json: &Value, wasm_path: &str) -> Value {
         "name": "llm_gateway",
         "root_id": "llm_gateway",
         "allow_on_headers_stop_iteration": true,
+        // A panicked VM is replaced (after 1 s, then backing off) instead of failing every
+        // later request on its worker with an empty 503 (Envoy's default, FAIL_CLOSED).
+        "failure_policy": "FAIL_RELOAD",
         "vm_config": vm_config,
         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                           "value": serde_json::to_string(gateway_json).unwrap_or_default()},
@@ -413,6 +416,7 @@ mod tests {
             ["typed_config"];
         let plugin = &hcm["http_filters"][0]["typed_config"]["config"];
         assert_eq!(plugin["allow_on_headers_stop_iteration"], true);
+        assert_eq!(plugin["failure_policy"], "FAIL_RELOAD");
         assert_eq!(
             plugin["vm_config"]["environment_variables"]["host_env_keys"],
             json!(["UPSTREAM_KEY"])

@@ -280,6 +280,7 @@ pub(super) fn build(s: Sections, d: &mut Diagnostics, now_unix: u64) -> Option<C
         key_header,
         litellm_response_headers: general.litellm_response_headers.unwrap_or(true),
         litellm_test_switches: general.litellm_test_switches.unwrap_or(false),
+        test_panics: false,
         route_defaults,
         rate_limit,
         access_groups,

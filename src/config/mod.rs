@@ -224,6 +224,9 @@ pub struct Config {
     pub litellm_response_headers: bool,
     /// `general_settings.litellm_test_switches` (default false).
     pub litellm_test_switches: bool,
+    /// `LLM_GATEWAY_TEST_PANICS=1` in the gateway's environment: `x-llm-test-panic` makes a
+    /// request panic (`session::fault`; for the suite's crash tests only).
+    pub test_panics: bool,
     /// `general_settings.envoy_route_defaults`: the timeout and retries the route sets.
     pub route_defaults: Option<crate::retry::RouteDefaults>,
     /// `general_settings.rate_limit_service`: limits that hold across many Envoys.
@@ -300,7 +303,21 @@ pub fn check_value(
     let mut d = Diagnostics::default();
     let sections = load::sections(value, env, &mut d);
     caveats(&sections, &mut d);
-    let config = build::build(sections, &mut d, now_unix);
+    let mut config = build::build(sections, &mut d, now_unix);
+    if let Some(config) = config
+        .as_mut()
+        .filter(|_| crate::session::fault::enabled(env))
+    {
+        config.test_panics = true;
+        d.warn(
+            "",
+            format!(
+                "{} is set: a request with {} can make the gateway panic (for tests only)",
+                crate::session::fault::ENV,
+                crate::session::fault::HEADER
+            ),
+        );
+    }
     (config, d)
 }
 

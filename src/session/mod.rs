@@ -12,6 +12,7 @@ mod admit;
 mod callout;
 mod fan_out;
 mod fan_out_admit;
+pub mod fault;
 mod response;
 #[cfg(test)]
 mod tests;
@@ -109,6 +110,8 @@ pub struct Session {
     state: State,
     started_ms: u64,
     client: ClientHeaders,
+    /// Where a test asked this request to panic (`fault`; never set unless enabled).
+    panic_at: Option<fault::PanicAt>,
 }
 
 impl Default for Session {
@@ -231,6 +234,7 @@ impl Session {
             state: State::Head,
             started_ms: 0,
             client: ClientHeaders::default(),
+            panic_at: None,
         }
     }
 
@@ -266,6 +270,7 @@ impl Session {
                 }
                 "content-type" => client.json = value == b"application/json",
                 "x-request-id" => client.request_id = text(value).map(str::to_string),
+                fault::HEADER if config.test_panics => self.panic_at = fault::PanicAt::parse(value),
                 _ => {}
             }
             let key_header = crate::auth::key_header(name, config.key_header.as_deref());
@@ -287,6 +292,7 @@ impl Session {
                 client.to_remove |= 1 << i;
             }
         }
+        fault::check(&mut self.panic_at, fault::PanicAt::RequestHeaders);
         client.path = path.to_string();
         let head = gateway::RequestHead {
             method,
@@ -333,6 +339,7 @@ impl Session {
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
+        fault::check(&mut self.panic_at, fault::PanicAt::RequestBody);
         let (Some(config), State::AwaitBody(pending)) = (config, &self.state) else {
             return Flow::Continue;
         };

@@ -19,6 +19,7 @@ impl Session {
         stream: &mut dyn Stream,
         end_of_stream: bool,
     ) -> Flow {
+        super::fault::check(&mut self.panic_at, super::fault::PanicAt::ResponseHeaders);
         let (Some(config), State::Routed(routed)) = (config, &mut self.state) else {
             return Flow::Continue;
         };
@@ -108,6 +109,7 @@ impl Session {
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
+        super::fault::check(&mut self.panic_at, super::fault::PanicAt::ResponseBody);
         let State::Routed(routed) = &mut self.state else {
             return Flow::Continue;
         };

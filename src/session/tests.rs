@@ -1043,3 +1043,45 @@ fn a_fan_out_of_a_key_with_tpm_limit_and_max_budget_is_admitted_on_each_for_all_
         2
     );
 }
+
+#[test]
+fn a_test_panic_fires_only_with_the_switch_and_only_in_the_named_event() {
+    let headers: [(&str, &[u8]); 4] = [
+        (":method", b"POST"),
+        (":path", b"/v1/chat/completions"),
+        ("authorization", b"Bearer sk-master"),
+        ("x-llm-test-panic", b"request_body"),
+    ];
+    let run = |config: &Config| {
+        let mut host = FakeHost::new(7);
+        let mut session = Session::new();
+        let mut stream = FakeStream::new(config);
+        let head = session.on_request_headers(
+            Some(config),
+            &mut host,
+            &mut stream,
+            headers.into_iter(),
+            false,
+        );
+        assert_eq!(head, Flow::Pause, "no panic before the named event");
+        stream.request_body = CHAT.to_vec();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            session.on_request_body(Some(config), &mut host, &mut stream, CHAT.len(), true)
+        }))
+    };
+    let off = config();
+    assert!(!off.test_panics);
+    assert_eq!(
+        run(&off).ok(),
+        Some(Flow::Continue),
+        "a client alone cannot"
+    );
+    let env = |name: &str| (name == fault::ENV).then(|| "1".to_string());
+    let (on, warnings) = parse(CONFIG.as_bytes(), &env, 1000).unwrap();
+    assert!(on.test_panics);
+    assert!(
+        warnings.iter().any(|w| w.contains(fault::ENV)),
+        "{warnings:?}"
+    );
+    assert!(run(&on).is_err());
+}

@@ -17,7 +17,9 @@ CLI = ROOT / "target" / "release" / "llm-gateway"
 def litellm_yaml(mock_port, extra_model=None):
     models = [{"model_name": "gpt-3.5-turbo", "litellm_params": {
         "model": "hosted_vllm/facebook/opt-125m", "api_base": f"http://127.0.0.1:{mock_port}/v1",
-        "api_key": "os.environ/VLLM_KEY", "rpm": 600}}]
+        "api_key": "os.environ/VLLM_KEY", "rpm": 600}},
+        # The mock answers `slow` after 3 s: a request that is in flight across a reload.
+        {"model_name": "slow", "litellm_params": {"model": "openai/slow", "api_base": f"http://127.0.0.1:{mock_port}"}}]
     if extra_model:
         models.append({"model_name": extra_model, "litellm_params": {
             "model": "openai/other", "api_base": f"http://127.0.0.1:{mock_port}"}})
@@ -91,11 +93,22 @@ def test_live_reload_under_load(tmp_path, mock_a):
         return [m["id"] for m in requests.get(f"http://127.0.0.1:{port}/v1/models",
                                               headers={"Authorization": "Bearer sk-1234"}).json()["data"]]
 
+    in_flight = {}
+
+    def slow():
+        # Sent under the first config, answered under the second: the filter that began the
+        # request keeps the config it began with (wasm: its VM's; native: the module's Arc).
+        in_flight["response"] = requests.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions", json={"model": "slow", "messages": [
+                {"role": "user", "content": "hi"}]}, headers={"Authorization": "Bearer sk-1234"}, timeout=30)
+
     try:
-        wait_until(lambda: models() == ["gpt-3.5-turbo"], 10, "first config")
+        wait_until(lambda: models() == ["gpt-3.5-turbo", "slow"], 10, "first config")
         threads = [threading.Thread(target=load) for _ in range(3)]
         for t in threads:
             t.start()
+        slow_thread = threading.Thread(target=slow)
+        slow_thread.start()
         time.sleep(1)
         # Edit the config and render again: the ECDS file is replaced by an atomic rename.
         cfg.write_text(litellm_yaml(mock_a[0], extra_model="brand-new"))
@@ -106,6 +119,11 @@ def test_live_reload_under_load(tmp_path, mock_a):
         for t in threads:
             t.join()
         assert statuses and all(s == 200 for s in statuses), {s: statuses.count(s) for s in set(statuses)}
+        slow_thread.join(30)
+        answer = in_flight["response"]
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-llm-model-group"] == "slow"
+        assert answer.json()["choices"][0]["message"]["content"]
         assert requests.post(f"http://127.0.0.1:{port}/v1/chat/completions",
                              json={"model": "brand-new", "messages": [{"role": "user", "content": "x"}]},
                              headers={"Authorization": "Bearer sk-1234"}).status_code == 200

@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from harness import free_port
+from harness import NATIVE, free_port, wait_until
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
@@ -143,4 +143,46 @@ def test_health_probes_report_a_stopped_deployment(gateway_factory, mock_a):
         r = requests.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "down"},
                           headers={"Authorization": "Bearer sk-h"})
         assert r.headers["x-llm-deployment"] == "down/2"
+    mock_a[1].take()
+
+
+PANIC_EVENTS = ["request_headers", "request_body", "response_headers", "response_body"]
+
+
+def test_a_panic_in_the_gateway_costs_one_request_on_native_and_one_vm_reload_on_wasm(gateway_factory, mock_a):
+    """A bug in the gateway, injected in each event the session handles (LLM_GATEWAY_TEST_PANICS=1
+    in its environment turns on x-llm-test-panic). Native: the hook catches the panic and answers
+    that request an OpenAI-format 500; the next request is served at once. Wasm: the panic kills
+    the worker's VM; the shipped failure_policy FAIL_RELOAD replaces it, so requests are served
+    again after about a second (Envoy's default would fail every later request on that worker
+    with an empty 503). Envoy itself lives through all of it, on both."""
+    cfg = {"model_list": [deployment("g", mock_a[0])]}
+    gw = gateway_factory(cfg, [mock_a[0]], concurrency=1, env={"LLM_GATEWAY_TEST_PANICS": "1"})
+
+    def chat(**headers):
+        return requests.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "g"}, headers=headers, timeout=10)
+
+    for event in PANIC_EVENTS:
+        r = chat(**{"x-llm-test-panic": event})
+        if NATIVE:
+            assert r.status_code == 500, (event, r.status_code, r.text)
+            assert r.json()["error"]["type"] == "api_error", r.text
+            assert chat().status_code == 200, event
+        else:
+            assert r.status_code == 503, (event, r.status_code, r.text)
+            wait_until(lambda: chat().status_code == 200, 10, f"a new VM after a panic in {event}")
+        assert gw.proc.poll() is None, event
+    log = open(gw.log_path).read()
+    assert "LLM_GATEWAY_TEST_PANICS is set" in log
+    assert all(f"a panic injected in {e.title().replace('_', '')}" in log for e in PANIC_EVENTS), log[-3000:]
+    mock_a[1].take()
+
+
+def test_a_client_cannot_make_the_gateway_panic_without_the_switch(gateway_factory, mock_a):
+    gw = gateway_factory({"model_list": [deployment("g", mock_a[0])]}, [mock_a[0]], concurrency=1)
+    for event in PANIC_EVENTS:
+        r = requests.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "g"},
+                          headers={"x-llm-test-panic": event}, timeout=10)
+        assert r.status_code == 200, (event, r.text)
+    assert "panic" not in open(gw.log_path).read()
     mock_a[1].take()
