@@ -176,14 +176,6 @@ extern "C" {
         header_type: u32,
         result: *mut EnvoyHeader,
     ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_get_header(
-        filter: FilterEnvoy,
-        header_type: u32,
-        key: ModuleBuffer,
-        result: *mut EnvoyBuffer,
-        index: usize,
-        optional_size: *mut usize,
-    ) -> bool;
     pub fn envoy_dynamic_module_callback_http_set_header(
         filter: FilterEnvoy,
         header_type: u32,

@@ -124,6 +124,9 @@ struct Filter {
 struct FilterState {
     session: Session,
     host: NativeHost,
+    /// `NativeStream::response_names`, kept from the response head to its body hooks (the
+    /// headers of a buffered answer are still ours to edit there).
+    response_names: Option<Vec<u64>>,
 }
 
 impl Filter {
@@ -153,9 +156,16 @@ impl Filter {
             let Ok(mut state) = self.state.try_borrow_mut() else {
                 return Flow::Continue;
             };
-            let FilterState { session, host } = &mut *state;
+            let FilterState {
+                session,
+                host,
+                response_names,
+            } = &mut *state;
             host.now_ms = Some(now_unix_ms());
-            run(session, &module.config, host, &mut stream)
+            stream.response_names = response_names.take();
+            let flow = run(session, &module.config, host, &mut stream);
+            *response_names = stream.response_names.take();
+            flow
         };
         if stream.route_changed {
             // SAFETY: the running hook's pointer.
@@ -347,6 +357,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
             state: RefCell::new(FilterState {
                 session: Session::new(),
                 host: NativeHost::new(seed),
+                response_names: None,
             }),
         });
         Box::into_raw(filter).cast_const().cast()
@@ -418,6 +429,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
         filter_envoy,
         filter_module,
         |session, config, host, stream| {
+            // A new response head (a local reply's, after an upstream's): names read afresh.
+            stream.response_names = None;
             session.on_response_headers(Some(config), host, stream, end_of_stream)
         },
     )

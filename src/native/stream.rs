@@ -25,9 +25,10 @@ pub(super) struct NativeStream<'a> {
     pub(super) route_changed: bool,
     /// The session let a held request go on: continued once the hook's edits are done.
     pub(super) resume: bool,
-    /// The response's header names as this hook found them (Fx hashes), read on the first
-    /// write: a name not among them is appended (`http_add_header`), which spares Envoy the
-    /// search-and-remove of `http_set_header`. A hash collision only means a plain set.
+    /// The response's header names (Fx hashes), read once per response head (by the first
+    /// read or write, kept across its body hooks by the shell): a name not among them is
+    /// appended (`http_add_header`), which spares Envoy the search-and-remove of
+    /// `http_set_header`. A hash collision only means a plain set.
     pub(super) response_names: Option<Vec<u64>>,
 }
 
@@ -99,10 +100,22 @@ fn replace_body(filter: FilterEnvoy, buffered: u32, received: u32, body: &[u8]) 
     }
 }
 
-/// The Fx hash of every header name in a map.
-fn name_hashes(filter: FilterEnvoy, map: u32) -> Vec<u64> {
+/// Room for the answer headers the gateway adds (`answer_headers`: up to 13).
+const ADDED_NAMES: usize = 16;
+
+fn name_hash(name: &[u8]) -> u64 {
     use std::hash::BuildHasher;
-    let hasher = crate::fast_hash::FxBuildHasher::default();
+    crate::fast_hash::FxBuildHasher::default().hash_one(name)
+}
+
+/// One read of a header map: the Fx hash of every name, and into `out` (at the positions of
+/// `wanted`) the first text value of each wanted name.
+fn read_names(
+    filter: FilterEnvoy,
+    map: u32,
+    wanted: &[&str],
+    out: &mut [Option<String>],
+) -> Vec<u64> {
     // SAFETY: the running hook's pointer.
     let count = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, map) };
     let mut raw = vec![abi::EnvoyHeader::NULL; count];
@@ -112,12 +125,20 @@ fn name_hashes(filter: FilterEnvoy, map: u32) -> Vec<u64> {
             abi::envoy_dynamic_module_callback_http_get_headers(filter, map, raw.as_mut_ptr())
         }
     {
-        return Vec::new();
+        return Vec::with_capacity(ADDED_NAMES);
     }
-    raw.iter()
-        // SAFETY: Envoy's views, hashed at once.
-        .map(|h| hasher.hash_one(unsafe { h.pair() }.0))
-        .collect()
+    let mut hashes = Vec::with_capacity(count + ADDED_NAMES);
+    for h in &raw {
+        // SAFETY: Envoy's views, read at once.
+        let (name, value) = unsafe { h.pair() };
+        hashes.push(name_hash(name));
+        for (want, slot) in wanted.iter().zip(out.iter_mut()) {
+            if slot.is_none() && want.as_bytes() == name {
+                *slot = std::str::from_utf8(value).ok().map(str::to_string);
+            }
+        }
+    }
+    hashes
 }
 
 fn add_header(filter: FilterEnvoy, map: u32, name: &str, value: &str) {
@@ -143,30 +164,6 @@ fn set_header(filter: FilterEnvoy, map: u32, name: &str, value: Option<&str>) {
             value,
         );
     }
-}
-
-/// The first value of a header, copied, if it is text.
-pub(super) fn header(filter: FilterEnvoy, map: u32, name: &str) -> Option<String> {
-    let mut value = EnvoyBuffer::NULL;
-    // SAFETY: the running hook's pointer; `value` is a valid out pointer; a null size pointer
-    // is allowed (abi.h: optional).
-    let found = unsafe {
-        abi::envoy_dynamic_module_callback_http_get_header(
-            filter,
-            map,
-            ModuleBuffer::of(name.as_bytes()),
-            &mut value,
-            0,
-            std::ptr::null_mut(),
-        )
-    };
-    if !found || value.ptr.is_null() {
-        return None;
-    }
-    // SAFETY: Envoy's view, copied before anything else runs.
-    std::str::from_utf8(unsafe { value.bytes() })
-        .ok()
-        .map(str::to_string)
 }
 
 /// Every header of a map, copied out of Envoy's memory (the session removes headers while it
@@ -256,17 +253,15 @@ impl session::Stream for NativeStream<'_> {
         )
     }
     fn response_headers(&mut self, names: &[&str], out: &mut [Option<String>]) {
-        for (name, slot) in names.iter().zip(out.iter_mut()) {
-            *slot = header(self.filter, abi::RESPONSE_HEADERS, name);
-        }
+        // One read of the whole map answers every name and learns the names for the writes.
+        self.response_names = Some(read_names(self.filter, abi::RESPONSE_HEADERS, names, out));
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        use std::hash::BuildHasher;
         let filter = self.filter;
         let names = self
             .response_names
-            .get_or_insert_with(|| name_hashes(filter, abi::RESPONSE_HEADERS));
-        let hash = crate::fast_hash::FxBuildHasher::default().hash_one(name.as_bytes());
+            .get_or_insert_with(|| read_names(filter, abi::RESPONSE_HEADERS, &[], &mut []));
+        let hash = name_hash(name.as_bytes());
         match value {
             Some(v) if !names.contains(&hash) => {
                 add_header(filter, abi::RESPONSE_HEADERS, name, v);
