@@ -100,16 +100,16 @@ pub fn answer_headers<'a>(
     out.push(("x-litellm-version", Cow::Borrowed(VERSION)));
     out.push((
         "x-litellm-attempted-retries",
-        Cow::Owned(facts.attempted_retries.to_string()),
+        Cow::Owned(count(facts.attempted_retries)),
     ));
     out.push((
         "x-litellm-max-retries",
-        Cow::Owned(facts.max_retries.to_string()),
+        Cow::Owned(count(facts.max_retries)),
     ));
     if facts.attempted_fallbacks > 0 {
         out.push((
             "x-litellm-attempted-fallbacks",
-            Cow::Owned(facts.attempted_fallbacks.to_string()),
+            Cow::Owned(count(facts.attempted_fallbacks)),
         ));
     }
     out.push(("x-litellm-timeout", Cow::Owned(seconds(facts.timeout_ms))));
@@ -134,14 +134,31 @@ pub fn cost_header(
     })
 }
 
-/// Milliseconds as LiteLLM writes a timeout: seconds, as a float (`600.0`, `0.5`).
+/// Milliseconds as LiteLLM writes a timeout: seconds, as a Python float (`600.0`, `0.5`,
+/// `1.25`). Written from the integers (what `f64`'s shortest form of `ms / 1000` prints,
+/// without float formatting's ~2k instructions on every answer).
 pub fn seconds(ms: u64) -> String {
-    let s = ms as f64 / 1000.0;
-    if s.fract() == 0.0 {
-        format!("{s:.1}")
-    } else {
-        s.to_string()
+    let mut digits = [0u8; 20];
+    let mut out = String::with_capacity(24);
+    out.push_str(crate::json::decimal(ms / 1000, &mut digits));
+    out.push('.');
+    let millis = ms % 1000;
+    let fraction = [millis / 100, millis / 10 % 10, millis % 10];
+    let shown = match fraction {
+        [_, 0, 0] => 1,
+        [_, _, 0] => 2,
+        _ => 3,
+    };
+    for d in fraction.iter().take(shown) {
+        out.push(char::from(b'0' + *d as u8));
     }
+    out
+}
+
+/// A small count as header text (no formatting machinery).
+fn count(n: u32) -> String {
+    let mut digits = [0u8; 20];
+    crate::json::decimal(u64::from(n), &mut digits).to_string()
 }
 
 /// A request's `x-litellm-timeout` header (seconds, as LiteLLM reads it) in milliseconds.
@@ -237,5 +254,23 @@ mod tests {
         assert_eq!(request_timeout_ms("1.5"), Some(1500));
         assert_eq!(request_timeout_ms("-1"), None);
         assert_eq!(seconds(500), "0.5");
+    }
+
+    #[test]
+    fn seconds_are_written_as_the_float_would_print() {
+        let float = |ms: u64| {
+            let s = ms as f64 / 1000.0;
+            if s.fract() == 0.0 {
+                format!("{s:.1}")
+            } else {
+                s.to_string()
+            }
+        };
+        let samples = (0..5000).chain([600_000, 3_600_001, 86_400_120, u64::from(u32::MAX)]);
+        for ms in samples {
+            assert_eq!(seconds(ms), float(ms), "{ms} ms");
+        }
+        assert_eq!(count(0), "0");
+        assert_eq!(count(12), "12");
     }
 }
