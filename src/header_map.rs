@@ -87,6 +87,40 @@ pub fn serialise<K: AsRef<[u8]>, V: AsRef<[u8]>>(map: &[(K, V)]) -> Vec<u8> {
     out
 }
 
+/// The names a response's header map holds (Fx hashes), learnt from a read the session made
+/// anyway, so that a shell appends a header the map does not have — Envoy's replace searches
+/// the map and removes before it adds — and replaces one it does. A hash collision only
+/// means a replace where an append would have done.
+#[derive(Debug, Default)]
+pub struct HeaderNames(Vec<u64>);
+
+impl HeaderNames {
+    /// Room for a map's names and the answer headers the gateway adds (up to 13).
+    pub fn with_capacity(names: usize) -> Self {
+        HeaderNames(Vec::with_capacity(names + 16))
+    }
+
+    /// A name the map holds.
+    pub fn push(&mut self, name: &[u8]) {
+        self.0.push(hash(name));
+    }
+
+    /// Whether the map lacks `name`; either way it holds it from now on (the caller writes it).
+    pub fn add_if_absent(&mut self, name: &[u8]) -> bool {
+        let h = hash(name);
+        if self.0.contains(&h) {
+            return false;
+        }
+        self.0.push(h);
+        true
+    }
+}
+
+fn hash(name: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    crate::fast_hash::FxBuildHasher::default().hash_one(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +173,18 @@ mod tests {
         let mut long_value = full;
         long_value[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(pairs(&long_value).count(), 0);
+    }
+
+    #[test]
+    fn header_names_say_which_writes_can_append() {
+        let mut names = HeaderNames::with_capacity(2);
+        names.push(b":status");
+        names.push(b"content-type");
+        assert!(!names.add_if_absent(b"content-type"));
+        assert!(names.add_if_absent(b"x-llm-deployment"));
+        assert!(
+            !names.add_if_absent(b"x-llm-deployment"),
+            "written once, replaced after"
+        );
     }
 }

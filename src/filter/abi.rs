@@ -16,14 +16,14 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> Status;
-    fn proxy_get_header_map_value(
+    fn proxy_replace_header_map_value(
         map_type: MapType,
         key_data: *const u8,
         key_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
+        value_data: *const u8,
+        value_size: usize,
     ) -> Status;
-    fn proxy_replace_header_map_value(
+    fn proxy_add_header_map_value(
         map_type: MapType,
         key_data: *const u8,
         key_size: usize,
@@ -111,18 +111,6 @@ pub fn header_map(map_type: MapType) -> Vec<u8> {
     }
 }
 
-/// One header's value, if the map has it.
-pub fn header(map_type: MapType, name: &str) -> Option<Vec<u8>> {
-    let mut data = std::ptr::null_mut();
-    let mut size = 0;
-    // SAFETY: as in `header_map`.
-    unsafe {
-        let status =
-            proxy_get_header_map_value(map_type, name.as_ptr(), name.len(), &mut data, &mut size);
-        owned(status, data, size)
-    }
-}
-
 /// Replace a header (`Some`) or remove it (`None`); `false` when the host refused.
 pub fn set_header(map_type: MapType, name: &str, value: Option<&str>) -> bool {
     // SAFETY: the host only reads the two slices, during the call.
@@ -137,6 +125,22 @@ pub fn set_header(map_type: MapType, name: &str, value: Option<&str>) -> bool {
             ),
             None => proxy_remove_header_map_value(map_type, name.as_ptr(), name.len()),
         }
+    };
+    matches!(status, Status::Ok)
+}
+
+/// Append a header (the map may already hold the name: both values stay); `false` when the
+/// host refused.
+pub fn add_header(map_type: MapType, name: &str, value: &str) -> bool {
+    // SAFETY: the host only reads the two slices, during the call.
+    let status = unsafe {
+        proxy_add_header_map_value(
+            map_type,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
     };
     matches!(status, Status::Ok)
 }

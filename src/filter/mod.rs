@@ -12,6 +12,7 @@ mod abi;
 mod stats;
 
 use crate::config::{self, Config};
+use crate::header_map::HeaderNames;
 use crate::host::{Host, SplitMix64};
 use crate::session::{self, CalloutAnswer, Flow, Session, Ticker};
 use proxy_wasm::hostcalls;
@@ -125,6 +126,7 @@ impl RootContext for Root {
             host: WasmHost::new(SplitMix64::new(seed ^ u64::from(context_id))),
             session: Session::new(),
             metrics: self.metrics.clone(),
+            response_names: None,
         }))
     }
 
@@ -217,6 +219,9 @@ impl Host for WasmHost {
 /// The session's `Stream`, over this HTTP context's host calls.
 struct WasmStream<'a> {
     stats: WasmStats<'a>,
+    /// The response's header names, from the session's read of them (`HeaderNames`): kept
+    /// by `Http` from the response head to its body callbacks.
+    response_names: Option<HeaderNames>,
 }
 
 impl session::Stats for WasmStream<'_> {
@@ -251,20 +256,30 @@ impl session::Stream for WasmStream<'_> {
     fn replace_request_body(&mut self, size: usize, body: &[u8]) -> bool {
         abi::set_buffer(BufferType::HttpRequestBody, 0, size, body)
     }
-    /// One header: one read. More: one read of the whole map (each read is a host call).
+    /// One read of the whole map (a read costs the same host call whatever it returns): the
+    /// values asked for, and every name, so that the writes after it can append.
     fn response_headers(&mut self, names: &[&str], out: &mut [Option<String>]) {
-        if let ([name], [slot]) = (names, &mut *out) {
-            *slot = abi::header(MapType::HttpResponseHeaders, name)
-                .and_then(|v| String::from_utf8(v).ok());
-            return;
-        }
         let map = abi::header_map(MapType::HttpResponseHeaders);
-        for (name, slot) in names.iter().zip(out.iter_mut()) {
-            *slot = header(&map, name).map(str::to_string);
+        let mut present = HeaderNames::with_capacity(16);
+        for (name, value) in crate::header_map::pairs(&map) {
+            present.push(name.as_bytes());
+            for (want, slot) in names.iter().zip(out.iter_mut()) {
+                if slot.is_none() && *want == name {
+                    *slot = std::str::from_utf8(value).ok().map(str::to_string);
+                }
+            }
         }
+        self.response_names = Some(present);
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        abi::set_header(MapType::HttpResponseHeaders, name, value);
+        let absent = match (&mut self.response_names, value) {
+            (Some(names), Some(_)) => names.add_if_absent(name.as_bytes()),
+            _ => false,
+        };
+        match value {
+            Some(v) if absent => abi::add_header(MapType::HttpResponseHeaders, name, v),
+            _ => abi::set_header(MapType::HttpResponseHeaders, name, value),
+        };
     }
     fn response_body(&mut self, size: usize) -> Option<Vec<u8>> {
         abi::buffer(BufferType::HttpResponseBody, 0, size)
@@ -312,6 +327,8 @@ struct Http {
     host: WasmHost,
     session: Session,
     metrics: Rc<Metrics>,
+    /// `WasmStream::response_names`, from the response head to its body callbacks.
+    response_names: Option<HeaderNames>,
 }
 
 impl Http {
@@ -327,6 +344,7 @@ impl Http {
 fn stream_for<'a>(metrics: &'a Metrics, config: Option<&'a Config>) -> WasmStream<'a> {
     WasmStream {
         stats: WasmStats::maybe(metrics, config),
+        response_names: None,
     }
 }
 
@@ -394,23 +412,27 @@ impl HttpContext for Http {
         let (config, metrics) = self.begin();
         let config = config.as_deref();
         let mut stream = stream_for(&metrics, config);
-        flow(
+        let flow_out =
             self.session
-                .on_response_headers(config, &mut self.host, &mut stream, end_of_stream),
-        )
+                .on_response_headers(config, &mut self.host, &mut stream, end_of_stream);
+        self.response_names = stream.response_names.take();
+        flow(flow_out)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let (config, metrics) = self.begin();
         let config = config.as_deref();
         let mut stream = stream_for(&metrics, config);
-        flow(self.session.on_response_body(
+        stream.response_names = self.response_names.take();
+        let flow_out = self.session.on_response_body(
             config,
             &mut self.host,
             &mut stream,
             body_size,
             end_of_stream,
-        ))
+        );
+        self.response_names = stream.response_names.take();
+        flow(flow_out)
     }
 
     fn on_log(&mut self) {

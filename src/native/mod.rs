@@ -126,7 +126,7 @@ struct FilterState {
     host: NativeHost,
     /// `NativeStream::response_names`, kept from the response head to its body hooks (the
     /// headers of a buffered answer are still ours to edit there).
-    response_names: Option<Vec<u64>>,
+    response_names: Option<crate::header_map::HeaderNames>,
 }
 
 impl Filter {

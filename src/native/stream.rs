@@ -8,6 +8,7 @@
 
 use super::abi::{self, EnvoyBuffer, FilterEnvoy, ModuleBuffer, ModuleHeader};
 use super::stats::NativeStats;
+use crate::header_map::HeaderNames;
 use crate::session::{self, Stats};
 
 /// A local reply the session decided on, sent by the shell after the event.
@@ -29,7 +30,7 @@ pub(super) struct NativeStream<'a> {
     /// read or write, kept across its body hooks by the shell): a name not among them is
     /// appended (`http_add_header`), which spares Envoy the search-and-remove of
     /// `http_set_header`. A hash collision only means a plain set.
-    pub(super) response_names: Option<Vec<u64>>,
+    pub(super) response_names: Option<HeaderNames>,
 }
 
 /// The chunks of one body buffer, concatenated onto `out`.
@@ -100,14 +101,6 @@ fn replace_body(filter: FilterEnvoy, buffered: u32, received: u32, body: &[u8]) 
     }
 }
 
-/// Room for the answer headers the gateway adds (`answer_headers`: up to 13).
-const ADDED_NAMES: usize = 16;
-
-fn name_hash(name: &[u8]) -> u64 {
-    use std::hash::BuildHasher;
-    crate::fast_hash::FxBuildHasher::default().hash_one(name)
-}
-
 /// One read of a header map: the Fx hash of every name, and into `out` (at the positions of
 /// `wanted`) the first text value of each wanted name.
 fn read_names(
@@ -115,7 +108,7 @@ fn read_names(
     map: u32,
     wanted: &[&str],
     out: &mut [Option<String>],
-) -> Vec<u64> {
+) -> HeaderNames {
     // SAFETY: the running hook's pointer.
     let count = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, map) };
     let mut raw = vec![abi::EnvoyHeader::NULL; count];
@@ -125,20 +118,20 @@ fn read_names(
             abi::envoy_dynamic_module_callback_http_get_headers(filter, map, raw.as_mut_ptr())
         }
     {
-        return Vec::with_capacity(ADDED_NAMES);
+        return HeaderNames::with_capacity(0);
     }
-    let mut hashes = Vec::with_capacity(count + ADDED_NAMES);
+    let mut names = HeaderNames::with_capacity(count);
     for h in &raw {
         // SAFETY: Envoy's views, read at once.
         let (name, value) = unsafe { h.pair() };
-        hashes.push(name_hash(name));
+        names.push(name);
         for (want, slot) in wanted.iter().zip(out.iter_mut()) {
             if slot.is_none() && want.as_bytes() == name {
                 *slot = std::str::from_utf8(value).ok().map(str::to_string);
             }
         }
     }
-    hashes
+    names
 }
 
 fn add_header(filter: FilterEnvoy, map: u32, name: &str, value: &str) {
@@ -261,11 +254,9 @@ impl session::Stream for NativeStream<'_> {
         let names = self
             .response_names
             .get_or_insert_with(|| read_names(filter, abi::RESPONSE_HEADERS, &[], &mut []));
-        let hash = name_hash(name.as_bytes());
         match value {
-            Some(v) if !names.contains(&hash) => {
+            Some(v) if names.add_if_absent(name.as_bytes()) => {
                 add_header(filter, abi::RESPONSE_HEADERS, name, v);
-                names.push(hash);
             }
             _ => set_header(filter, abi::RESPONSE_HEADERS, name, value),
         }
