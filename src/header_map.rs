@@ -92,26 +92,41 @@ pub fn serialise<K: AsRef<[u8]>, V: AsRef<[u8]>>(map: &[(K, V)]) -> Vec<u8> {
 /// the map and removes before it adds — and replaces one it does. A hash collision only
 /// means a replace where an append would have done.
 #[derive(Debug, Default)]
-pub struct HeaderNames(Vec<u64>);
+pub struct HeaderNames {
+    hashes: Vec<u64>,
+    /// The map could not be read: every write replaces.
+    unknown: bool,
+}
 
 impl HeaderNames {
     /// Room for a map's names and the answer headers the gateway adds (up to 13).
     pub fn with_capacity(names: usize) -> Self {
-        HeaderNames(Vec::with_capacity(names + 16))
+        HeaderNames {
+            hashes: Vec::with_capacity(names + 16),
+            unknown: false,
+        }
+    }
+
+    /// A map that could not be read: nothing is known to be absent.
+    pub fn unknown() -> Self {
+        HeaderNames {
+            hashes: Vec::new(),
+            unknown: true,
+        }
     }
 
     /// A name the map holds.
     pub fn push(&mut self, name: &[u8]) {
-        self.0.push(hash(name));
+        self.hashes.push(hash(name));
     }
 
     /// Whether the map lacks `name`; either way it holds it from now on (the caller writes it).
     pub fn add_if_absent(&mut self, name: &[u8]) -> bool {
         let h = hash(name);
-        if self.0.contains(&h) {
+        if self.unknown || self.hashes.contains(&h) {
             return false;
         }
-        self.0.push(h);
+        self.hashes.push(h);
         true
     }
 }
@@ -185,6 +200,11 @@ mod tests {
         assert!(
             !names.add_if_absent(b"x-llm-deployment"),
             "written once, replaced after"
+        );
+        let mut unread = HeaderNames::unknown();
+        assert!(
+            !unread.add_if_absent(b"x-llm-deployment"),
+            "an unread map: replace"
         );
     }
 }

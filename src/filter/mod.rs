@@ -260,6 +260,11 @@ impl session::Stream for WasmStream<'_> {
     /// values asked for, and every name, so that the writes after it can append.
     fn response_headers(&mut self, names: &[&str], out: &mut [Option<String>]) {
         let map = abi::header_map(MapType::HttpResponseHeaders);
+        if map.is_empty() {
+            // Not read (a response map always holds `:status`): every write replaces.
+            self.response_names = Some(HeaderNames::unknown());
+            return;
+        }
         let mut present = HeaderNames::with_capacity(16);
         for (name, value) in crate::header_map::pairs(&map) {
             present.push(name.as_bytes());

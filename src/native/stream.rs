@@ -111,14 +111,15 @@ fn read_names(
 ) -> HeaderNames {
     // SAFETY: the running hook's pointer.
     let count = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, map) };
+    if count == 0 {
+        return HeaderNames::with_capacity(0);
+    }
     let mut raw = vec![abi::EnvoyHeader::NULL; count];
     // SAFETY: `raw` has room for the `count` headers Envoy reported.
-    if count == 0
-        || !unsafe {
-            abi::envoy_dynamic_module_callback_http_get_headers(filter, map, raw.as_mut_ptr())
-        }
-    {
-        return HeaderNames::with_capacity(0);
+    if !unsafe {
+        abi::envoy_dynamic_module_callback_http_get_headers(filter, map, raw.as_mut_ptr())
+    } {
+        return HeaderNames::unknown();
     }
     let mut names = HeaderNames::with_capacity(count);
     for h in &raw {
