@@ -115,9 +115,24 @@ impl HeaderNames {
         }
     }
 
-    /// A name the map holds.
-    pub fn push(&mut self, name: &[u8]) {
-        self.hashes.push(hash(name));
+    /// What a shell learns from one read of a map (`count` pairs): every name, and into `out`
+    /// (at the positions of `wanted`) the first text value of each wanted name.
+    pub fn read<'a>(
+        pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        count: usize,
+        wanted: &[&str],
+        out: &mut [Option<String>],
+    ) -> Self {
+        let mut names = HeaderNames::with_capacity(count);
+        for (name, value) in pairs {
+            names.hashes.push(hash(name));
+            for (want, slot) in wanted.iter().zip(out.iter_mut()) {
+                if slot.is_none() && want.as_bytes() == name {
+                    *slot = std::str::from_utf8(value).ok().map(str::to_string);
+                }
+            }
+        }
+        names
     }
 
     /// Whether the map lacks `name`; either way it holds it from now on (the caller writes it).
@@ -192,9 +207,18 @@ mod tests {
 
     #[test]
     fn header_names_say_which_writes_can_append() {
-        let mut names = HeaderNames::with_capacity(2);
-        names.push(b":status");
-        names.push(b"content-type");
+        let map: [(&[u8], &[u8]); 3] = [
+            (b":status", b"200"),
+            (b"content-type", b"application/json"),
+            (b"content-type", b"text/plain"),
+        ];
+        let mut out = [None, None];
+        let mut names = HeaderNames::read(map.into_iter(), 3, &["content-type", "x-a"], &mut out);
+        assert_eq!(
+            out,
+            [Some("application/json".to_string()), None],
+            "the first value"
+        );
         assert!(!names.add_if_absent(b"content-type"));
         assert!(names.add_if_absent(b"x-llm-deployment"));
         assert!(

@@ -265,16 +265,8 @@ impl session::Stream for WasmStream<'_> {
             self.response_names = Some(HeaderNames::unknown());
             return;
         }
-        let mut present = HeaderNames::with_capacity(16);
-        for (name, value) in crate::header_map::pairs(&map) {
-            present.push(name.as_bytes());
-            for (want, slot) in names.iter().zip(out.iter_mut()) {
-                if slot.is_none() && *want == name {
-                    *slot = std::str::from_utf8(value).ok().map(str::to_string);
-                }
-            }
-        }
-        self.response_names = Some(present);
+        let pairs = crate::header_map::pairs(&map).map(|(k, v)| (k.as_bytes(), v));
+        self.response_names = Some(HeaderNames::read(pairs, 16, names, out));
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         let absent = match (&mut self.response_names, value) {

@@ -101,8 +101,7 @@ fn replace_body(filter: FilterEnvoy, buffered: u32, received: u32, body: &[u8]) 
     }
 }
 
-/// One read of a header map: the Fx hash of every name, and into `out` (at the positions of
-/// `wanted`) the first text value of each wanted name.
+/// One read of a header map: its names, and the values of `wanted` into `out`.
 fn read_names(
     filter: FilterEnvoy,
     map: u32,
@@ -121,18 +120,9 @@ fn read_names(
     } {
         return HeaderNames::unknown();
     }
-    let mut names = HeaderNames::with_capacity(count);
-    for h in &raw {
-        // SAFETY: Envoy's views, read at once.
-        let (name, value) = unsafe { h.pair() };
-        names.push(name);
-        for (want, slot) in wanted.iter().zip(out.iter_mut()) {
-            if slot.is_none() && want.as_bytes() == name {
-                *slot = std::str::from_utf8(value).ok().map(str::to_string);
-            }
-        }
-    }
-    names
+    // SAFETY: Envoy's views, read before anything else runs.
+    let pairs = raw.iter().map(|h| unsafe { h.pair() });
+    HeaderNames::read(pairs, count, wanted, out)
 }
 
 fn add_header(filter: FilterEnvoy, map: u32, name: &str, value: &str) {
